@@ -1,0 +1,262 @@
+"""MusePipeline: text -> 256x256 (base) and text -> 512x512 (base + super-res), and zero-shot editing.
+
+The same object runs Muse at any size (random or trained weights) and aMUSEd; every stage decodes with
+muse.sampling.parallel_decode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .config import PipelineConfig, SamplerConfig
+from .errors import MuseInputError
+from .presets import preset_config
+from .sampling import make_generators, parallel_decode
+from .text import TextEmbedding, TextEncoder, build_text_model, load_tokenizer
+from .vqgan import VQTokenizer
+
+
+@dataclass
+class MuseOutput:
+    images: list[Image.Image]
+    tokens: torch.Tensor  # [B, H*W] final tokens of the last stage run (base at 256, super-res at 512)
+    trajectory: torch.Tensor | None  # [B, steps, 256] base tokens after each step (mask id where still masked)
+    mask_token_id: int
+    edit_mask: torch.Tensor | None = None  # [B, H*W] token positions an edit was allowed to change
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[B, 3, H, W] floats in [0, 1] -> PIL images (rounded to 8 bits)."""
+    arrays = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arrays]
+
+
+def _build_transformers(config: PipelineConfig):
+    from .transformer import BaseTransformer, SuperResTransformer
+
+    if config.family == "amused":
+        from diffusers import UVit2DModel
+
+        from .amused import AmusedTransformer
+
+        grid = config.base_resolution // config.vq_base.downsample
+        base = AmusedTransformer(
+            UVit2DModel(**config.amused.transformer), grid, config.base_resolution,
+            config.amused.aesthetic_score, config.amused.crop_coord,
+        )
+    else:
+        base = BaseTransformer(config.base)
+    superres = SuperResTransformer(config.superres) if config.superres is not None else None
+    return base, superres
+
+
+class MusePipeline:
+    """The Muse cascade. Build with from_preset, from_pretrained or from_config."""
+
+    def __init__(self, config: PipelineConfig, text_encoder: TextEncoder, vq_base: VQTokenizer, base: nn.Module,
+                 vq_superres: VQTokenizer | None = None, superres: nn.Module | None = None, weights: str = "random"):
+        self.config = config
+        self.text_encoder = text_encoder
+        self.vq_base = vq_base
+        self.base = base.eval().requires_grad_(False)
+        self.vq_superres = vq_superres
+        self.superres = superres.eval().requires_grad_(False) if superres is not None else None
+        self.weights = weights
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: PipelineConfig, device="cpu", dtype: torch.dtype | None = None,
+                    weights: str = "random") -> "MusePipeline":
+        """Random weights of the config's shape; device="meta" allocates nothing (for parameter counts)."""
+        with torch.device(device):
+            text_model = build_text_model(dataclasses.replace(config.text, pretrained=None))
+            vq_base = VQTokenizer.from_config(config.vq_base)
+            vq_superres = VQTokenizer.from_config(config.vq_superres) if config.vq_superres else None
+            base, superres = _build_transformers(config)
+        text = TextEncoder(text_model, load_tokenizer(config.text), config.text.kind, config.text.max_length)
+        pipe = cls(config, text, vq_base, base, vq_superres, superres, weights)
+        return pipe.to(device, dtype)
+
+    @classmethod
+    def from_preset(cls, name: str, device="cpu", dtype: torch.dtype | None = None) -> "MusePipeline":
+        """A named preset (muse.presets.PRESET_NAMES) with random weights; offline."""
+        return cls.from_config(preset_config(name), device=device, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, device="cpu", dtype: torch.dtype | None = None) -> "MusePipeline":
+        """Our safetensors checkpoints (save_pretrained), aMUSEd diffusers folders, or aMUSEd hub ids."""
+        from .checkpoint import load_pipeline
+
+        return load_pipeline(cls, path_or_id).to(device, dtype)
+
+    def save_pretrained(self, path: str) -> None:
+        """Write config JSON and safetensors weights to folder `path` (loadable with from_pretrained)."""
+        from .checkpoint import save_pipeline
+
+        save_pipeline(self, path)
+
+    def modules(self) -> dict[str, nn.Module]:
+        parts = {"text_encoder": self.text_encoder.model, "vq_base": self.vq_base, "base": self.base}
+        if self.superres is not None:
+            parts.update(vq_superres=self.vq_superres, superres=self.superres)
+        return parts
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "MusePipeline":
+        if device is not None and torch.device(device).type == "meta":
+            return self
+        for module in self.modules().values():
+            module.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per component and in total (works on the meta device)."""
+        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self.modules().items()}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    @property
+    def supported_resolutions(self) -> tuple[int, ...]:
+        return self.config.resolutions
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.base.mask_token_id
+
+    def sampler_settings(self, resolution: int) -> dict:
+        """The decoding protocol behind an image at `resolution`, for results files."""
+        settings = {"base": dataclasses.asdict(self.config.base_sampler)}
+        if resolution > self.config.base_resolution:
+            settings["superres"] = dataclasses.asdict(self.config.superres_sampler)
+        return settings
+
+    # ---- generation ---------------------------------------------------------------------------------------
+    def encode_text(self, prompts: Sequence[str], negative_prompt: str | Sequence[str] | None, guided: bool):
+        """Conditional embeddings, followed (when guided) by the negative / empty-prompt ones: [2B, ...]."""
+        cond = self.text_encoder(list(prompts))
+        if not guided:
+            return cond
+        if negative_prompt is None or isinstance(negative_prompt, str):
+            negative_prompt = [negative_prompt or ""] * len(prompts)
+        if len(negative_prompt) != len(prompts):
+            raise MuseInputError(f"{len(negative_prompt)} negative prompts for {len(prompts)} prompts")
+        return TextEmbedding.cat([cond, self.text_encoder(list(negative_prompt))])
+
+    def decode_stage(self, model, text: TextEmbedding, tokens: torch.Tensor, sampler: SamplerConfig, generators,
+                     low_tokens: torch.Tensor | None = None, return_trajectory: bool = False, **overrides):
+        """Run parallel decoding of one stage from `tokens` (mask id where unknown)."""
+        settings = dataclasses.asdict(sampler) | {k: v for k, v in overrides.items() if v is not None}
+        guided = bool(settings["guidance_scale"])
+        paired = text.hidden.shape[0] == 2 * tokens.shape[0]
+        if guided and not paired:
+            raise ValueError("guided decoding needs conditional and unconditional text")
+        if paired and not guided:
+            n = tokens.shape[0]
+            text = TextEmbedding(text.hidden[:n], text.mask[:n], None if text.pooled is None else text.pooled[:n])
+        if low_tokens is not None and guided:
+            low_tokens = torch.cat([low_tokens, low_tokens])
+        context = model.context(text, low_tokens)
+
+        def logits_fn(current):
+            if not guided:
+                return model.logits(current, context), None
+            # One batched forward for both branches of classifier-free guidance.
+            cond, uncond = model.logits(torch.cat([current, current]), context).chunk(2)
+            return cond, uncond
+
+        return parallel_decode(
+            logits_fn, tokens, mask_token_id=model.mask_token_id, generators=generators,
+            return_trajectory=return_trajectory, **settings,
+        )
+
+    def _check_prompts(self, prompts) -> list[str]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            raise MuseInputError("no prompts given: pass a list of at least one prompt ('' is the unconditional one)")
+        bad = [p for p in prompts if not isinstance(p, str)]
+        if bad:
+            raise MuseInputError(f"prompts must be strings, got {type(bad[0]).__name__}: {bad[0]!r}")
+        return prompts
+
+    def _check_resolution(self, resolution: int) -> None:
+        if resolution not in self.supported_resolutions:
+            raise MuseInputError(
+                f"resolution {resolution} is not supported by {self.config.name}: use one of "
+                f"{', '.join(map(str, self.supported_resolutions))}"
+            )
+
+    def _indices(self, n: int, sample_indices) -> list[int]:
+        indices = list(range(n)) if sample_indices is None else [int(i) for i in sample_indices]
+        if len(indices) != n:
+            raise MuseInputError(f"{len(indices)} sample indices for {n} prompts")
+        return indices
+
+    @torch.no_grad()
+    def __call__(self, prompts: str | Sequence[str], resolution: int = 256, seed: int = 0,
+                 sample_indices: Sequence[int] | None = None, negative_prompt: str | Sequence[str] | None = None,
+                 guidance_scale: float | None = None, steps: int | None = None, superres_steps: int | None = None,
+                 return_trajectory: bool = False, output_type: str = "pil") -> MuseOutput:
+        """Generate one image per prompt.
+
+        Sample i's randomness comes only from (seed, sample_indices[i]) (default: its position), so an image is
+        the same whatever the batch it is generated in. guidance_scale and steps override the base stage's
+        (and super-res stage's) preset; output_type "pil" or "pt" (float tensors in [0, 1]).
+        """
+        prompts = self._check_prompts(prompts)
+        self._check_resolution(resolution)
+        for name, value in (("steps", steps), ("superres_steps", superres_steps)):
+            if value is not None and value < 1:
+                raise MuseInputError(f"{name} must be at least 1, got {value}")
+        indices = self._indices(len(prompts), sample_indices)
+        generators = make_generators(seed, indices, self.device)
+        scale = self.config.base_sampler.guidance_scale if guidance_scale is None else guidance_scale
+        text = self.encode_text(prompts, negative_prompt, guided=bool(scale))
+
+        start = torch.full((len(prompts), self.base.seq_len), self.base.mask_token_id, device=self.device)
+        base = self.decode_stage(self.base, text, start, self.config.base_sampler, generators,
+                                 return_trajectory=return_trajectory, guidance_scale=guidance_scale, steps=steps)
+        tokens = base.tokens
+        if resolution > self.config.base_resolution:
+            sr_scale = self.config.superres_sampler.guidance_scale if guidance_scale is None else guidance_scale
+            sr_text = self.encode_text(prompts, negative_prompt, True) if sr_scale and not scale else text
+            start = torch.full((len(prompts), self.superres.seq_len), self.superres.mask_token_id, device=self.device)
+            tokens = self.decode_stage(self.superres, sr_text, start, self.config.superres_sampler, generators,
+                                       low_tokens=base.tokens, guidance_scale=guidance_scale, steps=superres_steps).tokens
+        images = self.decode_tokens(tokens, resolution)
+        return MuseOutput(images if output_type == "pt" else to_pil(images), tokens, base.trajectory, self.mask_token_id)
+
+    def decode_tokens(self, tokens: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Tokens of the stage that produces `resolution` -> images [B, 3, R, R] in [0, 1]."""
+        vq = self.vq_superres if resolution > self.config.base_resolution else self.vq_base
+        return vq.decode(tokens, resolution // vq.downsample)
+
+    # ---- editing (muse/editing.py) ------------------------------------------------------------------------
+    def inpaint(self, image, mask, prompt, **kwargs) -> MuseOutput:
+        """Regenerate the masked region of `image` (mask True/white = regenerate). See muse.editing.inpaint."""
+        from .editing import inpaint
+
+        return inpaint(self, image, mask, prompt, **kwargs)
+
+    def outpaint(self, image, keep, prompt, **kwargs) -> MuseOutput:
+        """Regenerate everything outside `keep` (a box or a mask of what to keep). See muse.editing.outpaint."""
+        from .editing import outpaint
+
+        return outpaint(self, image, keep, prompt, **kwargs)
+
+    def edit(self, image, prompt, **kwargs) -> MuseOutput:
+        """Mask-free editing towards `prompt`. See muse.editing.edit."""
+        from .editing import edit
+
+        return edit(self, image, prompt, **kwargs)

@@ -1,0 +1,117 @@
+"""Muse's masked-token transformers: the base model (text -> 16x16 tokens) and the super-res model
+(text + 16x16 tokens -> 64x64 tokens).
+
+Both split their work in two: `context(...)` computes what stays fixed during decoding (projected text, the
+low-res encoding), once per image; `logits(tokens, context)` is the per-step forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import SuperResConfig, TransformerConfig
+from .layers import Block
+from .text import TextEmbedding
+
+
+@dataclass
+class Context:
+    """Cross-attention memory [B, S, D] and its key mask [B, S] (True = attend)."""
+
+    memory: torch.Tensor
+    mask: torch.Tensor
+
+
+class TokenDecoder(nn.Module):
+    """Token embedding + learned positions, a stack of blocks, and a head over the codebook.
+
+    The input vocabulary is the codebook plus one mask token (id = codebook_size).
+    """
+
+    def __init__(self, codebook_size, grid, hidden, layers, heads, mlp, context_dim, kv_heads=None, head=True):
+        super().__init__()
+        self.mask_token_id = codebook_size
+        self.embed = nn.Embedding(codebook_size + 1, hidden)
+        self.pos = nn.Parameter(torch.zeros(1, grid * grid, hidden))
+        nn.init.normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(Block(hidden, heads, mlp, context_dim, kv_heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, codebook_size, bias=False) if head else None
+
+    def forward(self, tokens: torch.Tensor, context: Context) -> torch.Tensor:
+        x = self.embed(tokens) + self.pos
+        for block in self.blocks:
+            x = block(x, context.memory, context.mask)
+        x = self.norm(x)
+        return x if self.head is None else self.head(x)
+
+
+class BaseTransformer(nn.Module):
+    """Base model: predicts the codebook distribution of every 16x16 token given text (Muse section 2.2)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        # The T5 embeddings are projected to the transformer width once (paper: "linearly projected").
+        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, config.hidden, bias=False), nn.LayerNorm(config.hidden))
+        self.decoder = TokenDecoder(
+            config.codebook_size, config.grid, config.hidden, config.layers, config.heads, config.mlp,
+            context_dim=config.hidden, kv_heads=config.cross_kv_heads,
+        )
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.decoder.mask_token_id
+
+    @property
+    def seq_len(self) -> int:
+        return self.config.grid**2
+
+    def context(self, text: TextEmbedding, low_tokens=None) -> Context:
+        return Context(self.text_proj(text.hidden), text.mask)
+
+    def logits(self, tokens: torch.Tensor, context: Context) -> torch.Tensor:
+        """tokens [B, L] (mask id where unknown) -> logits [B, L, codebook_size]."""
+        return self.decoder(tokens, context)
+
+
+class SuperResTransformer(nn.Module):
+    """Super-res model (Muse section 2.3, Table 6): the low-res tokens are encoded once, with cross-attention
+    to the text; the high-res decoder cross-attends to [projected text; low-res encoding]."""
+
+    def __init__(self, config: SuperResConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.enc_text_proj = nn.Sequential(nn.Linear(c.text_dim, c.enc_hidden, bias=False), nn.LayerNorm(c.enc_hidden))
+        self.encoder = TokenDecoder(
+            c.low_codebook_size, c.low_grid, c.enc_hidden, c.enc_layers, c.enc_heads, c.enc_mlp,
+            context_dim=c.enc_hidden, kv_heads=c.cross_kv_heads, head=False,
+        )
+        self.text_proj = nn.Sequential(nn.Linear(c.text_dim, c.hidden, bias=False), nn.LayerNorm(c.hidden))
+        self.low_proj = nn.Linear(c.enc_hidden, c.hidden, bias=False)
+        self.decoder = TokenDecoder(
+            c.codebook_size, c.grid, c.hidden, c.layers, c.heads, c.mlp, context_dim=c.hidden, kv_heads=c.cross_kv_heads,
+        )
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.decoder.mask_token_id
+
+    @property
+    def seq_len(self) -> int:
+        return self.config.grid**2
+
+    def context(self, text: TextEmbedding, low_tokens: torch.Tensor | None = None) -> Context:
+        if low_tokens is None:
+            raise ValueError("the super-res model needs the low-res tokens")
+        low = self.encoder(low_tokens, Context(self.enc_text_proj(text.hidden), text.mask))
+        memory = torch.cat([self.text_proj(text.hidden), self.low_proj(low)], dim=1)
+        low_mask = torch.ones(low.shape[:2], dtype=torch.bool, device=low.device)
+        return Context(memory, torch.cat([text.mask, low_mask], dim=1))
+
+    def logits(self, tokens: torch.Tensor, context: Context) -> torch.Tensor:
+        return self.decoder(tokens, context)
