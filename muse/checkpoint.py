@@ -167,7 +167,7 @@ def _load_diffusers_amused(cls, path: str):
                          ("transformer", "diffusion_pytorch_model.safetensors"),
                          ("text_encoder", "model.safetensors")):
         _require(path, [os.path.join(sub, "config.json"), os.path.join(sub, weights)])
-    _require(path, [os.path.join("tokenizer", "vocab.json"), os.path.join("tokenizer", "merges.txt")])
+    _require(path, [os.path.join("tokenizer", "tokenizer_config.json")])
     vq = VQModel.from_pretrained(path, subfolder="vqvae", use_safetensors=True)
     uvit = UVit2DModel.from_pretrained(path, subfolder="transformer", use_safetensors=True)
     text_model = CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder", use_safetensors=True)

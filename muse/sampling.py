@@ -31,24 +31,27 @@ def make_generators(seed: int, indices: Sequence[int], device: torch.device | st
     return [torch.Generator(device=device).manual_seed(sample_seed(seed, i)) for i in indices]
 
 
-def mask_ratio(ratio: float, schedule: str = "cosine") -> float:
-    """Fraction of the initially unknown tokens still masked once `ratio` of the steps are done.
+def mask_ratio(ratio: float, schedule: str = "cosine") -> torch.Tensor:
+    """Fraction of the initially unknown tokens still masked once `ratio` of the steps are done (float32).
 
-    cosine: cos(pi/2 r) (MaskGIT's default); linear: 1 - r; powP (e.g. pow2): 1 - r**P.
+    cosine: cos(pi/2 r) (MaskGIT's default); linear: 1 - r; powP (e.g. pow2): 1 - r**P. Evaluated in float32,
+    as MaskGIT (JAX) and aMUSEd do, so token counts match theirs exactly where a value lands on an integer
+    (256 * cos(pi/3) is 127.99999 in float32, so 127 tokens, not 128).
     """
+    r = torch.tensor(ratio, dtype=torch.float32)
     if schedule == "cosine":
-        value = math.cos(math.pi / 2 * ratio)
+        value = torch.cos(r * math.pi / 2)
     elif schedule == "linear":
-        value = 1.0 - ratio
+        value = 1 - r
     elif schedule.startswith("pow"):
         try:
             power = float(schedule[3:] or 2)
         except ValueError:
             raise MuseInputError(f"unknown masking schedule {schedule!r}: use cosine, linear or powP (e.g. pow2)") from None
-        value = 1.0 - ratio**power
+        value = 1 - r**power
     else:
         raise MuseInputError(f"unknown masking schedule {schedule!r}: use cosine, linear or powP (e.g. pow2)")
-    return min(max(value, 0.0), 1.0)
+    return value.clamp(0.0, 1.0)
 
 
 def choice_temperature_at(step: int, steps: int, temperature: float, schedule: str = "maskgit", end: float = 0.0) -> float:
@@ -99,12 +102,13 @@ def sample_categorical(logits: torch.Tensor, generators: Sequence[torch.Generato
 def gumbel(shape_per_sample: tuple[int, ...], generators: Sequence[torch.Generator], device) -> torch.Tensor:
     """Standard Gumbel noise [B, *shape], sample i from generators[i]."""
     u = torch.stack([torch.rand(shape_per_sample, generator=g, device=device) for g in generators])
-    return -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
+    return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
 
 
 def mask_lengths(n_initial: torch.Tensor, n_unknown: torch.Tensor, ratio: float, schedule: str) -> torch.Tensor:
     """MaskGIT's rule: floor(N * mask_ratio), clamped to [1, unknown - 1]; 0 where nothing is unknown."""
-    length = torch.floor(n_initial.double() * mask_ratio(ratio, schedule)).long()
+    # A Python float holding the float32 value: multiplying keeps float32 and needs no host-to-device copy.
+    length = torch.floor(n_initial.float() * float(mask_ratio(ratio, schedule))).long()
     length = torch.clamp(torch.minimum(length, n_unknown - 1), min=1)
     return torch.where(n_unknown > 0, length, torch.zeros_like(length))
 
@@ -163,7 +167,8 @@ def parallel_decode(
         if step == steps - 1:
             tokens = sampled
         else:
-            ratio = (step + 1) / steps
+            # The ratio as float32 computes it from integers, like the reference implementations.
+            ratio = float(torch.tensor(step + 1, dtype=torch.float32) / steps)
             lengths = mask_lengths(n_initial, unknown.sum(-1), ratio, schedule)
             log_p = torch.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
             temperature = choice_temperature_at(step, steps, choice_temperature, temperature_schedule, temperature_end)

@@ -71,7 +71,8 @@ def load_tokenizer(config: TextConfig, fallback: str | None = None):
         return ByT5Tokenizer()
     if name == "clip-bpe":
         folder = clip_bpe_tokenizer_dir()
-        return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+        # CLIP-L/14 reads 77 tokens (its position table), as the released tokenizer says.
+        return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"), model_max_length=77)
     try:
         return AutoTokenizer.from_pretrained(name)
     except OSError as err:

@@ -1,0 +1,145 @@
+"""MusePipeline end to end with the tiny preset: shapes, schedule, determinism, bad input, checkpoints."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from muse import MissingWeightsError, MuseInputError, MusePipeline, UnsafeCheckpointError
+
+PROMPTS = ["a red cube on a blue sphere", "a corgi wearing sunglasses", "", "an astronaut riding a horse",
+           "a bowl of ramen", "the eiffel tower at night", "two cats playing chess", "a lighthouse in a storm"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    return MusePipeline.from_preset("muse-tiny")
+
+
+def test_generates_256_and_512(pipe):
+    out = pipe(PROMPTS[:2], resolution=256, seed=0, return_trajectory=True)
+    assert [im.size for im in out.images] == [(256, 256)] * 2
+    assert out.tokens.shape == (2, 256) and out.tokens.max() < pipe.mask_token_id
+    assert out.trajectory.shape == (2, 24, 256)
+    out = pipe(PROMPTS[:1], resolution=512, seed=0)
+    assert out.images[0].size == (512, 512)
+    assert out.tokens.shape == (1, 64 * 64)
+
+
+def test_trajectory_follows_the_cosine_schedule(pipe):
+    out = pipe(PROMPTS[:2], seed=1, return_trajectory=True)
+    counts = (out.trajectory == out.mask_token_id).sum(-1)
+    # floor(N cos(pi/2 (s+1)/T)) evaluated in float32 (as MaskGIT and aMUSEd do); none after the last step.
+    ratios = torch.arange(1, 24, dtype=torch.float32) / 24
+    expected = torch.floor(256 * torch.cos(ratios * math.pi / 2)).long().tolist() + [0]
+    assert counts.tolist() == [expected, expected]
+    assert torch.equal(out.trajectory[:, -1], out.tokens)
+
+
+def test_sample_is_the_same_alone_or_in_a_batch_of_8(pipe):
+    # Few steps: batch independence does not depend on the step count, and this CPU is slow.
+    batch = pipe(PROMPTS, seed=5, sample_indices=range(100, 108), steps=6).tokens
+    for i in (0, 3, 7):
+        alone = pipe([PROMPTS[i]], seed=5, sample_indices=[100 + i], steps=6).tokens
+        assert torch.equal(alone[0], batch[i])
+
+
+def test_sample_512_is_the_same_alone_or_in_a_batch(pipe):
+    batch = pipe(PROMPTS[:3], resolution=512, seed=2).tokens
+    alone = pipe([PROMPTS[2]], resolution=512, seed=2, sample_indices=[2]).tokens
+    assert torch.equal(alone[0], batch[2])
+
+
+def test_seed_and_negative_prompt_change_the_image(pipe):
+    a = pipe(PROMPTS[:1], seed=0).tokens
+    assert torch.equal(a, pipe(PROMPTS[:1], seed=0).tokens)
+    assert not torch.equal(a, pipe(PROMPTS[:1], seed=1).tokens)
+    assert not torch.equal(a, pipe(PROMPTS[:1], seed=0, negative_prompt="blurry").tokens)
+
+
+def test_empty_prompt_is_the_unconditional_prompt(pipe):
+    out = pipe([""], seed=0, guidance_scale=0.0)
+    assert out.images[0].size == (256, 256)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(prompts=[]), "no prompts"),
+        (dict(prompts=["x"], resolution=384), "resolution 384"),
+        (dict(prompts=["x"], steps=0), "steps"),
+        (dict(prompts=["x"], superres_steps=0, resolution=512), "superres_steps"),
+        (dict(prompts=[None]), "strings"),
+        (dict(prompts=["x", "y"], sample_indices=[0]), "sample indices"),
+    ],
+)
+def test_bad_input_is_refused_clearly(pipe, kwargs, match):
+    with pytest.raises(MuseInputError, match=match):
+        pipe(**kwargs)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(MuseInputError, match="muse-tiny"):
+        MusePipeline.from_preset("muse-7b")
+
+
+def test_save_and_load_round_trip(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "ckpt")
+    loaded = MusePipeline.from_pretrained(str(tmp_path / "ckpt"))
+    assert loaded.weights == "pretrained"
+    assert loaded.parameter_counts() == pipe.parameter_counts()
+    for name, module in pipe.modules().items():
+        theirs = loaded.modules()[name].state_dict()
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, theirs[key]), f"{name}.{key}"
+    assert torch.equal(pipe(PROMPTS[:2], resolution=512, seed=4).tokens, loaded(PROMPTS[:2], resolution=512, seed=4).tokens)
+
+
+def test_checkpoint_missing_file_is_named(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "ckpt")
+    os.remove(tmp_path / "ckpt" / "superres.safetensors")
+    with pytest.raises(MissingWeightsError, match="superres.safetensors"):
+        MusePipeline.from_pretrained(str(tmp_path / "ckpt"))
+
+
+def test_pickle_checkpoints_are_refused(pipe, tmp_path):
+    pickle = tmp_path / "model.ckpt"
+    torch.save(pipe.base.state_dict(), pickle)
+    with pytest.raises(UnsafeCheckpointError, match="pickle"):
+        MusePipeline.from_pretrained(str(pickle))
+    # A folder whose component was saved as a pickle instead of safetensors is refused too.
+    pipe.save_pretrained(tmp_path / "ckpt")
+    os.remove(tmp_path / "ckpt" / "base.safetensors")
+    torch.save(pipe.base.state_dict(), tmp_path / "ckpt" / "base.bin")
+    with pytest.raises(UnsafeCheckpointError, match="base.bin"):
+        MusePipeline.from_pretrained(str(tmp_path / "ckpt"))
+
+
+def test_checkpoint_from_a_newer_version_is_refused(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "muse_pipeline.json"
+    data = json.loads(path.read_text())
+    data["version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(MissingWeightsError, match="newer"):
+        MusePipeline.from_pretrained(str(tmp_path / "ckpt"))
+
+
+def test_missing_hub_download_says_how_to_supply_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download amused/amused-256"):
+        MusePipeline.from_pretrained("amused/amused-256")
+
+
+def test_pretrained_text_encoder_offline_is_a_clear_error():
+    from dataclasses import replace
+
+    from muse.presets import preset_config
+    from muse.text import build_text_model
+
+    config = preset_config("muse-tiny").text
+    with pytest.raises(MissingWeightsError, match="model.text.pretrained"):
+        build_text_model(replace(config, pretrained="/nonexistent/t5-v1_1-xxl"))
