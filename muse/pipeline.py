@@ -73,21 +73,26 @@ class MusePipeline:
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: PipelineConfig, device="cpu", dtype: torch.dtype | None = None,
-                    weights: str = "random") -> "MusePipeline":
-        """Random weights of the config's shape; device="meta" allocates nothing (for parameter counts)."""
-        with torch.device(device):
+                    seed: int = 0) -> "MusePipeline":
+        """Random weights of the config's shape, drawn from `seed` (the same weights in every process on the
+        same kind of device); device="meta" allocates nothing (for parameter counts)."""
+        device = torch.device(device)
+        rng_devices = [device] if device.type == "cuda" else []
+        # A private RNG state: the caller's global generator is left as it was.
+        with torch.random.fork_rng(devices=rng_devices, device_type=device.type if rng_devices else "cuda"), torch.device(device):
+            torch.manual_seed(seed)
             text_model = build_text_model(dataclasses.replace(config.text, pretrained=None))
             vq_base = VQTokenizer.from_config(config.vq_base)
             vq_superres = VQTokenizer.from_config(config.vq_superres) if config.vq_superres else None
             base, superres = _build_transformers(config)
         text = TextEncoder(text_model, load_tokenizer(config.text), config.text.kind, config.text.max_length)
-        pipe = cls(config, text, vq_base, base, vq_superres, superres, weights)
+        pipe = cls(config, text, vq_base, base, vq_superres, superres, weights="random")
         return pipe.to(device, dtype)
 
     @classmethod
-    def from_preset(cls, name: str, device="cpu", dtype: torch.dtype | None = None) -> "MusePipeline":
-        """A named preset (muse.presets.PRESET_NAMES) with random weights; offline."""
-        return cls.from_config(preset_config(name), device=device, dtype=dtype)
+    def from_preset(cls, name: str, device="cpu", dtype: torch.dtype | None = None, seed: int = 0) -> "MusePipeline":
+        """A named preset (muse.presets.PRESET_NAMES) with random weights drawn from `seed`; offline."""
+        return cls.from_config(preset_config(name), device=device, dtype=dtype, seed=seed)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device="cpu", dtype: torch.dtype | None = None) -> "MusePipeline":
@@ -240,7 +245,9 @@ class MusePipeline:
     def decode_tokens(self, tokens: torch.Tensor, resolution: int) -> torch.Tensor:
         """Tokens of the stage that produces `resolution` -> images [B, 3, R, R] in [0, 1]."""
         vq = self.vq_superres if resolution > self.config.base_resolution else self.vq_base
-        return vq.decode(tokens, resolution // vq.downsample)
+        # One sample at a time: batched convolutions round differently with the batch size, and a sample's
+        # pixels must not depend on the batch it was generated in. The decoder is a small share of the time.
+        return torch.cat([vq.decode(t[None], resolution // vq.downsample) for t in tokens])
 
     # ---- editing (muse/editing.py) ------------------------------------------------------------------------
     def inpaint(self, image, mask, prompt, **kwargs) -> MuseOutput:

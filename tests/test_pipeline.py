@@ -129,9 +129,11 @@ def test_checkpoint_from_a_newer_version_is_refused(pipe, tmp_path):
 
 
 def test_missing_hub_download_says_how_to_supply_it(monkeypatch):
+    # Offline by construction: the hub is never reached, the download fails and the error must say what to do.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(MissingWeightsError, match="huggingface-cli download amused/amused-256"):
-        MusePipeline.from_pretrained("amused/amused-256")
+    hub_id = "amused/amused-256"
+    with pytest.raises(MissingWeightsError, match=f"huggingface-cli download {hub_id}"):
+        MusePipeline.from_pretrained(hub_id)
 
 
 def test_pretrained_text_encoder_offline_is_a_clear_error():
@@ -143,3 +145,24 @@ def test_pretrained_text_encoder_offline_is_a_clear_error():
     config = preset_config("muse-tiny").text
     with pytest.raises(MissingWeightsError, match="model.text.pretrained"):
         build_text_model(replace(config, pretrained="/nonexistent/t5-v1_1-xxl"))
+
+
+def test_pixels_are_the_same_alone_or_in_a_batch(pipe):
+    batch = pipe(PROMPTS[:3], seed=9, steps=4, output_type="pt").images
+    alone = pipe([PROMPTS[1]], seed=9, steps=4, sample_indices=[1], output_type="pt").images
+    assert torch.equal(alone[0], batch[1])
+
+
+def test_random_weights_depend_on_the_init_seed_only():
+    torch.manual_seed(123)
+    a = MusePipeline.from_preset("muse-tiny", seed=3)
+    after_a = torch.rand(1)
+    torch.manual_seed(123)
+    b = MusePipeline.from_preset("muse-tiny", seed=3)
+    c = MusePipeline.from_preset("muse-tiny", seed=4)
+    for (name, x), y, z in zip(a.base.named_parameters(), b.base.parameters(), c.base.parameters()):
+        assert torch.equal(x, y), name
+    assert not torch.equal(a.base.decoder.pos, c.base.decoder.pos)
+    torch.manual_seed(123)
+    MusePipeline.from_preset("muse-tiny", seed=5)
+    assert torch.equal(torch.rand(1), after_a)  # building a pipeline leaves the caller's generator alone

@@ -1,0 +1,32 @@
+# The README's set-up commands. `make run` and `make test` each create .venv when it is missing and
+# install the package with its test extras (pip installs only what is missing), then run the default
+# experiment or the test suite. The install runs once per version of pyproject.toml: its stamp file
+# in .venv is named after the file's checksum.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test bench install
+
+run: $(STAMP)
+	$(BIN)/muse-bench $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks/ --benchmark-only $(ARGS)
+
+install: $(STAMP)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "muse-bench needs Python 3.11 or newer; $(PYTHON) is older. Run e.g. make PYTHON=python3.11 $(MAKECMDGOALS)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@

@@ -1,0 +1,1 @@
+"""muse-bench: the evaluation and benchmark harness around the `muse` model package."""

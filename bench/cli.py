@@ -1,0 +1,77 @@
+"""The `muse-bench` command: one Hydra app over the repository's conf/ folder.
+
+Expected errors (bench.errors.BenchError, muse.errors.MuseError) are printed as one paragraph on
+stderr with exit status 2 and no traceback; Hydra reports its own composition errors (an unknown
+preset, an override of the wrong type) the same way, with exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from bench.config import register_configs
+from bench.errors import BenchError
+
+# conf/ sits at the repository root, beside this package: the package runs from its checkout
+# (pip install -e .).
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+EXIT_EXPECTED_ERROR = 2
+
+register_configs()
+
+
+def _one_paragraph(message: str) -> str:
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _is_expected(err: Exception) -> bool:
+    if isinstance(err, BenchError):
+        return True
+    # No MuseError can be raised before muse is imported, so look it up only if it was: importing muse
+    # (and diffusers with it) takes seconds that a config error found earlier need not wait for.
+    muse_errors = sys.modules.get("muse.errors")
+    return muse_errors is not None and isinstance(err, muse_errors.MuseError)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def app(cfg: DictConfig) -> None:
+    """Run the experiment the composed config describes and print where its results are."""
+    # Imported here, not at module level, so that --help and --cfg do not pay for importing torch.
+    from bench.jobs import run_generation
+
+    hydra_cfg = HydraConfig.get()
+    try:
+        results = run_generation(
+            cfg,
+            run_dir=hydra_cfg.runtime.output_dir,
+            experiment=hydra_cfg.runtime.choices.get("experiment") or "default",
+            overrides=list(hydra_cfg.overrides.task),
+        )
+    except Exception as err:
+        if not _is_expected(err):
+            raise
+        print(f"muse-bench: error: {_one_paragraph(str(err))}", file=sys.stderr)
+        sys.exit(EXIT_EXPECTED_ERROR)
+    print(f"results: {results}")
+
+
+def main() -> None:
+    """Entry point of the `muse-bench` console script (arguments from sys.argv)."""
+    if not (CONF_DIR / "config.yaml").is_file():
+        print(
+            f"muse-bench: error: no Hydra configs at {CONF_DIR}. muse-bench runs from its source checkout: "
+            "install it there with `pip install -e .` (make run does).",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_EXPECTED_ERROR)
+    app()
+
+
+if __name__ == "__main__":
+    main()

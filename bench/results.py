@@ -1,0 +1,124 @@
+"""The one results writer: results.json, per-sample manifests, atomic file writes.
+
+results.json (schema_version 1) holds:
+  schema_version, experiment, created (ISO 8601, UTC), overrides (the command-line overrides),
+  provenance (bench.provenance), config (the resolved config),
+  evaluations: [{model, dataset, weights, n_samples {requested, effective},
+                 metrics {NAME: {value, higher_is_better, stderr, protocol}}, protocol {...}}],
+  latency: [rows as in latency.csv].
+Every file is written to a temporary file in its destination folder and moved into place with
+os.replace, so a reader never sees a half-written file, even if the run is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+MANIFEST_FILE = "manifest.jsonl"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 `text` to `path` atomically (see atomic_write_bytes)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _dumps(obj: Any, **kwargs: Any) -> str:
+    # allow_nan=False: NaN and Infinity are not JSON; a metric without a value is null.
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, **kwargs)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write `obj` as indented, strict JSON (no NaN), atomically."""
+    return atomic_write_text(path, _dumps(obj, indent=2) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write one JSON object per line, atomically."""
+    return atomic_write_text(path, "".join(_dumps(dict(row)) + "\n" for row in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSON-lines file such as manifest.jsonl."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def evaluation(
+    *,
+    model: str,
+    dataset: str,
+    weights: str,
+    requested: int,
+    effective: int,
+    protocol: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One entry of results.json's `evaluations`: a model on a dataset under one protocol.
+
+    `requested` is the number of samples the config asked for, `effective` the number actually
+    evaluated (fewer when the dataset is smaller than the limit).
+    """
+    if weights not in ("random", "pretrained"):
+        raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
+    return {
+        "model": model,
+        "dataset": dataset,
+        "weights": weights,
+        "n_samples": {"requested": requested, "effective": effective},
+        "metrics": dict(metrics or {}),
+        "protocol": dict(protocol),
+    }
+
+
+def build_results(
+    *,
+    experiment: str,
+    config: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    evaluations: list[dict[str, Any]],
+    latency: list[dict[str, Any]] | None = None,
+    overrides: list[str] | None = None,
+    created: datetime | None = None,
+) -> dict[str, Any]:
+    """Assemble the results.json document (schema_version 1)."""
+    created = created or datetime.now(timezone.utc)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "experiment": experiment,
+        "created": created.isoformat(timespec="seconds"),
+        "overrides": list(overrides or []),
+        "provenance": dict(provenance),
+        "config": dict(config),
+        "evaluations": list(evaluations),
+        "latency": list(latency or []),
+    }
+
+
+def write_results(run_dir: str | Path, results: Mapping[str, Any]) -> Path:
+    """Write results.json into the run directory, atomically; returns its path."""
+    return write_json(Path(run_dir) / RESULTS_FILE, results)

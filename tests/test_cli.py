@@ -1,0 +1,209 @@
+"""The installed `muse-bench` console script, run in a subprocess as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from PIL import Image
+
+from bench.datasets import load_dataset
+from muse import MusePipeline
+from muse.presets import PRESET_NAMES, preset_config
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = Path(sys.executable).parent / "muse-bench"
+
+
+def muse_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    if not SCRIPT.exists():
+        pytest.fail(f"{SCRIPT} is missing: install the package with `pip install -e .` (make test does)")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+def test_help_lists_config_groups(tmp_path):
+    done = muse_bench("--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    groups = {}
+    section = done.stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    for line in section.splitlines():
+        if ": " in line:
+            group, options = line.split(": ", 1)
+            groups[group.strip()] = {o.strip() for o in options.split(",")}
+    assert groups["model"] >= {"muse-tiny", "muse-632m", "muse-3b", "amused-256", "amused-512"}
+    assert "partiprompts" in groups["dataset"]
+    assert "default" in groups["experiment"]
+
+
+def test_cfg_job_prints_the_resolved_config_with_overrides(tmp_path):
+    done = muse_bench("--cfg", "job", "dataset.limit=3", "seed=5", "model=muse-632m", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    cfg = yaml.safe_load(done.stdout)
+    assert cfg["model"] == {"name": "muse-632m", "pretrained": None, "resolution": [256, 512], "init_seed": 0}
+    assert cfg["dataset"]["name"] == "partiprompts" and cfg["dataset"]["limit"] == 3
+    assert (cfg["seed"], cfg["device"], cfg["resolutions"]) == (5, "cpu", [256])
+    assert not (tmp_path / "outputs").exists()  # --cfg composes and prints; it runs nothing
+
+
+def test_override_of_the_wrong_type_is_refused(tmp_path):
+    done = muse_bench("--cfg", "job", "seed=abc", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "seed" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_every_model_preset_has_a_config_that_matches_the_pipeline():
+    files = {path.stem: path for path in (REPO / "conf" / "model").glob("*.yaml")}
+    assert set(files) == set(PRESET_NAMES)
+    for name, path in files.items():
+        cfg = OmegaConf.load(path)
+        assert cfg.name == name
+        assert cfg.pretrained is None
+        assert list(cfg.resolution) == list(preset_config(name).resolutions), name
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default job on the first two PartiPrompts prompts."""
+    run_dir = tmp_path_factory.mktemp("default_run")
+    done = muse_bench(f"hydra.run.dir={run_dir}", "dataset.limit=2", cwd=run_dir)
+    assert done.returncode == 0, done.stderr
+    return run_dir, done
+
+
+def test_default_job_writes_pngs_and_a_manifest(default_run):
+    run_dir, _ = default_run
+    sample_dir = run_dir / "samples" / "muse-tiny" / "partiprompts"
+    assert sorted(p.name for p in sample_dir.glob("*.png")) == ["00000.png", "00001.png"]
+    for png in sample_dir.glob("*.png"):
+        with Image.open(png) as image:
+            assert (image.format, image.size, image.mode) == ("PNG", (256, 256), "RGB")
+
+    rows = [json.loads(line) for line in (sample_dir / "manifest.jsonl").read_text().splitlines()]
+    records = load_dataset("partiprompts", limit=2)
+    assert [row["index"] for row in rows] == [0, 1]
+    for row, record in zip(rows, records):
+        assert row["prompt"] == record.prompt
+        assert row["id"] == record.id
+        assert (row["category"], row["challenge"]) == (record.metadata["category"], record.metadata["challenge"])
+        assert (row["seed"], row["resolution"]) == (0, 256)
+        assert (sample_dir / row["file"]).is_file()
+    assert not list(sample_dir.glob(".*.tmp"))  # no leftovers of the atomic writes
+
+
+def test_default_job_writes_results_json(default_run):
+    run_dir, done = default_run
+    assert str(run_dir / "results.json") in done.stdout
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["schema_version"] == 1
+    assert results["experiment"] == "default"
+    assert datetime.fromisoformat(results["created"]).tzinfo is not None
+    assert results["overrides"] == ["dataset.limit=2"]
+
+    provenance = results["provenance"]
+    assert provenance["device"] == "cpu" and provenance["device_name"]
+    assert provenance["torch"] and provenance["python"]
+    assert set(provenance["packages"]) >= {"torch", "diffusers", "transformers", "hydra-core", "muse-bench"}
+    assert provenance["git_commit"] is None or len(provenance["git_commit"]) == 40
+
+    # The config recorded is the resolved one Hydra ran with.
+    ran_with = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert results["config"] == ran_with
+    assert results["config"]["dataset"]["limit"] == 2
+
+    [evaluation] = results["evaluations"]
+    assert (evaluation["model"], evaluation["dataset"], evaluation["weights"]) == ("muse-tiny", "partiprompts", "random")
+    assert evaluation["n_samples"] == {"requested": 2, "effective": 2}
+    assert evaluation["metrics"] == {}
+    protocol = evaluation["protocol"]
+    assert (protocol["resolution"], protocol["seed"]) == (256, 0)
+    assert protocol["steps"] == protocol["sampler"]["base"]["steps"] >= 1
+    assert protocol["guidance"] == protocol["sampler"]["base"]["guidance_scale"]
+    assert results["latency"] == []
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image, dtype=np.int16)
+
+
+def test_a_sample_depends_only_on_seed_and_index(default_run, tmp_path):
+    run_dir, _ = default_run
+    # Batches of one over three prompts: the first two images must be the default run's (batch of two).
+    done = muse_bench(f"hydra.run.dir={tmp_path}", "dataset.limit=3", "batch_size=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    first, again = run_dir / "samples/muse-tiny/partiprompts", tmp_path / "samples/muse-tiny/partiprompts"
+    for name in ("00000.png", "00001.png"):
+        assert np.array_equal(pixels(first / name), pixels(again / name)), name
+    assert np.abs(pixels(first / "00000.png") - pixels(again / "00001.png")).max() > 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["evaluations"][0]["n_samples"] == {"requested": 3, "effective": 3}
+
+
+def test_seed_changes_the_samples_and_is_recorded(default_run, tmp_path):
+    run_dir, _ = default_run
+    done = muse_bench(f"hydra.run.dir={tmp_path}", "dataset.limit=1", "seed=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    sample_dir = tmp_path / "samples/muse-tiny/partiprompts"
+    seed0 = pixels(run_dir / "samples/muse-tiny/partiprompts/00000.png")
+    assert np.abs(pixels(sample_dir / "00000.png") - seed0).max() > 1
+    [row] = [json.loads(line) for line in (sample_dir / "manifest.jsonl").read_text().splitlines()]
+    assert row["seed"] == 1
+
+
+def test_pretrained_checkpoint_is_loaded_and_recorded(tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    MusePipeline.from_preset("muse-tiny").save_pretrained(str(checkpoint))
+    run_dir = tmp_path / "run"
+    done = muse_bench(f"hydra.run.dir={run_dir}", f"model.pretrained={checkpoint}", "dataset.limit=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["evaluations"][0]["weights"] == "pretrained"
+    assert results["config"]["model"]["pretrained"] == str(checkpoint)
+    assert (run_dir / "samples/muse-tiny/partiprompts/00000.png").is_file()
+
+
+def test_unknown_model_group_lists_the_presets(tmp_path):
+    done = muse_bench(f"hydra.run.dir={tmp_path}", "model=muse-7b", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert all(name in done.stderr for name in PRESET_NAMES)
+
+
+def test_unknown_model_name_is_one_paragraph_listing_the_presets(tmp_path):
+    done = muse_bench(f"hydra.run.dir={tmp_path}", "model.name=muse-7b", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    [message] = [line for line in done.stderr.splitlines() if line.startswith("muse-bench: error:")]
+    assert "muse-7b" in message
+    assert all(name in message for name in PRESET_NAMES)
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.pretrained={tmp}/no-such-checkpoint", "no-such-checkpoint"),  # muse's MuseError
+        ("resolutions=[512]", "resolutions"),                                  # amused-256 below has no 512
+        ("dataset.limit=0", "dataset.limit"),
+        ("dataset.path={tmp}/bad.tsv", "bad.tsv:3"),
+    ],
+)
+def test_expected_errors_exit_2_without_traceback(tmp_path, override, expected):
+    (tmp_path / "bad.tsv").write_text("Prompt\tCategory\tChallenge\tNote\na cat\tAnimals\tBasic\t\na dog\tAnimals\n")
+    override = override.format(tmp=tmp_path)
+    extra = ["model=amused-256"] if override.startswith("resolutions") else []
+    done = muse_bench(f"hydra.run.dir={tmp_path}/run", override, *extra, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert expected in done.stderr
