@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from muse import MusePipeline
-from muse.sampling import make_generators, parallel_decode
+from muse.sampling import make_generators
 
 
 @pytest.fixture(scope="module")

@@ -160,7 +160,6 @@ def _load_diffusers_amused(cls, path: str):
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
     from .amused import AmusedTransformer
-    from .pipeline import MusePipeline  # noqa: F401  (cls is MusePipeline or a subclass)
     from .text import TextEncoder
 
     for sub, weights in (("vqvae", "diffusion_pytorch_model.safetensors"),

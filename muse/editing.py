@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import MuseInputError
+from .pipeline import MuseOutput, to_pil
 from .sampling import make_generators, remask
 
 
@@ -51,7 +52,7 @@ def _resize(image: torch.Tensor, resolution: int) -> torch.Tensor:
     return F.interpolate(image, size=(resolution, resolution), mode="bicubic", antialias=True).clamp(0, 1)
 
 
-def _setup(pipe, image, prompt, resolution, seed, guidance_scale):
+def _setup(pipe, prompt, resolution, seed, guidance_scale):
     prompts = pipe._check_prompts(prompt)
     resolution = resolution or pipe.config.base_resolution
     pipe._check_resolution(resolution)
@@ -70,7 +71,7 @@ def inpaint(pipe, image, mask, prompt, resolution: int | None = None, seed: int 
     """
     pixels = _image_tensor(image)
     region = _mask_tensor(mask, tuple(pixels.shape[-2:]))
-    prompts, resolution, generators, text = _setup(pipe, image, prompt, resolution, seed, guidance_scale)
+    prompts, resolution, generators, text = _setup(pipe, prompt, resolution, seed, guidance_scale)
     batch = len(prompts)
     device = pipe.device
 
@@ -87,8 +88,6 @@ def inpaint(pipe, image, mask, prompt, resolution: int | None = None, seed: int 
         start = torch.where(edited, torch.full_like(high, pipe.superres.mask_token_id), high)
         tokens = pipe.decode_stage(pipe.superres, text, start, pipe.config.superres_sampler, generators,
                                    low_tokens=base.tokens, guidance_scale=guidance_scale, steps=superres_steps).tokens
-    from .pipeline import MuseOutput, to_pil
-
     return MuseOutput(to_pil(pipe.decode_tokens(tokens, resolution)), tokens, base.trajectory, pipe.mask_token_id, edited)
 
 
@@ -119,7 +118,7 @@ def edit(pipe, image, prompt, resolution: int | None = None, seed: int = 0, iter
     if not 0 < resample_fraction <= 1:
         raise MuseInputError(f"resample_fraction must be in (0, 1], got {resample_fraction}")
     pixels = _image_tensor(image)
-    prompts, resolution, generators, text = _setup(pipe, image, prompt, resolution, seed, guidance_scale)
+    prompts, resolution, generators, text = _setup(pipe, prompt, resolution, seed, guidance_scale)
     device, batch = pipe.device, len(prompts)
     tokens = pipe.vq_base.encode(_resize(pixels, pipe.config.base_resolution).to(device)).repeat(batch, 1)
     count = torch.full((batch,), max(1, round(resample_fraction * tokens.shape[1])), device=device)
@@ -135,6 +134,4 @@ def edit(pipe, image, prompt, resolution: int | None = None, seed: int = 0, iter
         start = torch.full((batch, pipe.superres.seq_len), pipe.superres.mask_token_id, device=device)
         final = pipe.decode_stage(pipe.superres, text, start, pipe.config.superres_sampler, generators,
                                   low_tokens=tokens, steps=superres_steps).tokens
-    from .pipeline import MuseOutput, to_pil
-
     return MuseOutput(to_pil(pipe.decode_tokens(final, resolution)), final, None, pipe.mask_token_id)

@@ -10,7 +10,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn

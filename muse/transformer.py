@@ -49,18 +49,17 @@ class TokenDecoder(nn.Module):
         return x if self.head is None else self.head(x)
 
 
-class BaseTransformer(nn.Module):
-    """Base model: predicts the codebook distribution of every 16x16 token given text (Muse section 2.2)."""
+def text_projection(text_dim: int, width: int) -> nn.Module:
+    """The T5 embeddings, projected linearly to a transformer's width (paper: "linearly projected")."""
+    return nn.Sequential(nn.Linear(text_dim, width, bias=False), nn.LayerNorm(width))
 
-    def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.config = config
-        # The T5 embeddings are projected to the transformer width once (paper: "linearly projected").
-        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, config.hidden, bias=False), nn.LayerNorm(config.hidden))
-        self.decoder = TokenDecoder(
-            config.codebook_size, config.grid, config.hidden, config.layers, config.heads, config.mlp,
-            context_dim=config.hidden, kv_heads=config.cross_kv_heads,
-        )
+
+class MaskedTokenModel(nn.Module):
+    """What the sampler needs of a model: its mask id, its sequence length, and per-step logits from a
+    `decoder` (TokenDecoder) given the context that subclasses compute once per image."""
+
+    config: TransformerConfig | SuperResConfig
+    decoder: TokenDecoder
 
     @property
     def mask_token_id(self) -> int:
@@ -70,15 +69,28 @@ class BaseTransformer(nn.Module):
     def seq_len(self) -> int:
         return self.config.grid**2
 
-    def context(self, text: TextEmbedding, low_tokens=None) -> Context:
-        return Context(self.text_proj(text.hidden), text.mask)
-
     def logits(self, tokens: torch.Tensor, context: Context) -> torch.Tensor:
         """tokens [B, L] (mask id where unknown) -> logits [B, L, codebook_size]."""
         return self.decoder(tokens, context)
 
 
-class SuperResTransformer(nn.Module):
+class BaseTransformer(MaskedTokenModel):
+    """Base model: predicts the codebook distribution of every 16x16 token given text (Muse section 2.2)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.text_proj = text_projection(config.text_dim, config.hidden)
+        self.decoder = TokenDecoder(
+            config.codebook_size, config.grid, config.hidden, config.layers, config.heads, config.mlp,
+            context_dim=config.hidden, kv_heads=config.cross_kv_heads,
+        )
+
+    def context(self, text: TextEmbedding, low_tokens=None) -> Context:
+        return Context(self.text_proj(text.hidden), text.mask)
+
+
+class SuperResTransformer(MaskedTokenModel):
     """Super-res model (Muse section 2.3, Table 6): the low-res tokens are encoded once, with cross-attention
     to the text; the high-res decoder cross-attends to [projected text; low-res encoding]."""
 
@@ -86,24 +98,16 @@ class SuperResTransformer(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.enc_text_proj = nn.Sequential(nn.Linear(c.text_dim, c.enc_hidden, bias=False), nn.LayerNorm(c.enc_hidden))
+        self.enc_text_proj = text_projection(c.text_dim, c.enc_hidden)
         self.encoder = TokenDecoder(
             c.low_codebook_size, c.low_grid, c.enc_hidden, c.enc_layers, c.enc_heads, c.enc_mlp,
             context_dim=c.enc_hidden, kv_heads=c.cross_kv_heads, head=False,
         )
-        self.text_proj = nn.Sequential(nn.Linear(c.text_dim, c.hidden, bias=False), nn.LayerNorm(c.hidden))
+        self.text_proj = text_projection(c.text_dim, c.hidden)
         self.low_proj = nn.Linear(c.enc_hidden, c.hidden, bias=False)
         self.decoder = TokenDecoder(
             c.codebook_size, c.grid, c.hidden, c.layers, c.heads, c.mlp, context_dim=c.hidden, kv_heads=c.cross_kv_heads,
         )
-
-    @property
-    def mask_token_id(self) -> int:
-        return self.decoder.mask_token_id
-
-    @property
-    def seq_len(self) -> int:
-        return self.config.grid**2
 
     def context(self, text: TextEmbedding, low_tokens: torch.Tensor | None = None) -> Context:
         if low_tokens is None:
@@ -112,6 +116,3 @@ class SuperResTransformer(nn.Module):
         memory = torch.cat([self.text_proj(text.hidden), self.low_proj(low)], dim=1)
         low_mask = torch.ones(low.shape[:2], dtype=torch.bool, device=low.device)
         return Context(memory, torch.cat([text.mask, low_mask], dim=1))
-
-    def logits(self, tokens: torch.Tensor, context: Context) -> torch.Tensor:
-        return self.decoder(tokens, context)

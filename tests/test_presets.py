@@ -1,7 +1,6 @@
 """Paper-size presets, built on the meta device (no memory), against the papers' parameter counts."""
 
 import pytest
-import torch
 
 from muse import MusePipeline
 
