@@ -43,11 +43,13 @@ def _is_expected(err: Exception) -> bool:
 def app(cfg: DictConfig) -> None:
     """Run the experiment the composed config describes and print where its results are."""
     # Imported here, not at module level, so that --help and --cfg do not pay for importing torch.
-    from bench.jobs import run_generation
+    from bench.jobs import JOBS
 
     hydra_cfg = HydraConfig.get()
     try:
-        results = run_generation(
+        if cfg.job not in JOBS:
+            raise BenchError(f"Unknown job {cfg.job!r}. Known jobs: {', '.join(JOBS)}.")
+        results = JOBS[cfg.job](
             cfg,
             run_dir=hydra_cfg.runtime.output_dir,
             experiment=hydra_cfg.runtime.choices.get("experiment") or "default",

@@ -42,6 +42,21 @@ class DatasetConfig:
 
 
 @dataclass
+class LatencyConfig:
+    """The latency job (bench/latency.py): which presets, sizes and batch sizes, under which protocol."""
+
+    # Preset names of muse.presets.PRESET_NAMES, timed one after another into one latency.csv.
+    models: list[str] = field(default_factory=lambda: ["muse-tiny"])
+    resolutions: list[int] = field(default_factory=lambda: [256, 512])
+    # A sweep: Muse-style models win by batching, so one size says little.
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 2])
+    runs: int = 3
+    warmup: int = 1
+    # float32, bfloat16 or float16.
+    dtype: str = "float32"
+
+
+@dataclass
 class BenchConfig:
     """The whole job configuration; the experiment presets set its fields."""
 
@@ -53,6 +68,9 @@ class BenchConfig:
     batch_size: int = 4
     # Resolutions to generate at; each must be one of model.resolution.
     resolutions: list[int] = field(default_factory=lambda: [256])
+    # Which job runs: "generate" (samples + manifest + results.json) or "latency" (latency.csv).
+    job: str = "generate"
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
 
 def register_configs() -> None:

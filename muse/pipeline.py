@@ -6,6 +6,7 @@ muse.sampling.parallel_decode.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
@@ -211,13 +212,16 @@ class MusePipeline:
     def __call__(self, prompts: str | Sequence[str], resolution: int = 256, seed: int = 0,
                  sample_indices: Sequence[int] | None = None, negative_prompt: str | Sequence[str] | None = None,
                  guidance_scale: float | None = None, steps: int | None = None, superres_steps: int | None = None,
-                 return_trajectory: bool = False, output_type: str = "pil") -> MuseOutput:
+                 return_trajectory: bool = False, output_type: str = "pil", stage_timer=None) -> MuseOutput:
         """Generate one image per prompt.
 
         Sample i's randomness comes only from (seed, sample_indices[i]) (default: its position), so an image is
         the same whatever the batch it is generated in. guidance_scale and steps override the base stage's
         (and super-res stage's) preset; output_type "pil" or "pt" (float tensors in [0, 1]).
+        stage_timer(name) -> context manager, if given, brackets each stage: text_encoder, base, superres,
+        decoder (the latency harness passes one that synchronises the device and records the time).
         """
+        stage = stage_timer or (lambda name: contextlib.nullcontext())
         prompts = self._check_prompts(prompts)
         self._check_resolution(resolution)
         for name, value in (("steps", steps), ("superres_steps", superres_steps)):
@@ -226,19 +230,24 @@ class MusePipeline:
         indices = self._indices(len(prompts), sample_indices)
         generators = make_generators(seed, indices, self.device)
         scale = self.config.base_sampler.guidance_scale if guidance_scale is None else guidance_scale
-        text = self.encode_text(prompts, negative_prompt, guided=bool(scale))
+        sr_scale = self.config.superres_sampler.guidance_scale if guidance_scale is None else guidance_scale
+        superres = resolution > self.config.base_resolution
+        with stage("text_encoder"):
+            text = self.encode_text(prompts, negative_prompt, guided=bool(scale) or (superres and bool(sr_scale)))
 
-        start = torch.full((len(prompts), self.base.seq_len), self.base.mask_token_id, device=self.device)
-        base = self.decode_stage(self.base, text, start, self.config.base_sampler, generators,
-                                 return_trajectory=return_trajectory, guidance_scale=guidance_scale, steps=steps)
+        with stage("base"):
+            start = torch.full((len(prompts), self.base.seq_len), self.base.mask_token_id, device=self.device)
+            base = self.decode_stage(self.base, text, start, self.config.base_sampler, generators,
+                                     return_trajectory=return_trajectory, guidance_scale=guidance_scale, steps=steps)
         tokens = base.tokens
-        if resolution > self.config.base_resolution:
-            sr_scale = self.config.superres_sampler.guidance_scale if guidance_scale is None else guidance_scale
-            sr_text = self.encode_text(prompts, negative_prompt, True) if sr_scale and not scale else text
-            start = torch.full((len(prompts), self.superres.seq_len), self.superres.mask_token_id, device=self.device)
-            tokens = self.decode_stage(self.superres, sr_text, start, self.config.superres_sampler, generators,
-                                       low_tokens=base.tokens, guidance_scale=guidance_scale, steps=superres_steps).tokens
-        images = self.decode_tokens(tokens, resolution)
+        if superres:
+            with stage("superres"):
+                start = torch.full((len(prompts), self.superres.seq_len), self.superres.mask_token_id, device=self.device)
+                tokens = self.decode_stage(self.superres, text, start, self.config.superres_sampler, generators,
+                                           low_tokens=base.tokens, guidance_scale=guidance_scale,
+                                           steps=superres_steps).tokens
+        with stage("decoder"):
+            images = self.decode_tokens(tokens, resolution)
         return MuseOutput(images if output_type == "pt" else to_pil(images), tokens, base.trajectory, self.mask_token_id)
 
     def decode_tokens(self, tokens: torch.Tensor, resolution: int) -> torch.Tensor:

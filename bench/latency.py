@@ -1,0 +1,119 @@
+"""Latency of text-to-image pipelines under the one timing protocol (bench/timing.py), as latency.csv rows.
+
+A row is one (model, resolution, batch size, stage) under one protocol: `stage` is a pipeline stage
+(text_encoder, base, superres, decoder for Muse) or `total` (end to end). Every row says whether the
+weights were random and which profile was timed (`tiny`: a test-size model, never a paper number), the
+FLOPs per image and, where the device's peak is known, the percent of the compute floor reached.
+Out-of-memory at some batch size is recorded in that row (status "oom") and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Callable
+
+import torch
+
+from bench.results import atomic_write_text
+from bench.timing import measure
+
+# CONTRACT.md's latency.csv columns, then ours: percent of the compute floor, run status, timing protocol.
+COLUMNS = (
+    "model", "weights", "profile", "resolution", "batch_size", "steps", "stage", "n_runs", "median_s", "p90_s",
+    "images_per_s", "peak_mem_bytes", "params", "flops", "device", "dtype", "compiled",
+    "percent_of_floor", "status", "protocol",
+)
+
+# Dense peak FLOP/s by device name fragment and dtype: the compute floor of percent_of_floor.
+# H100: REFERENCE.md section 6 (790-800 TFLOP/s bf16 measured on 8192^3 products); A100: datasheet.
+PEAK_FLOPS = {
+    ("H100", torch.bfloat16): 790e12, ("H100", torch.float16): 790e12,
+    ("A100", torch.bfloat16): 312e12, ("A100", torch.float16): 312e12,
+}
+
+
+def peak_flops(device_name: str, dtype: torch.dtype) -> float | None:
+    """The dense peak FLOP/s of a known device at `dtype`, or None where it is not known (CPUs, fp32)."""
+    for (fragment, kind), value in PEAK_FLOPS.items():
+        if fragment in device_name and kind == dtype:
+            return value
+    return None
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def time_pipeline(
+    run: Callable[[int, Callable], Any],
+    *,
+    model: str,
+    weights: str,
+    profile: str,
+    resolution: int,
+    batch_sizes: list[int],
+    steps: int | str,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    params: int,
+    flops_per_image: dict[str, int] | None = None,
+    runs: int = 3,
+    warmup: int = 1,
+    compiled: bool = False,
+    protocol: str = "measured",
+) -> list[dict[str, Any]]:
+    """Time `run(batch_size, stage_timer)` at each batch size; one row per stage and one `total` row.
+
+    flops_per_image maps stage names (and "total") to FLOPs per image, for the flops and percent_of_floor
+    columns. A batch size that runs out of memory gives one `total` row with status "oom".
+    """
+    name = device_name(device)
+    peak = peak_flops(name, dtype)
+    flops_per_image = flops_per_image or {}
+    protocol = f"{protocol}; warmup={warmup} runs={runs}; synchronised perf_counter; median and p90 of runs"
+    base = dict(model=model, weights=weights, profile=profile, resolution=resolution, steps=steps, device=name,
+                dtype=str(dtype).removeprefix("torch."), compiled=compiled, protocol=protocol)
+    rows = []
+    for batch in batch_sizes:
+        try:
+            result = measure(lambda clock: run(batch, clock), device=device, warmup=warmup, runs=runs)
+        except Exception as err:  # noqa: BLE001 - only out-of-memory is recorded; anything else is a bug
+            if not _is_oom(err):
+                raise
+            if torch.device(device).type == "cuda":
+                torch.cuda.empty_cache()
+            rows.append(base | dict(batch_size=batch, stage="total", status="oom", params=params))
+            continue
+        for stage in [*result.stages, "total"]:
+            summary = result.summary(stage)
+            flops = flops_per_image.get(stage)
+            floor = None
+            if peak and flops:
+                floor = 100 * flops * batch / (summary["median_s"] * peak)
+            rows.append(base | summary | dict(
+                batch_size=batch, stage=stage, images_per_s=batch / summary["median_s"],
+                peak_mem_bytes=result.peak_mem_bytes, params=params, flops=flops, percent_of_floor=floor,
+                status="ok",
+            ))
+    return rows
+
+
+def latency_csv(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV text with the COLUMNS header (missing values empty)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row.get(key) for key in COLUMNS})
+    return out.getvalue()
+
+
+def write_latency_csv(path, rows: list[dict[str, Any]]):
+    """Write latency.csv atomically."""
+    return atomic_write_text(path, latency_csv(rows))

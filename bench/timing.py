@@ -1,0 +1,114 @@
+"""The one timing protocol of muse-bench, used for every model.
+
+A measurement: `warmup` untimed runs of exactly the measured work, then `runs` timed runs. Each timed region
+is bracketed by device synchronisation (torch.cuda.synchronize, then perf_counter), so queued GPU work is
+never missed or attributed to the wrong stage. Stages inside a run (text encoder, base decoding,
+super-res, VQ decode; or text encoder, denoiser loop, VAE decode) are timed the same way through
+`StageClock`, which models receive as their `stage_timer` hook. Peak memory is CUDA's max allocated bytes
+on a GPU, or the process's peak resident set size on a CPU (a whole-process high-water mark: it never
+goes down, so read it as an upper bound).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for all queued work on `device` (a no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StageClock:
+    """Times named stages within one run: `with clock("base"): ...`. Each stage is synchronised at both ends
+    and its durations are summed when a stage repeats (a denoiser called once per step)."""
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            self.seconds[stage] += time.perf_counter() - start
+
+
+def peak_memory_bytes(device: torch.device | str) -> int:
+    """CUDA max allocated bytes since the last reset, or the process's peak RSS on a CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes
+
+
+def reset_peak_memory(device: torch.device | str) -> None:
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between order statistics."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass
+class Measurement:
+    """Timed runs of one configuration: end-to-end seconds per run and per-stage seconds per run."""
+
+    total: list[float]
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    peak_mem_bytes: int = 0
+
+    def summary(self, stage: str = "total") -> dict[str, float]:
+        values = self.total if stage == "total" else self.stages[stage]
+        return {"n_runs": len(values), "median_s": statistics.median(values), "p90_s": percentile(values, 90)}
+
+
+def measure(run: Callable[[Callable[[str], Any]], Any], *, device: torch.device | str, warmup: int = 1,
+            runs: int = 3) -> Measurement:
+    """Time `run(stage_timer)`: `warmup` untimed calls, then `runs` timed ones.
+
+    `run` receives a stage timer (a StageClock) to bracket its stages with; the end-to-end time of each run
+    is bracketed by synchronisation as well.
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    device = torch.device(device)
+    for _ in range(warmup):
+        run(StageClock(device))
+    reset_peak_memory(device)
+    totals, stages = [], defaultdict(list)
+    for _ in range(runs):
+        clock = StageClock(device)
+        synchronize(device)
+        start = time.perf_counter()
+        run(clock)
+        synchronize(device)
+        totals.append(time.perf_counter() - start)
+        for name, seconds in clock.seconds.items():
+            stages[name].append(seconds)
+    return Measurement(totals, dict(stages), peak_memory_bytes(device))

@@ -1,0 +1,122 @@
+"""The timing protocol and the latency job (behaviour only: no test asserts how long anything takes)."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench.latency import COLUMNS, latency_csv, peak_flops, time_pipeline
+from bench.timing import StageClock, measure, percentile
+
+CONTRACT_COLUMNS = ("model", "weights", "profile", "resolution", "batch_size", "steps", "stage", "n_runs", "median_s",
+                    "p90_s", "images_per_s", "peak_mem_bytes", "params", "flops", "device", "dtype", "compiled")
+
+
+def test_percentile_interpolates():
+    assert percentile([3.0], 90) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 90) == pytest.approx(4.6)
+    assert percentile([5.0, 1.0, 4.0, 2.0, 3.0], 100) == 5.0
+
+
+def test_measure_runs_warmup_then_timed_runs_with_stages():
+    calls = []
+
+    def run(clock):
+        calls.append(clock)
+        with clock("a"):
+            sum(range(1000))
+        for _ in range(3):  # a stage entered repeatedly (a denoiser per step) is summed
+            with clock("b"):
+                sum(range(100))
+
+    result = measure(run, device="cpu", warmup=2, runs=4)
+    assert len(calls) == 6
+    assert len(result.total) == 4 and set(result.stages) == {"a", "b"}
+    assert all(len(v) == 4 for v in result.stages.values())
+    for i in range(4):  # the stages nest inside the end-to-end time of the same run
+        assert result.stages["a"][i] + result.stages["b"][i] <= result.total[i]
+    assert result.peak_mem_bytes > 0
+    summary = result.summary()
+    assert summary["n_runs"] == 4 and summary["median_s"] <= summary["p90_s"]
+    with pytest.raises(ValueError):
+        measure(run, device="cpu", runs=0)
+
+
+def test_stage_clock_records_time_even_when_the_stage_fails():
+    clock = StageClock("cpu")
+    with pytest.raises(KeyError):
+        with clock("x"):
+            raise KeyError("boom")
+    assert "x" in clock.seconds
+
+
+def test_oom_is_recorded_and_the_sweep_goes_on():
+    def run(batch, clock):
+        if batch == 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+        with clock("base"):
+            pass
+
+    rows = time_pipeline(run, model="m", weights="random", profile="tiny", resolution=256, batch_sizes=[1, 4, 8],
+                         steps=24, device="cpu", dtype=torch.float32, params=10, runs=1, warmup=0)
+    assert [(r["batch_size"], r["stage"], r["status"]) for r in rows] == [
+        (1, "base", "ok"), (1, "total", "ok"), (4, "total", "oom"), (8, "base", "ok"), (8, "total", "ok")]
+
+
+def test_other_errors_are_not_swallowed():
+    def run(batch, clock):
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        time_pipeline(run, model="m", weights="random", profile="tiny", resolution=256, batch_sizes=[1], steps=1,
+                      device="cpu", dtype=torch.float32, params=1, runs=1, warmup=0)
+
+
+def test_percent_of_floor_only_where_the_peak_is_known():
+    assert peak_flops("NVIDIA H100 80GB HBM3", torch.bfloat16) == 790e12
+    assert peak_flops("cpu", torch.float32) is None
+
+    def run(batch, clock):
+        with clock("base"):
+            pass
+
+    rows = time_pipeline(run, model="m", weights="random", profile="tiny", resolution=256, batch_sizes=[1], steps=1,
+                         device="cpu", dtype=torch.float32, params=1, flops_per_image={"base": 10, "total": 10},
+                         runs=1, warmup=0)
+    assert all(r["percent_of_floor"] is None for r in rows)
+    assert rows[-1]["flops"] == 10
+
+
+def test_csv_has_the_contract_columns():
+    header = latency_csv([]).splitlines()[0].split(",")
+    assert tuple(header[: len(CONTRACT_COLUMNS)]) == CONTRACT_COLUMNS
+    assert tuple(header) == COLUMNS
+
+
+def test_latency_job_writes_latency_csv_and_results(tmp_path):
+    cmd = [sys.executable, "-m", "bench.cli", "experiment=latency", f"hydra.run.dir={tmp_path}",
+           "latency.resolutions=[256]", "latency.batch_sizes=[1,2]", "latency.runs=1", "latency.warmup=0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "latency.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["batch_size"], r["stage"]) for r in rows] == [
+        (b, s) for b in ("1", "2") for s in ("text_encoder", "base", "decoder", "total")]
+    for row in rows:
+        assert (row["model"], row["weights"], row["profile"], row["status"]) == ("muse-tiny", "random", "tiny", "ok")
+        assert float(row["median_s"]) > 0 and int(row["flops"]) > 0 and row["steps"] == "24"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["latency"][0]["model"] == "muse-tiny" and len(results["latency"]) == len(rows)
+    assert results["config"]["job"] == "latency"
+
+
+def test_latency_job_refuses_unknown_models(tmp_path):
+    cmd = [sys.executable, "-m", "bench.cli", "experiment=latency", f"hydra.run.dir={tmp_path}",
+           "latency.models=[muse-7b]"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 2
+    assert "muse-tiny" in done.stderr and "Traceback" not in done.stderr
