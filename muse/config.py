@@ -91,6 +91,9 @@ class SuperResConfig:
     codebook_size: int = 8192
     grid: int = 64
     text_dim: int = 4096
+    # Self-attention of the high-res decoder: None = full attention over all grid^2 tokens; B = multi-axis
+    # (half the heads within BxB blocks, half across the grid), Muse's "multi-axis" super-res layers.
+    attention_block: int | None = 8
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import SuperResConfig, TransformerConfig
-from .layers import Block
+from .layers import Block, MultiAxisAttention
 from .text import TextEmbedding
 
 
@@ -31,13 +31,20 @@ class TokenDecoder(nn.Module):
     The input vocabulary is the codebook plus one mask token (id = codebook_size).
     """
 
-    def __init__(self, codebook_size, grid, hidden, layers, heads, mlp, context_dim, kv_heads=None, head=True):
+    def __init__(self, codebook_size, grid, hidden, layers, heads, mlp, context_dim, kv_heads=None, head=True,
+                 attention_block: int | None = None):
         super().__init__()
         self.mask_token_id = codebook_size
         self.embed = nn.Embedding(codebook_size + 1, hidden)
         self.pos = nn.Parameter(torch.zeros(1, grid * grid, hidden))
         nn.init.normal_(self.pos, std=0.02)
-        self.blocks = nn.ModuleList(Block(hidden, heads, mlp, context_dim, kv_heads) for _ in range(layers))
+
+        def self_attention():
+            return MultiAxisAttention(hidden, heads, grid, attention_block) if attention_block else None
+
+        self.blocks = nn.ModuleList(
+            Block(hidden, heads, mlp, context_dim, kv_heads, self_attention()) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, codebook_size, bias=False) if head else None
 
@@ -107,6 +114,7 @@ class SuperResTransformer(MaskedTokenModel):
         self.low_proj = nn.Linear(c.enc_hidden, c.hidden, bias=False)
         self.decoder = TokenDecoder(
             c.codebook_size, c.grid, c.hidden, c.layers, c.heads, c.mlp, context_dim=c.hidden, kv_heads=c.cross_kv_heads,
+            attention_block=c.attention_block,
         )
 
     def context(self, text: TextEmbedding, low_tokens: torch.Tensor | None = None) -> Context:

@@ -29,10 +29,24 @@ def test_base_flops_match_the_architecture(muse_3b):
     assert set(flops) == {"text_encoder", "base", "decoder", "total"}
 
 
-def test_superres_stage_counted_only_at_512(muse_3b):
+def test_superres_stage_counted_only_at_512_and_multi_axis_attention_is_cheaper(muse_3b):
+    from dataclasses import replace
+
+    from muse.presets import preset_config
+
     flops = muse_stage_flops(muse_3b, 512)
-    assert flops["superres"] > flops["base"]  # 4096 tokens x 8 steps outweigh 256 tokens x 24 steps
+    assert "superres" not in muse_stage_flops(muse_3b, 256)
     assert flops["decoder"] > muse_stage_flops(muse_3b, 256)["decoder"]
+    # Full attention over the 4096 high-res tokens costs far more than 8x8 blocks plus the dilated grid.
+    config = preset_config("muse-3b")
+    config.superres = replace(config.superres, attention_block=None)
+    full = muse_stage_flops(MusePipeline.from_config(config, device="meta"), 512)
+    sr = config.superres
+    tokens = sr.grid**2
+    # Per guided step (x2) and layer, full attention scores and sums cost 4 * tokens^2 * hidden; the
+    # multi-axis windows hold 64 tokens each, so they cost 4 * tokens * 64 * hidden.
+    per_image = 8 * 2 * sr.layers * 4 * sr.hidden * tokens * (tokens - 64)
+    assert full["superres"] - flops["superres"] == pytest.approx(per_image, rel=0.001)
 
 
 def test_flops_need_the_meta_device():
