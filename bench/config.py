@@ -54,6 +54,12 @@ class LatencyConfig:
     warmup: int = 1
     # float32, bfloat16 or float16.
     dtype: str = "float32"
+    # Stable Diffusion v1.4 (model name sd-v1-4): profile full, scaled or tiny (bench/diffusion.py), or a
+    # local diffusers folder of its weights.
+    sd_profile: str = "tiny"
+    sd_pretrained: str | None = None
+    # [slower, faster] model pairs whose end-to-end time ratio results.json reports (latency_ratios).
+    compare: list[list[str]] = field(default_factory=list)
 
 
 @dataclass

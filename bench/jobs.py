@@ -102,24 +102,36 @@ def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, ove
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def latency_ratios(rows: list[dict[str, Any]], pairs: list[list[str]]) -> list[dict[str, Any]]:
+    """For each [slower, faster] pair of models: the ratio of their end-to-end medians at every resolution and
+    batch size both ran (greater than 1 means `faster` is faster)."""
+    totals = {(r["model"], r["resolution"], r["batch_size"]): r for r in rows if r["stage"] == "total" and r["status"] == "ok"}
+    out = []
+    for slower, faster in pairs:
+        for (model, resolution, batch), row in totals.items():
+            other = totals.get((faster, resolution, batch))
+            if model == slower and other is not None:
+                out.append({
+                    "slower": slower, "faster": faster, "resolution": resolution, "batch_size": batch,
+                    "ratio": row["median_s"] / other["median_s"],
+                    "protocol": f"median end-to-end time of {slower} / of {faster}; profiles {row['profile']} / "
+                                f"{other['profile']}; weights {row['weights']} / {other['weights']}; {row['protocol']}",
+                })
+    return out
+
+
 def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
     """Time each of cfg.latency.models at each resolution and batch size; write latency.csv and results.json.
 
-    Every row carries its protocol: random or pretrained weights, profile (the preset's own size here), FLOPs
-    per image counted on the meta device, device and dtype.
+    Every row carries its protocol: random or pretrained weights, profile, FLOPs per image counted on the meta
+    device, device and dtype. results.json adds `latency_ratios` for the pairs in cfg.latency.compare.
     """
-    from muse import MusePipeline
-    from muse.presets import PRESET_NAMES
-
-    from bench.flops import muse_stage_flops
     from bench.latency import time_pipeline, write_latency_csv
+    from bench.runners import build_runner
 
     spec = cfg.latency
     if spec.dtype not in DTYPES:
         raise BenchError(f"latency.dtype={spec.dtype!r} is not one of {', '.join(DTYPES)}.")
-    unknown = [name for name in spec.models if name not in PRESET_NAMES]
-    if unknown:
-        raise BenchError(f"Unknown model(s) {unknown} in latency.models. Known models: {', '.join(PRESET_NAMES)}.")
     if not spec.batch_sizes or min(spec.batch_sizes) < 1:
         raise BenchError(f"latency.batch_sizes must list sizes of at least 1, got {list(spec.batch_sizes)}.")
     dtype = DTYPES[spec.dtype]
@@ -127,33 +139,25 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     # Real prompts: the timed work does not depend on them (text is padded to a fixed length), but nothing
     # here should look synthetic.
     prompts = [r.prompt for r in load_dataset("partiprompts", limit=max(spec.batch_sizes))]
+    runners = [build_runner(name, spec, device, dtype, cfg.model.init_seed, cfg.seed) for name in spec.models]
     rows = []
-    for name in spec.models:
-        pipe = MusePipeline.from_preset(name, device=device, dtype=dtype, seed=cfg.model.init_seed)
-        meta = MusePipeline.from_preset(name, device="meta")
-        params = sum(v for k, v in pipe.parameter_counts().items() if k != "total")
+    for runner in runners:
         for resolution in spec.resolutions:
-            if resolution not in pipe.supported_resolutions:
-                log.warning("%s does not generate at %d; skipped", name, resolution)
+            if resolution not in runner.resolutions:
+                log.warning("%s does not generate at %d; skipped", runner.model, resolution)
                 continue
-            steps = pipe.config.base_sampler.steps
-            if resolution > pipe.config.base_resolution:
-                steps = f"{steps}+{pipe.config.superres_sampler.steps}"
-
-            def run(batch, clock, pipe=pipe, resolution=resolution):
-                with torch.inference_mode():
-                    pipe(prompts[:batch], resolution=resolution, seed=cfg.seed, output_type="pt", stage_timer=clock)
-
             rows += time_pipeline(
-                run, model=name, weights=pipe.weights, profile="tiny" if name.endswith("-tiny") else "full",
-                resolution=resolution, batch_sizes=list(spec.batch_sizes), steps=steps, device=device, dtype=dtype,
-                params=params, flops_per_image=muse_stage_flops(meta, resolution), runs=spec.runs, warmup=spec.warmup,
+                lambda batch, clock, runner=runner, resolution=resolution: runner.run(prompts[:batch], resolution, clock),
+                model=runner.model, weights=runner.weights, profile=runner.profile, resolution=resolution,
+                batch_sizes=list(spec.batch_sizes), steps=runner.steps(resolution), device=device, dtype=dtype,
+                params=runner.params, flops_per_image=runner.flops(resolution), runs=spec.runs, warmup=spec.warmup,
             )
     write_latency_csv(Path(run_dir) / "latency.csv", rows)
     results = build_results(
         experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
         provenance=collect_provenance(device), evaluations=[], latency=rows, overrides=overrides,
     )
+    results["latency_ratios"] = latency_ratios(rows, [list(pair) for pair in spec.compare])
     return write_results(run_dir, results)
 
 

@@ -99,6 +99,7 @@ def test_csv_has_the_contract_columns():
 
 def test_latency_job_writes_latency_csv_and_results(tmp_path):
     cmd = [sys.executable, "-m", "bench.cli", "experiment=latency", f"hydra.run.dir={tmp_path}",
+           "latency.models=[muse-tiny]", "latency.compare=[]",
            "latency.resolutions=[256]", "latency.batch_sizes=[1,2]", "latency.runs=1", "latency.warmup=0"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -119,4 +120,34 @@ def test_latency_job_refuses_unknown_models(tmp_path):
            "latency.models=[muse-7b]"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 2
-    assert "muse-tiny" in done.stderr and "Traceback" not in done.stderr
+    assert "muse-tiny" in done.stderr and "sd-v1-4" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_our_sampler_and_diffusers_amused_side_by_side_with_stable_diffusion(tmp_path):
+    cmd = [sys.executable, "-m", "bench.cli", "experiment=latency", f"hydra.run.dir={tmp_path}",
+           "latency.resolutions=[256]", "latency.batch_sizes=[1]", "latency.runs=1", "latency.warmup=0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    stages = {(r["model"], r["stage"]) for r in results["latency"]}
+    assert {("amused-tiny", "base"), ("amused-tiny+diffusers", "pipeline"), ("sd-v1-4", "denoiser"),
+            ("sd-v1-4", "text_encoder"), ("sd-v1-4", "decoder")} <= stages
+    sd = next(r for r in results["latency"] if r["model"] == "sd-v1-4" and r["stage"] == "total")
+    assert (sd["steps"], sd["profile"], sd["weights"]) == (50, "tiny", "random")
+    ratios = {(r["slower"], r["faster"]): r for r in results["latency_ratios"]}
+    assert set(ratios) == {("amused-tiny+diffusers", "amused-tiny"), ("sd-v1-4", "muse-tiny")}
+    for ratio in ratios.values():
+        assert ratio["ratio"] > 0 and "tiny" in ratio["protocol"] and "random" in ratio["protocol"]
+
+
+def test_ratios_pair_rows_at_the_same_resolution_and_batch():
+    from bench.jobs import latency_ratios
+
+    def row(model, resolution, batch, median, status="ok"):
+        return dict(model=model, resolution=resolution, batch_size=batch, stage="total", status=status,
+                    median_s=median, profile="tiny", weights="random", protocol="p")
+
+    rows = [row("a", 256, 1, 4.0), row("b", 256, 1, 2.0), row("a", 256, 8, 8.0), row("b", 256, 8, 1.0, "oom"),
+            row("a", 512, 1, 9.0), row("b", 512, 1, 3.0)]
+    ratios = latency_ratios(rows, [["a", "b"]])
+    assert [(r["resolution"], r["batch_size"], r["ratio"]) for r in ratios] == [(256, 1, 2.0), (512, 1, 3.0)]

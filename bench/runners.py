@@ -1,0 +1,124 @@
+"""What the latency job can time: one runner per kind of model, all under the same protocol.
+
+- a Muse or aMUSEd preset name (muse.presets.PRESET_NAMES): our pipeline and sampler;
+- "<amused preset>+diffusers" (e.g. amused-256+diffusers): diffusers' own AmusedPipeline on the very same
+  weights as "<amused preset>" (same init seed), so the two rows compare samplers, not weights;
+- "sd-v1-4": Stable Diffusion v1.4 through diffusers (bench/diffusion.py), 50 PNDM steps, guidance 7.5, at
+  the profile latency.sd_profile (full, scaled or tiny) or from latency.sd_pretrained.
+A runner says which resolutions it supports, its parameters, FLOPs per image by stage, and how to run one
+batch with a stage timer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from bench.errors import BenchError
+
+SD_NAME = "sd-v1-4"
+DIFFUSERS_SUFFIX = "+diffusers"
+
+
+@dataclass
+class Runner:
+    model: str
+    weights: str
+    profile: str
+    resolutions: tuple[int, ...]
+    params: int
+    steps: Callable[[int], int | str]  # resolution -> steps (e.g. "24+8")
+    flops: Callable[[int], dict[str, int]]  # resolution -> FLOPs per image by stage
+    run: Callable[[list[str], int, Callable], Any]  # (prompts, resolution, stage_timer) -> images
+    pipeline: Any = None  # the MusePipeline behind a Muse runner, for runners that reuse its weights
+
+
+def known_models() -> list[str]:
+    from muse.presets import PRESET_NAMES
+
+    amused = [name + DIFFUSERS_SUFFIX for name in PRESET_NAMES if name.startswith("amused")]
+    return [*PRESET_NAMES, *amused, SD_NAME]
+
+
+def _muse_steps(pipe, resolution: int) -> int | str:
+    steps = pipe.config.base_sampler.steps
+    return f"{steps}+{pipe.config.superres_sampler.steps}" if resolution > pipe.config.base_resolution else steps
+
+
+def _muse_runner(name: str, device, dtype, init_seed: int, seed: int) -> Runner:
+    from muse import MusePipeline
+
+    from bench.flops import muse_stage_flops
+
+    pipe = MusePipeline.from_preset(name, device=device, dtype=dtype, seed=init_seed)
+    meta = MusePipeline.from_preset(name, device="meta")
+
+    def run(prompts, resolution, clock):
+        with torch.inference_mode():
+            return pipe(prompts, resolution=resolution, seed=seed, output_type="pt", stage_timer=clock)
+
+    counts = pipe.parameter_counts()
+    return Runner(name, pipe.weights, "tiny" if name.endswith("-tiny") else "full", pipe.supported_resolutions,
+                  counts["total"], lambda r: _muse_steps(pipe, r), lambda r: muse_stage_flops(meta, r), run, pipe)
+
+
+def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int) -> Runner:
+    """diffusers' AmusedPipeline over the components of our preset (identical weights), run as a user would."""
+    from diffusers import AmusedPipeline, AmusedScheduler
+
+    ours = _muse_runner(name.removesuffix(DIFFUSERS_SUFFIX), device, dtype, init_seed, seed)
+    pipe = ours.pipeline
+    reference = AmusedPipeline(
+        vqvae=pipe.vq_base.vq, tokenizer=pipe.text_encoder.tokenizer, text_encoder=pipe.text_encoder.model,
+        transformer=pipe.base.uvit, scheduler=AmusedScheduler(mask_token_id=pipe.mask_token_id),
+    )
+    reference.set_progress_bar_config(disable=True)
+    sampler = pipe.config.base_sampler
+    resolution = pipe.config.base_resolution
+
+    def run(prompts, res, clock):
+        # The whole call is one stage: diffusers' pipeline has no hook between its stages.
+        generator = torch.Generator(device=device).manual_seed(seed)
+        with torch.inference_mode(), clock("pipeline"):
+            return reference(
+                prompts, num_inference_steps=sampler.steps, guidance_scale=sampler.guidance_scale + 1.0,
+                generator=generator, output_type="pt", height=res, width=res,
+                temperature=(sampler.choice_temperature, sampler.temperature_end),
+            ).images
+
+    return Runner(name, "random", ours.profile, (resolution,), ours.params, ours.steps, ours.flops, run)
+
+
+def _sd_runner(latency_cfg: Any, device, dtype, init_seed: int, seed: int) -> Runner:
+    from bench.diffusion import build_stable_diffusion, run_stable_diffusion, sd_stage_flops
+
+    profile = latency_cfg.sd_profile
+    pretrained = latency_cfg.sd_pretrained
+    pipe = build_stable_diffusion(profile, pretrained=pretrained, device=device, dtype=dtype, seed=init_seed)
+    meta = build_stable_diffusion(profile, device="meta")
+    steps, guidance = 50, 7.5  # diffusers' StableDiffusionPipeline defaults, the paper's comparison
+
+    def run(prompts, resolution, clock):
+        with torch.inference_mode():
+            return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=steps, guidance_scale=guidance,
+                                        seed=seed, output_type="pt", stage_timer=clock)
+
+    params = sum(sum(p.numel() for p in m.parameters()) for m in (pipe.unet, pipe.vae, pipe.text_encoder))
+    return Runner(SD_NAME, "pretrained" if pretrained else "random", profile, (256, 512), params, lambda r: steps,
+                  lambda r: sd_stage_flops(meta, r, steps=steps), run)
+
+
+def build_runner(name: str, latency_cfg: Any, device, dtype, init_seed: int, seed: int) -> Runner:
+    """The runner of a model name (see the module docstring), or BenchError listing the known names."""
+    from muse.presets import PRESET_NAMES
+
+    if name in PRESET_NAMES:
+        return _muse_runner(name, device, dtype, init_seed, seed)
+    if name.endswith(DIFFUSERS_SUFFIX) and name.removesuffix(DIFFUSERS_SUFFIX).startswith("amused") \
+            and name.removesuffix(DIFFUSERS_SUFFIX) in PRESET_NAMES:
+        return _amused_diffusers_runner(name, device, dtype, init_seed, seed)
+    if name == SD_NAME:
+        return _sd_runner(latency_cfg, device, dtype, init_seed, seed)
+    raise BenchError(f"Unknown model {name!r} in latency.models. Known models: {', '.join(known_models())}.")
