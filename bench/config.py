@@ -54,6 +54,11 @@ class LatencyConfig:
     warmup: int = 1
     # float32, bfloat16 or float16.
     dtype: str = "float32"
+    # Muse presets: full (as published) or scaled (widths / 16, same layers, tokens and steps; bench/profiles.py).
+    profile: str = "full"
+    # measured (every step run) or extrapolated (decoding loops timed at 1 and 2 steps, fitted, evaluated at
+    # the real step counts: for models too slow to run whole here).
+    protocol: str = "measured"
     # Stable Diffusion v1.4 (model name sd-v1-4): profile full, scaled or tiny (bench/diffusion.py), or a
     # local diffusers folder of its weights.
     sd_profile: str = "tiny"

@@ -137,7 +137,8 @@ def build_stable_diffusion(profile: str = "full", pretrained: str | None = None,
                                    scheduler=PNDMScheduler(**config.scheduler), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    if dtype is not None and device.type != "meta":
+    # Built in float32; casting only when asked for another dtype (a no-op cast still makes diffusers warn).
+    if dtype not in (None, torch.float32) and device.type != "meta":
         pipe.to(dtype=dtype)
     return pipe
 

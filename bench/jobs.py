@@ -14,7 +14,7 @@ from bench.errors import BenchError
 from bench.generation import generate_samples
 from bench.pipelines import load_pipeline, resolve_device
 from bench.provenance import collect_provenance
-from bench.results import MANIFEST_FILE, build_results, evaluation, write_jsonl, write_results
+from bench.results import MANIFEST_FILE, atomic_write_text, build_results, evaluation, write_jsonl, write_results
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,14 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     Every row carries its protocol: random or pretrained weights, profile, FLOPs per image counted on the meta
     device, device and dtype. results.json adds `latency_ratios` for the pairs in cfg.latency.compare.
     """
-    from bench.latency import time_pipeline, write_latency_csv
+    from bench.latency import time_pipeline, time_pipeline_extrapolated, write_latency_csv
     from bench.runners import build_runner
 
     spec = cfg.latency
     if spec.dtype not in DTYPES:
         raise BenchError(f"latency.dtype={spec.dtype!r} is not one of {', '.join(DTYPES)}.")
+    if spec.protocol not in ("measured", "extrapolated"):
+        raise BenchError(f"latency.protocol={spec.protocol!r}: use measured or extrapolated.")
     if not spec.batch_sizes or min(spec.batch_sizes) < 1:
         raise BenchError(f"latency.batch_sizes must list sizes of at least 1, got {list(spec.batch_sizes)}.")
     dtype = DTYPES[spec.dtype]
@@ -146,19 +148,67 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
             if resolution not in runner.resolutions:
                 log.warning("%s does not generate at %d; skipped", runner.model, resolution)
                 continue
-            rows += time_pipeline(
-                lambda batch, clock, runner=runner, resolution=resolution: runner.run(prompts[:batch], resolution, clock),
+            fields = dict(
                 model=runner.model, weights=runner.weights, profile=runner.profile, resolution=resolution,
                 batch_sizes=list(spec.batch_sizes), steps=runner.steps(resolution), device=device, dtype=dtype,
                 params=runner.params, flops_per_image=runner.flops(resolution), runs=spec.runs, warmup=spec.warmup,
             )
+            if spec.protocol == "extrapolated":
+                rows += time_pipeline_extrapolated(
+                    lambda batch, steps, clock, runner=runner, resolution=resolution:
+                        runner.run(prompts[:batch], resolution, clock, steps),
+                    full_steps=runner.full_steps(resolution), **fields)
+            else:
+                rows += time_pipeline(
+                    lambda batch, clock, runner=runner, resolution=resolution: runner.run(prompts[:batch], resolution, clock),
+                    **fields)
     write_latency_csv(Path(run_dir) / "latency.csv", rows)
     results = build_results(
         experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
         provenance=collect_provenance(device), evaluations=[], latency=rows, overrides=overrides,
     )
     results["latency_ratios"] = latency_ratios(rows, [list(pair) for pair in spec.compare])
+    if experiment == "paper_table3":
+        table = paper_table3(rows)
+        results["paper_table3"] = table
+        write_csv(Path(run_dir) / "table3.csv", table)
     return write_results(run_dir, results)
+
+
+def paper_table3(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paper's Table 3 rows (bench/data/paper_table3.csv), each with the measured batch-1 end-to-end time
+    of our matching model at the same resolution, where one was measured, and that row's protocol."""
+    import csv
+
+    from bench.datasets import packaged_data_path
+
+    measured = {(r["model"], r["resolution"]): r for r in rows
+                if r["stage"] == "total" and r["status"] == "ok" and r["batch_size"] == 1}
+    table = []
+    with packaged_data_path("paper_table3.csv").open(newline="") as f:
+        for ref in csv.DictReader(f):
+            row = measured.get((ref["ours"], int(ref["resolution"])))
+            table.append({
+                **ref, "resolution": int(ref["resolution"]), "published_s": float(ref["published_s"]),
+                "measured_s": row["median_s"] if row else None,
+                "measured_on": row["device"] if row else None,
+                "measured_profile": row["profile"] if row else None,
+                "measured_weights": row["weights"] if row else None,
+                "measured_protocol": row["protocol"] if row else None,
+            })
+    return table
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Rows with the same keys as a CSV file, written atomically."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, out.getvalue())
 
 
 JOBS = {"generate": run_generation, "latency": run_latency}

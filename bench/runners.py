@@ -31,7 +31,10 @@ class Runner:
     params: int
     steps: Callable[[int], int | str]  # resolution -> steps (e.g. "24+8")
     flops: Callable[[int], dict[str, int]]  # resolution -> FLOPs per image by stage
-    run: Callable[[list[str], int, Callable], Any]  # (prompts, resolution, stage_timer) -> images
+    # (prompts, resolution, stage_timer, steps) -> images; steps=None runs the model's own step counts, an int
+    # runs every decoding loop with that many steps (for the extrapolated protocol).
+    run: Callable[..., Any]
+    full_steps: Callable[[int], dict[str, int]]  # resolution -> {decoding stage: its real step count}
     pipeline: Any = None  # the MusePipeline behind a Muse runner, for runners that reuse its weights
 
 
@@ -47,28 +50,46 @@ def _muse_steps(pipe, resolution: int) -> int | str:
     return f"{steps}+{pipe.config.superres_sampler.steps}" if resolution > pipe.config.base_resolution else steps
 
 
-def _muse_runner(name: str, device, dtype, init_seed: int, seed: int) -> Runner:
+def _muse_full_steps(pipe, resolution: int) -> dict[str, int]:
+    steps = {"base": pipe.config.base_sampler.steps}
+    if resolution > pipe.config.base_resolution:
+        steps["superres"] = pipe.config.superres_sampler.steps
+    return steps
+
+
+def _muse_runner(name: str, device, dtype, init_seed: int, seed: int, profile: str = "full") -> Runner:
     from muse import MusePipeline
+    from muse.presets import preset_config
 
     from bench.flops import muse_stage_flops
+    from bench.profiles import scaled_config
 
-    pipe = MusePipeline.from_preset(name, device=device, dtype=dtype, seed=init_seed)
-    meta = MusePipeline.from_preset(name, device="meta")
+    config = preset_config(name)
+    if name.endswith("-tiny"):
+        profile = "tiny"  # a test-size preset is its own profile
+    elif profile == "scaled":
+        config = scaled_config(config)
+    elif profile != "full":
+        raise BenchError(f"latency.profile={profile!r}: use full or scaled")
+    pipe = MusePipeline.from_config(config, device=device, dtype=dtype, seed=init_seed)
+    meta = MusePipeline.from_config(config, device="meta")
 
-    def run(prompts, resolution, clock):
+    def run(prompts, resolution, clock, steps=None):
         with torch.inference_mode():
-            return pipe(prompts, resolution=resolution, seed=seed, output_type="pt", stage_timer=clock)
+            return pipe(prompts, resolution=resolution, seed=seed, output_type="pt", stage_timer=clock,
+                        steps=steps, superres_steps=steps)
 
     counts = pipe.parameter_counts()
-    return Runner(name, pipe.weights, "tiny" if name.endswith("-tiny") else "full", pipe.supported_resolutions,
-                  counts["total"], lambda r: _muse_steps(pipe, r), lambda r: muse_stage_flops(meta, r), run, pipe)
+    return Runner(name, pipe.weights, profile, pipe.supported_resolutions, counts["total"],
+                  lambda r: _muse_steps(pipe, r), lambda r: muse_stage_flops(meta, r), run,
+                  lambda r: _muse_full_steps(pipe, r), pipe)
 
 
 def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int) -> Runner:
     """diffusers' AmusedPipeline over the components of our preset (identical weights), run as a user would."""
     from diffusers import AmusedPipeline, AmusedScheduler
 
-    ours = _muse_runner(name.removesuffix(DIFFUSERS_SUFFIX), device, dtype, init_seed, seed)
+    ours = _muse_runner(name.removesuffix(DIFFUSERS_SUFFIX), device, dtype, init_seed, seed, "full")
     pipe = ours.pipeline
     reference = AmusedPipeline(
         vqvae=pipe.vq_base.vq, tokenizer=pipe.text_encoder.tokenizer, text_encoder=pipe.text_encoder.model,
@@ -78,17 +99,18 @@ def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int
     sampler = pipe.config.base_sampler
     resolution = pipe.config.base_resolution
 
-    def run(prompts, res, clock):
+    def run(prompts, res, clock, steps=None):
         # The whole call is one stage: diffusers' pipeline has no hook between its stages.
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.inference_mode(), clock("pipeline"):
             return reference(
-                prompts, num_inference_steps=sampler.steps, guidance_scale=sampler.guidance_scale + 1.0,
+                prompts, num_inference_steps=steps or sampler.steps, guidance_scale=sampler.guidance_scale + 1.0,
                 generator=generator, output_type="pt", height=res, width=res,
                 temperature=(sampler.choice_temperature, sampler.temperature_end),
             ).images
 
-    return Runner(name, "random", ours.profile, (resolution,), ours.params, ours.steps, ours.flops, run)
+    return Runner(name, "random", ours.profile, (resolution,), ours.params, ours.steps, ours.flops, run,
+                  lambda r: {"pipeline": sampler.steps})
 
 
 def _sd_runner(latency_cfg: Any, device, dtype, init_seed: int, seed: int) -> Runner:
@@ -100,14 +122,14 @@ def _sd_runner(latency_cfg: Any, device, dtype, init_seed: int, seed: int) -> Ru
     meta = build_stable_diffusion(profile, device="meta")
     steps, guidance = 50, 7.5  # diffusers' StableDiffusionPipeline defaults, the paper's comparison
 
-    def run(prompts, resolution, clock):
+    def run(prompts, resolution, clock, run_steps=None):
         with torch.inference_mode():
-            return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=steps, guidance_scale=guidance,
-                                        seed=seed, output_type="pt", stage_timer=clock)
+            return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=run_steps or steps,
+                                        guidance_scale=guidance, seed=seed, output_type="pt", stage_timer=clock)
 
     params = sum(sum(p.numel() for p in m.parameters()) for m in (pipe.unet, pipe.vae, pipe.text_encoder))
     return Runner(SD_NAME, "pretrained" if pretrained else "random", profile, (256, 512), params, lambda r: steps,
-                  lambda r: sd_stage_flops(meta, r, steps=steps), run)
+                  lambda r: sd_stage_flops(meta, r, steps=steps), run, lambda r: {"denoiser": steps})
 
 
 def build_runner(name: str, latency_cfg: Any, device, dtype, init_seed: int, seed: int) -> Runner:
@@ -115,7 +137,7 @@ def build_runner(name: str, latency_cfg: Any, device, dtype, init_seed: int, see
     from muse.presets import PRESET_NAMES
 
     if name in PRESET_NAMES:
-        return _muse_runner(name, device, dtype, init_seed, seed)
+        return _muse_runner(name, device, dtype, init_seed, seed, latency_cfg.profile)
     if name.endswith(DIFFUSERS_SUFFIX) and name.removesuffix(DIFFUSERS_SUFFIX).startswith("amused") \
             and name.removesuffix(DIFFUSERS_SUFFIX) in PRESET_NAMES:
         return _amused_diffusers_runner(name, device, dtype, init_seed, seed)

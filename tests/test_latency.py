@@ -151,3 +151,78 @@ def test_ratios_pair_rows_at_the_same_resolution_and_batch():
             row("a", 512, 1, 9.0), row("b", 512, 1, 3.0)]
     ratios = latency_ratios(rows, [["a", "b"]])
     assert [(r["resolution"], r["batch_size"], r["ratio"]) for r in ratios] == [(256, 1, 2.0), (512, 1, 3.0)]
+
+
+def test_extrapolation_fits_fixed_plus_per_step():
+    from bench.latency import extrapolate
+
+    # 0.5 s of set-up plus 0.25 s a step: 0.75 s at 1 step, 1.0 s at 2, so 6.5 s at 24.
+    assert extrapolate(0.75, 1.0, 24) == pytest.approx(6.5)
+    assert extrapolate(0.75, 1.0, 1) == pytest.approx(0.75)
+    assert extrapolate(1.0, 0.9, 24) == pytest.approx(1.0)  # noise: no negative per-step cost
+
+
+def test_extrapolated_rows_cover_every_stage_and_sum_to_the_total():
+    from bench.latency import time_pipeline_extrapolated
+
+    seen_steps = []
+
+    def run(batch, steps, clock):
+        seen_steps.append(steps)
+        with clock("text_encoder"):
+            pass
+        for _ in range(steps):
+            with clock("base"):
+                sum(range(2000))
+
+    rows = time_pipeline_extrapolated(run, full_steps={"base": 24}, batch_sizes=[1], runs=2, warmup=1,
+                                      model="m", weights="random", profile="scaled", resolution=256, steps=24,
+                                      device="cpu", dtype=torch.float32, params=1)
+    assert sorted(set(seen_steps)) == [1, 2]
+    by_stage = {r["stage"]: r for r in rows}
+    assert set(by_stage) == {"text_encoder", "base", "total"}
+    assert by_stage["total"]["median_s"] == pytest.approx(by_stage["text_encoder"]["median_s"] + by_stage["base"]["median_s"])
+    assert "extrapolated" in by_stage["total"]["protocol"] and by_stage["total"]["profile"] == "scaled"
+
+
+def test_scaled_profile_keeps_the_shape_of_the_work():
+    from bench.profiles import scaled_config
+    from muse.presets import preset_config
+
+    full, scaled = preset_config("muse-3b"), scaled_config(preset_config("muse-3b"))
+    assert scaled.base.hidden == full.base.hidden // 16 and scaled.base.layers == full.base.layers
+    assert (scaled.base.heads, scaled.base.grid, scaled.base.codebook_size) == (full.base.heads, 16, 8192)
+    assert (scaled.superres.layers, scaled.superres.enc_layers, scaled.superres.grid) == (32, 16, 64)
+    assert scaled.superres.attention_block == full.superres.attention_block
+    assert scaled.text.max_length == full.text.max_length and scaled.text.model["num_layers"] == 24
+    assert scaled.base.text_dim == scaled.text.model["d_model"] == 256
+    assert (scaled.base_sampler, scaled.superres_sampler) == (full.base_sampler, full.superres_sampler)
+    assert len(scaled.vq_base.block_out_channels) == len(full.vq_base.block_out_channels)  # same f=16
+
+
+def test_paper_table3_puts_measured_beside_published():
+    from bench.jobs import paper_table3
+
+    rows = [dict(model="muse-3b", resolution=256, batch_size=1, stage="total", status="ok", median_s=2.0,
+                 device="cpu", profile="scaled", weights="random", protocol="extrapolated: ..."),
+            dict(model="muse-3b", resolution=256, batch_size=8, stage="total", status="ok", median_s=9.0,
+                 device="cpu", profile="scaled", weights="random", protocol="p")]
+    table = paper_table3(rows)
+    muse = [r for r in table if r["paper_model"] == "Muse-3B"]
+    assert [(r["resolution"], r["published_s"], r["measured_s"]) for r in muse] == [(256, 0.5, 2.0), (512, 1.3, None)]
+    assert muse[0]["measured_profile"] == "scaled" and "Table 3" in muse[0]["source"]
+    assert {r["paper_model"] for r in table} >= {"Imagen", "Parti-3B", "LDM, 50 steps"}
+
+
+def test_paper_table3_job_on_a_scaled_model(tmp_path):
+    cmd = [sys.executable, "-m", "bench.cli", "experiment=paper_table3", f"hydra.run.dir={tmp_path}",
+           "latency.models=[muse-632m]", "latency.resolutions=[256]", "latency.compare=[]", "latency.runs=1",
+           "latency.warmup=0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "latency.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["profile"] for r in rows} == {"scaled"} and all("extrapolated" in r["protocol"] for r in rows)
+    with open(tmp_path / "table3.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 7 and all(r["source"] for r in table)

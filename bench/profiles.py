@@ -1,0 +1,53 @@
+"""Profiles of a Muse preset for timing: "full" (the preset as is) and "scaled" (narrower, same work shape).
+
+The scaled profile divides every width by `divisor` (transformer hidden and MLP sizes, the T5 encoder's
+d_model / d_ff / d_kv, VQGAN channels) and keeps what sets the shape of the work: layer counts, head
+counts, token grids (16x16 and 64x64), text length, codebook size, multi-axis blocks and step counts. Its
+times are those of a model with the paper's structure, not the paper's size: every row says "scaled".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from muse.config import PipelineConfig, VQConfig
+
+PROFILES = ("full", "scaled")
+DIVISOR = 16
+
+
+def _narrow(value: int, divisor: int, floor: int = 4) -> int:
+    return max(floor, value // divisor)
+
+
+def _vq(config: VQConfig, divisor: int) -> VQConfig:
+    narrow = lambda channels: tuple(_narrow(c, divisor, 8) for c in channels)  # noqa: E731
+    return dataclasses.replace(
+        config, block_out_channels=narrow(config.block_out_channels),
+        decoder_block_out_channels=narrow(config.decoder_block_out_channels) if config.decoder_block_out_channels else None,
+        latent_channels=_narrow(config.latent_channels, divisor), norm_num_groups=8,
+    )
+
+
+def scaled_config(config: PipelineConfig, divisor: int = DIVISOR) -> PipelineConfig:
+    """The scaled profile of a Muse (T5-conditioned) pipeline config."""
+    if config.family != "muse" or config.text.kind != "t5":
+        raise ValueError(f"the scaled profile is defined for Muse presets, not {config.name}")
+    text_model = dict(config.text.model)
+    for key in ("d_model", "d_ff", "d_kv"):
+        text_model[key] = _narrow(text_model[key], divisor)
+    text_dim = text_model["d_model"]
+    base = dataclasses.replace(config.base, hidden=_narrow(config.base.hidden, divisor),
+                               mlp=_narrow(config.base.mlp, divisor), text_dim=text_dim)
+    superres = None
+    if config.superres is not None:
+        sr = config.superres
+        superres = dataclasses.replace(
+            sr, enc_hidden=_narrow(sr.enc_hidden, divisor), enc_mlp=_narrow(sr.enc_mlp, divisor),
+            hidden=_narrow(sr.hidden, divisor), mlp=_narrow(sr.mlp, divisor), text_dim=text_dim,
+        )
+    return dataclasses.replace(
+        config, name=f"{config.name}-scaled", text=dataclasses.replace(config.text, model=text_model),
+        vq_base=_vq(config.vq_base, divisor), base=base,
+        vq_superres=_vq(config.vq_superres, divisor) if config.vq_superres else None, superres=superres,
+    )
