@@ -59,6 +59,11 @@ class LatencyConfig:
     # measured (every step run) or extrapolated (decoding loops timed at 1 and 2 steps, fitted, evaluated at
     # the real step counts: for models too slow to run whole here).
     protocol: str = "measured"
+    # torch.compile the per-step forwards and the image decoders; the first warm-up run's excess over the
+    # steady state is reported apart (compile_s). mode reduce-overhead captures CUDA graphs on a GPU.
+    compile: bool = False
+    compile_mode: str = "default"
+    compile_backend: str = "inductor"
     # Stable Diffusion v1.4 (model name sd-v1-4): profile full, scaled or tiny (bench/diffusion.py), or a
     # local diffusers folder of its weights.
     sd_profile: str = "tiny"

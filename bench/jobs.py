@@ -132,6 +132,9 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     spec = cfg.latency
     if spec.dtype not in DTYPES:
         raise BenchError(f"latency.dtype={spec.dtype!r} is not one of {', '.join(DTYPES)}.")
+    if spec.compile and spec.warmup < 1:
+        raise BenchError("latency.compile needs latency.warmup >= 1: compilation happens in the first warm-up run, "
+                         "which must not be timed.")
     if spec.protocol not in ("measured", "extrapolated"):
         raise BenchError(f"latency.protocol={spec.protocol!r}: use measured or extrapolated.")
     if not spec.batch_sizes or min(spec.batch_sizes) < 1:
@@ -152,6 +155,7 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
                 model=runner.model, weights=runner.weights, profile=runner.profile, resolution=resolution,
                 batch_sizes=list(spec.batch_sizes), steps=runner.steps(resolution), device=device, dtype=dtype,
                 params=runner.params, flops_per_image=runner.flops(resolution), runs=spec.runs, warmup=spec.warmup,
+                compiled=bool(spec.compile),
             )
             if spec.protocol == "extrapolated":
                 rows += time_pipeline_extrapolated(

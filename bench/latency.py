@@ -23,7 +23,7 @@ from bench.timing import measure, percentile
 COLUMNS = (
     "model", "weights", "profile", "resolution", "batch_size", "steps", "stage", "n_runs", "median_s", "p90_s",
     "images_per_s", "peak_mem_bytes", "params", "flops", "device", "dtype", "compiled",
-    "percent_of_floor", "status", "protocol",
+    "percent_of_floor", "status", "protocol", "compile_s",
 )
 
 # Dense peak FLOP/s by device name fragment and dtype: the compute floor of percent_of_floor.
@@ -45,6 +45,11 @@ def peak_flops(device_name: str, dtype: torch.dtype) -> float | None:
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def compile_seconds(first_s: float | None, steady_s: float) -> float | None:
+    """Compilation time, reported apart from latency: the first call's excess over a steady-state call."""
+    return None if first_s is None else max(first_s - steady_s, 0.0)
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -91,6 +96,7 @@ def time_pipeline(
                 torch.cuda.empty_cache()
             rows.append(base | dict(batch_size=batch, stage="total", status="oom", params=params))
             continue
+        compile_s = compile_seconds(result.first_s, result.summary()["median_s"]) if compiled else None
         for stage in [*result.stages, "total"]:
             summary = result.summary(stage)
             flops = flops_per_image.get(stage)
@@ -100,7 +106,7 @@ def time_pipeline(
             rows.append(base | summary | dict(
                 batch_size=batch, stage=stage, images_per_s=batch / summary["median_s"],
                 peak_mem_bytes=result.peak_mem_bytes, params=params, flops=flops, percent_of_floor=floor,
-                status="ok",
+                status="ok", compile_s=compile_s if stage == "total" else None,
             ))
     return rows
 
@@ -156,13 +162,15 @@ def time_pipeline_extrapolated(
                 values = {"median_s": statistics.median(both), "p90_s": percentile(both, 90)}
             stage_rows[stage] = values
         stage_rows["total"] = {key: sum(v[key] for v in stage_rows.values()) for key in ("median_s", "p90_s")}
+        compiled = row_fields.get("compiled", False)
+        compile_s = compile_seconds(one.first_s, one.summary()["median_s"]) if compiled else None
         for stage, values in stage_rows.items():
             flops = flops_per_image.get(stage)
             floor = 100 * flops * batch / (values["median_s"] * peak) if peak and flops else None
             rows.append(base | values | dict(
                 batch_size=batch, stage=stage, n_runs=runs, images_per_s=batch / values["median_s"],
                 peak_mem_bytes=max(one.peak_mem_bytes, two.peak_mem_bytes), flops=flops, percent_of_floor=floor,
-                status="ok",
+                status="ok", compile_s=compile_s if stage == "total" else None,
             ))
     return rows
 

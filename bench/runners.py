@@ -19,6 +19,20 @@ import torch
 from bench.errors import BenchError
 
 SD_NAME = "sd-v1-4"
+
+
+@dataclass
+class CompileSpec:
+    """torch.compile settings: mode "reduce-overhead" captures CUDA graphs on a GPU."""
+
+    enabled: bool = False
+    mode: str = "default"
+    backend: str = "inductor"
+
+    def __call__(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.enabled:
+            return module
+        return torch.compile(module, mode=None if self.mode == "default" else self.mode, backend=self.backend)
 DIFFUSERS_SUFFIX = "+diffusers"
 
 
@@ -57,7 +71,25 @@ def _muse_full_steps(pipe, resolution: int) -> dict[str, int]:
     return steps
 
 
-def _muse_runner(name: str, device, dtype, init_seed: int, seed: int, profile: str = "full") -> Runner:
+def _compile_muse(pipe, compile: CompileSpec) -> None:
+    """Compile what runs every step (the transformers' token decoders, aMUSEd's U-ViT) and the VQ decoders;
+    the sampler's own loop stays eager (per-sample generators)."""
+    if not compile.enabled:
+        return
+    for model in (pipe.base, pipe.superres):
+        if model is None:
+            continue
+        if hasattr(model, "uvit"):
+            model.uvit = compile(model.uvit)
+        else:
+            model.decoder = compile(model.decoder)
+    for vq in (pipe.vq_base, pipe.vq_superres):
+        if vq is not None:
+            vq.vq.decoder = compile(vq.vq.decoder)
+
+
+def _muse_runner(name: str, device, dtype, init_seed: int, seed: int, profile: str = "full",
+                 compile: CompileSpec = CompileSpec()) -> Runner:
     from muse import MusePipeline
     from muse.presets import preset_config
 
@@ -73,6 +105,7 @@ def _muse_runner(name: str, device, dtype, init_seed: int, seed: int, profile: s
         raise BenchError(f"latency.profile={profile!r}: use full or scaled")
     pipe = MusePipeline.from_config(config, device=device, dtype=dtype, seed=init_seed)
     meta = MusePipeline.from_config(config, device="meta")
+    _compile_muse(pipe, compile)
 
     def run(prompts, resolution, clock, steps=None):
         with torch.inference_mode():
@@ -85,7 +118,8 @@ def _muse_runner(name: str, device, dtype, init_seed: int, seed: int, profile: s
                   lambda r: _muse_full_steps(pipe, r), pipe)
 
 
-def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int) -> Runner:
+def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int,
+                             compile: CompileSpec = CompileSpec()) -> Runner:
     """diffusers' AmusedPipeline over the components of our preset (identical weights), run as a user would."""
     from diffusers import AmusedPipeline, AmusedScheduler
 
@@ -93,7 +127,7 @@ def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int
     pipe = ours.pipeline
     reference = AmusedPipeline(
         vqvae=pipe.vq_base.vq, tokenizer=pipe.text_encoder.tokenizer, text_encoder=pipe.text_encoder.model,
-        transformer=pipe.base.uvit, scheduler=AmusedScheduler(mask_token_id=pipe.mask_token_id),
+        transformer=compile(pipe.base.uvit), scheduler=AmusedScheduler(mask_token_id=pipe.mask_token_id),
     )
     reference.set_progress_bar_config(disable=True)
     sampler = pipe.config.base_sampler
@@ -113,12 +147,17 @@ def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int
                   lambda r: {"pipeline": sampler.steps})
 
 
-def _sd_runner(latency_cfg: Any, device, dtype, init_seed: int, seed: int) -> Runner:
+def _sd_runner(latency_cfg: Any, device, dtype, init_seed: int, seed: int,
+               compile: CompileSpec = CompileSpec()) -> Runner:
     from bench.diffusion import build_stable_diffusion, run_stable_diffusion, sd_stage_flops
 
     profile = latency_cfg.sd_profile
     pretrained = latency_cfg.sd_pretrained
     pipe = build_stable_diffusion(profile, pretrained=pretrained, device=device, dtype=dtype, seed=init_seed)
+    params = sum(sum(p.numel() for p in m.parameters()) for m in (pipe.unet, pipe.vae, pipe.text_encoder))
+    # The UNet runs every step; the VAE decoder once, at full resolution.
+    pipe.unet = compile(pipe.unet)
+    pipe.vae.decoder = compile(pipe.vae.decoder)
     meta = build_stable_diffusion(profile, device="meta")
     steps, guidance = 50, 7.5  # diffusers' StableDiffusionPipeline defaults, the paper's comparison
 
@@ -127,7 +166,6 @@ def _sd_runner(latency_cfg: Any, device, dtype, init_seed: int, seed: int) -> Ru
             return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=run_steps or steps,
                                         guidance_scale=guidance, seed=seed, output_type="pt", stage_timer=clock)
 
-    params = sum(sum(p.numel() for p in m.parameters()) for m in (pipe.unet, pipe.vae, pipe.text_encoder))
     return Runner(SD_NAME, "pretrained" if pretrained else "random", profile, (256, 512), params, lambda r: steps,
                   lambda r: sd_stage_flops(meta, r, steps=steps), run, lambda r: {"denoiser": steps})
 
@@ -136,11 +174,12 @@ def build_runner(name: str, latency_cfg: Any, device, dtype, init_seed: int, see
     """The runner of a model name (see the module docstring), or BenchError listing the known names."""
     from muse.presets import PRESET_NAMES
 
+    compile = CompileSpec(latency_cfg.compile, latency_cfg.compile_mode, latency_cfg.compile_backend)
     if name in PRESET_NAMES:
-        return _muse_runner(name, device, dtype, init_seed, seed, latency_cfg.profile)
+        return _muse_runner(name, device, dtype, init_seed, seed, latency_cfg.profile, compile)
     if name.endswith(DIFFUSERS_SUFFIX) and name.removesuffix(DIFFUSERS_SUFFIX).startswith("amused") \
             and name.removesuffix(DIFFUSERS_SUFFIX) in PRESET_NAMES:
-        return _amused_diffusers_runner(name, device, dtype, init_seed, seed)
+        return _amused_diffusers_runner(name, device, dtype, init_seed, seed, compile)
     if name == SD_NAME:
-        return _sd_runner(latency_cfg, device, dtype, init_seed, seed)
+        return _sd_runner(latency_cfg, device, dtype, init_seed, seed, compile)
     raise BenchError(f"Unknown model {name!r} in latency.models. Known models: {', '.join(known_models())}.")

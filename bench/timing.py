@@ -82,6 +82,7 @@ class Measurement:
     total: list[float]
     stages: dict[str, list[float]] = field(default_factory=dict)
     peak_mem_bytes: int = 0
+    first_s: float | None = None  # the first warm-up run (with torch.compile: compilation included)
 
     def summary(self, stage: str = "total") -> dict[str, float]:
         values = self.total if stage == "total" else self.stages[stage]
@@ -98,8 +99,14 @@ def measure(run: Callable[[Callable[[str], Any]], Any], *, device: torch.device 
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     device = torch.device(device)
-    for _ in range(warmup):
+    first = None
+    for i in range(warmup):
+        synchronize(device)
+        start = time.perf_counter()
         run(StageClock(device))
+        synchronize(device)
+        if i == 0:
+            first = time.perf_counter() - start
     reset_peak_memory(device)
     totals, stages = [], defaultdict(list)
     for _ in range(runs):
@@ -111,4 +118,4 @@ def measure(run: Callable[[Callable[[str], Any]], Any], *, device: torch.device 
         totals.append(time.perf_counter() - start)
         for name, seconds in clock.seconds.items():
             stages[name].append(seconds)
-    return Measurement(totals, dict(stages), peak_memory_bytes(device))
+    return Measurement(totals, dict(stages), peak_memory_bytes(device), first)
