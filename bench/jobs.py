@@ -126,7 +126,7 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     Every row carries its protocol: random or pretrained weights, profile, FLOPs per image counted on the meta
     device, device and dtype. results.json adds `latency_ratios` for the pairs in cfg.latency.compare.
     """
-    from bench.latency import time_pipeline, time_pipeline_extrapolated, write_latency_csv
+    from bench.latency import RowInfo, time_pipeline, time_pipeline_extrapolated, write_latency_csv
     from bench.runners import build_runner
 
     spec = cfg.latency
@@ -151,21 +151,21 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
             if resolution not in runner.resolutions:
                 log.warning("%s does not generate at %d; skipped", runner.model, resolution)
                 continue
-            fields = dict(
+            info = RowInfo(
                 model=runner.model, weights=runner.weights, profile=runner.profile, resolution=resolution,
-                batch_sizes=list(spec.batch_sizes), steps=runner.steps(resolution), device=device, dtype=dtype,
-                params=runner.params, flops_per_image=runner.flops(resolution), runs=spec.runs, warmup=spec.warmup,
-                compiled=bool(spec.compile),
+                steps=runner.steps(resolution), device=device, dtype=dtype, params=runner.params,
+                flops_per_image=runner.flops(resolution), compiled=bool(spec.compile),
             )
+            sweep = dict(batch_sizes=list(spec.batch_sizes), runs=spec.runs, warmup=spec.warmup)
             if spec.protocol == "extrapolated":
                 rows += time_pipeline_extrapolated(
                     lambda batch, steps, clock, runner=runner, resolution=resolution:
                         runner.run(prompts[:batch], resolution, clock, steps),
-                    full_steps=runner.full_steps(resolution), **fields)
+                    info, full_steps=runner.full_steps(resolution), **sweep)
             else:
                 rows += time_pipeline(
                     lambda batch, clock, runner=runner, resolution=resolution: runner.run(prompts[:batch], resolution, clock),
-                    **fields)
+                    info, **sweep)
     write_latency_csv(Path(run_dir) / "latency.csv", rows)
     results = build_results(
         experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),

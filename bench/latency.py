@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -56,58 +57,71 @@ def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def time_pipeline(
-    run: Callable[[int, Callable], Any],
-    *,
-    model: str,
-    weights: str,
-    profile: str,
-    resolution: int,
-    batch_sizes: list[int],
-    steps: int | str,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    params: int,
-    flops_per_image: dict[str, int] | None = None,
-    runs: int = 3,
-    warmup: int = 1,
-    compiled: bool = False,
-    protocol: str = "measured",
-) -> list[dict[str, Any]]:
+@dataclass
+class RowInfo:
+    """What every latency row of one (model, resolution) carries besides its times."""
+
+    model: str
+    weights: str
+    profile: str
+    resolution: int
+    steps: int | str
+    device: torch.device | str
+    dtype: torch.dtype
+    params: int
+    flops_per_image: dict[str, int] = field(default_factory=dict)
+    compiled: bool = False
+
+    def base(self, protocol: str) -> dict[str, Any]:
+        return dict(model=self.model, weights=self.weights, profile=self.profile, resolution=self.resolution,
+                    steps=self.steps, device=device_name(self.device), dtype=str(self.dtype).removeprefix("torch."),
+                    compiled=self.compiled, params=self.params, protocol=protocol)
+
+
+def _rows(info: RowInfo, protocol: str, batch: int, times: dict[str, dict[str, float]], n_runs: int,
+          peak_mem: int, first_s: float | None) -> list[dict[str, Any]]:
+    """One row per stage of `times` ({stage: {median_s, p90_s}}, "total" included) at one batch size."""
+    peak = peak_flops(device_name(info.device), info.dtype)
+    compile_s = compile_seconds(first_s, times["total"]["median_s"]) if info.compiled else None
+    rows = []
+    for stage, values in times.items():
+        flops = info.flops_per_image.get(stage)
+        floor = 100 * flops * batch / (values["median_s"] * peak) if peak and flops else None
+        rows.append(info.base(protocol) | values | dict(
+            batch_size=batch, stage=stage, n_runs=n_runs, images_per_s=batch / values["median_s"],
+            peak_mem_bytes=peak_mem, flops=flops, percent_of_floor=floor, status="ok",
+            compile_s=compile_s if stage == "total" else None,
+        ))
+    return rows
+
+
+def _oom_row(info: RowInfo, protocol: str, batch: int, err: BaseException) -> dict[str, Any]:
+    """The row of a batch size that ran out of memory; anything else than out-of-memory is re-raised."""
+    if not _is_oom(err):
+        raise err
+    if torch.device(info.device).type == "cuda":
+        torch.cuda.empty_cache()
+    return info.base(protocol) | dict(batch_size=batch, stage="total", status="oom")
+
+
+def time_pipeline(run: Callable[[int, Callable], Any], info: RowInfo, *, batch_sizes: list[int], runs: int = 3,
+                  warmup: int = 1) -> list[dict[str, Any]]:
     """Time `run(batch_size, stage_timer)` at each batch size; one row per stage and one `total` row.
 
-    flops_per_image maps stage names (and "total") to FLOPs per image, for the flops and percent_of_floor
-    columns. A batch size that runs out of memory gives one `total` row with status "oom".
+    A batch size that runs out of memory gives one `total` row with status "oom" and the sweep goes on.
     """
-    name = device_name(device)
-    peak = peak_flops(name, dtype)
-    flops_per_image = flops_per_image or {}
-    protocol = f"{protocol}; warmup={warmup} runs={runs}; synchronised perf_counter; median and p90 of runs"
-    base = dict(model=model, weights=weights, profile=profile, resolution=resolution, steps=steps, device=name,
-                dtype=str(dtype).removeprefix("torch."), compiled=compiled, protocol=protocol)
+    protocol = f"measured; warmup={warmup} runs={runs}; synchronised perf_counter; median and p90 of runs"
     rows = []
     for batch in batch_sizes:
         try:
-            result = measure(lambda clock: run(batch, clock), device=device, warmup=warmup, runs=runs)
-        except Exception as err:  # noqa: BLE001 - only out-of-memory is recorded; anything else is a bug
-            if not _is_oom(err):
-                raise
-            if torch.device(device).type == "cuda":
-                torch.cuda.empty_cache()
-            rows.append(base | dict(batch_size=batch, stage="total", status="oom", params=params))
+            result = measure(lambda clock: run(batch, clock), device=info.device, warmup=warmup, runs=runs)
+        except Exception as err:  # noqa: BLE001 - _oom_row re-raises all but out-of-memory
+            rows.append(_oom_row(info, protocol, batch, err))
             continue
-        compile_s = compile_seconds(result.first_s, result.summary()["median_s"]) if compiled else None
-        for stage in [*result.stages, "total"]:
-            summary = result.summary(stage)
-            flops = flops_per_image.get(stage)
-            floor = None
-            if peak and flops:
-                floor = 100 * flops * batch / (summary["median_s"] * peak)
-            rows.append(base | summary | dict(
-                batch_size=batch, stage=stage, images_per_s=batch / summary["median_s"],
-                peak_mem_bytes=result.peak_mem_bytes, params=params, flops=flops, percent_of_floor=floor,
-                status="ok", compile_s=compile_s if stage == "total" else None,
-            ))
+        times = {stage: result.summary(stage) for stage in [*result.stages, "total"]}
+        for values in times.values():
+            values.pop("n_runs")
+        rows += _rows(info, protocol, batch, times, runs, result.peak_mem_bytes, result.first_s)
     return rows
 
 
@@ -117,61 +131,37 @@ def extrapolate(one_step_s: float, two_steps_s: float, steps: int) -> float:
     return (one_step_s - per_step) + steps * per_step
 
 
-def time_pipeline_extrapolated(
-    run: Callable[[int, int, Callable], Any],
-    *,
-    full_steps: dict[str, int],
-    batch_sizes: list[int],
-    runs: int = 2,
-    warmup: int = 1,
-    **row_fields: Any,
-) -> list[dict[str, Any]]:
+def time_pipeline_extrapolated(run: Callable[[int, int, Callable], Any], info: RowInfo, *,
+                               full_steps: dict[str, int], batch_sizes: list[int], runs: int = 2,
+                               warmup: int = 1) -> list[dict[str, Any]]:
     """Time `run(batch_size, steps, stage_timer)` at 1 and 2 steps and extrapolate to the real step counts.
 
     For every stage in full_steps (the decoding loops), its time is fitted as fixed + steps x per-step from
-    the medians at 1 and 2 steps, then evaluated at full_steps[stage]; other stages (text encoder, VQ/VAE
-    decode) take the median of all runs. `total` is the sum of the stages. For paper-size models on slow
-    hardware: a decoding step costs the same at every step (fixed token counts), so two points fix the line.
+    the medians (and p90s) at 1 and 2 steps, then evaluated at full_steps[stage]; other stages (text
+    encoder, VQ/VAE decode) take the median of all runs. `total` is the sum of the stages. For paper-size
+    models on slow hardware: a decoding step costs the same at every step (fixed token counts), so two
+    points fix the line.
     """
-    device, dtype = row_fields["device"], row_fields["dtype"]
-    name = device_name(device)
-    peak = peak_flops(name, dtype)
-    flops_per_image = row_fields.pop("flops_per_image", None) or {}
     protocol = (f"extrapolated: each decoding stage timed at 1 and 2 steps (warmup={warmup}, runs={runs} each), "
                 f"fixed + per-step fitted and evaluated at {dict(full_steps)} steps; synchronised perf_counter")
-    base = {k: v for k, v in row_fields.items() if k not in ("device", "dtype")}
-    base |= dict(device=name, dtype=str(dtype).removeprefix("torch."), compiled=row_fields.get("compiled", False),
-                 protocol=protocol)
     rows = []
     for batch in batch_sizes:
         try:
-            one, two = (measure(lambda clock, k=k: run(batch, k, clock), device=device, warmup=warmup, runs=runs)
-                        for k in (1, 2))
-        except Exception as err:  # noqa: BLE001 - only out-of-memory is recorded
-            if not _is_oom(err):
-                raise
-            rows.append(base | dict(batch_size=batch, stage="total", status="oom"))
+            one, two = (measure(lambda clock, k=k: run(batch, k, clock), device=info.device, warmup=warmup,
+                                runs=runs) for k in (1, 2))
+        except Exception as err:  # noqa: BLE001 - _oom_row re-raises all but out-of-memory
+            rows.append(_oom_row(info, protocol, batch, err))
             continue
-        stage_rows = {}
+        times = {}
         for stage in one.stages:
             if stage in full_steps:
-                values = {key: extrapolate(one.summary(stage)[key], two.summary(stage)[key], full_steps[stage])
-                          for key in ("median_s", "p90_s")}
+                times[stage] = {key: extrapolate(one.summary(stage)[key], two.summary(stage)[key], full_steps[stage])
+                                for key in ("median_s", "p90_s")}
             else:
                 both = one.stages[stage] + two.stages[stage]
-                values = {"median_s": statistics.median(both), "p90_s": percentile(both, 90)}
-            stage_rows[stage] = values
-        stage_rows["total"] = {key: sum(v[key] for v in stage_rows.values()) for key in ("median_s", "p90_s")}
-        compiled = row_fields.get("compiled", False)
-        compile_s = compile_seconds(one.first_s, one.summary()["median_s"]) if compiled else None
-        for stage, values in stage_rows.items():
-            flops = flops_per_image.get(stage)
-            floor = 100 * flops * batch / (values["median_s"] * peak) if peak and flops else None
-            rows.append(base | values | dict(
-                batch_size=batch, stage=stage, n_runs=runs, images_per_s=batch / values["median_s"],
-                peak_mem_bytes=max(one.peak_mem_bytes, two.peak_mem_bytes), flops=flops, percent_of_floor=floor,
-                status="ok", compile_s=compile_s if stage == "total" else None,
-            ))
+                times[stage] = {"median_s": statistics.median(both), "p90_s": percentile(both, 90)}
+        times["total"] = {key: sum(v[key] for v in times.values()) for key in ("median_s", "p90_s")}
+        rows += _rows(info, protocol, batch, times, runs, max(one.peak_mem_bytes, two.peak_mem_bytes), one.first_s)
     return rows
 
 

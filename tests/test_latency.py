@@ -8,11 +8,17 @@ import sys
 import pytest
 import torch
 
-from bench.latency import COLUMNS, latency_csv, peak_flops, time_pipeline
+from bench.latency import COLUMNS, RowInfo, latency_csv, peak_flops, time_pipeline
 from bench.timing import StageClock, measure, percentile
 
 CONTRACT_COLUMNS = ("model", "weights", "profile", "resolution", "batch_size", "steps", "stage", "n_runs", "median_s",
                     "p90_s", "images_per_s", "peak_mem_bytes", "params", "flops", "device", "dtype", "compiled")
+
+
+def info(model, **kwargs):
+    fields = dict(weights="random", profile="tiny", resolution=256, steps=24, device="cpu", dtype=torch.float32,
+                  params=10) | kwargs
+    return RowInfo(model, **fields)
 
 
 def test_percentile_interpolates():
@@ -61,10 +67,10 @@ def test_oom_is_recorded_and_the_sweep_goes_on():
         with clock("base"):
             pass
 
-    rows = time_pipeline(run, model="m", weights="random", profile="tiny", resolution=256, batch_sizes=[1, 4, 8],
-                         steps=24, device="cpu", dtype=torch.float32, params=10, runs=1, warmup=0)
+    rows = time_pipeline(run, info("m"), batch_sizes=[1, 4, 8], runs=1, warmup=0)
     assert [(r["batch_size"], r["stage"], r["status"]) for r in rows] == [
         (1, "base", "ok"), (1, "total", "ok"), (4, "total", "oom"), (8, "base", "ok"), (8, "total", "ok")]
+    assert all(r["params"] == 10 and r["model"] == "m" for r in rows)
 
 
 def test_other_errors_are_not_swallowed():
@@ -72,8 +78,7 @@ def test_other_errors_are_not_swallowed():
         raise ValueError("a bug")
 
     with pytest.raises(ValueError, match="a bug"):
-        time_pipeline(run, model="m", weights="random", profile="tiny", resolution=256, batch_sizes=[1], steps=1,
-                      device="cpu", dtype=torch.float32, params=1, runs=1, warmup=0)
+        time_pipeline(run, info("m"), batch_sizes=[1], runs=1, warmup=0)
 
 
 def test_percent_of_floor_only_where_the_peak_is_known():
@@ -84,9 +89,7 @@ def test_percent_of_floor_only_where_the_peak_is_known():
         with clock("base"):
             pass
 
-    rows = time_pipeline(run, model="m", weights="random", profile="tiny", resolution=256, batch_sizes=[1], steps=1,
-                         device="cpu", dtype=torch.float32, params=1, flops_per_image={"base": 10, "total": 10},
-                         runs=1, warmup=0)
+    rows = time_pipeline(run, info("m", flops_per_image={"base": 10, "total": 10}), batch_sizes=[1], runs=1, warmup=0)
     assert all(r["percent_of_floor"] is None for r in rows)
     assert rows[-1]["flops"] == 10
 
@@ -175,9 +178,8 @@ def test_extrapolated_rows_cover_every_stage_and_sum_to_the_total():
             with clock("base"):
                 sum(range(2000))
 
-    rows = time_pipeline_extrapolated(run, full_steps={"base": 24}, batch_sizes=[1], runs=2, warmup=1,
-                                      model="m", weights="random", profile="scaled", resolution=256, steps=24,
-                                      device="cpu", dtype=torch.float32, params=1)
+    rows = time_pipeline_extrapolated(run, info("m", profile="scaled"), full_steps={"base": 24}, batch_sizes=[1],
+                                      runs=2, warmup=1)
     assert sorted(set(seen_steps)) == [1, 2]
     by_stage = {r["stage"]: r for r in rows}
     assert set(by_stage) == {"text_encoder", "base", "total"}
