@@ -58,7 +58,12 @@ class VQTokenizer(nn.Module):
 
     @classmethod
     def from_config(cls, config: VQConfig) -> "VQTokenizer":
-        return cls(build_vqmodel(config), config.value_range)
+        vq = build_vqmodel(config)
+        # diffusers draws codebook entries from +-1/codebook_size (a training-time choice), so with random
+        # weights every token decodes to nearly the same latent and all images look alike; N(0, 1) entries
+        # keep random-weight images distinct. Loaded checkpoints overwrite the codebook either way.
+        torch.nn.init.normal_(vq.quantize.embedding.weight)
+        return cls(vq, config.value_range)
 
     def _to_model_range(self, images):
         return images * 2 - 1 if self.value_range == "-1,1" else images
