@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from bench.results import atomic_write_text
-from bench.timing import measure, percentile
+from bench.timing import measure, percentile, reset_peak_memory
 
 # CONTRACT.md's latency.csv columns, then ours: percent of the compute floor, run status, timing protocol.
 COLUMNS = (
@@ -79,10 +79,10 @@ class RowInfo:
 
 
 def _rows(info: RowInfo, protocol: str, batch: int, times: dict[str, dict[str, float]], n_runs: int,
-          peak_mem: int, first_s: float | None) -> list[dict[str, Any]]:
+          peak_mem: int, compile_s: float | None) -> list[dict[str, Any]]:
     """One row per stage of `times` ({stage: {median_s, p90_s}}, "total" included) at one batch size."""
     peak = peak_flops(device_name(info.device), info.dtype)
-    compile_s = compile_seconds(first_s, times["total"]["median_s"]) if info.compiled else None
+    compile_s = compile_s if info.compiled else None
     rows = []
     for stage, values in times.items():
         flops = info.flops_per_image.get(stage)
@@ -121,7 +121,8 @@ def time_pipeline(run: Callable[[int, Callable], Any], info: RowInfo, *, batch_s
         times = {stage: result.summary(stage) for stage in [*result.stages, "total"]}
         for values in times.values():
             values.pop("n_runs")
-        rows += _rows(info, protocol, batch, times, runs, result.peak_mem_bytes, result.first_s)
+        compile_s = compile_seconds(result.first_s, times["total"]["median_s"])
+        rows += _rows(info, protocol, batch, times, runs, result.peak_mem_bytes, compile_s)
     return rows
 
 
@@ -132,36 +133,49 @@ def extrapolate(one_step_s: float, two_steps_s: float, steps: int) -> float:
 
 
 def time_pipeline_extrapolated(run: Callable[[int, int, Callable], Any], info: RowInfo, *,
-                               full_steps: dict[str, int], batch_sizes: list[int], runs: int = 2,
+                               full_steps: dict[str, int], batch_sizes: list[int], runs: int = 3,
                                warmup: int = 1) -> list[dict[str, Any]]:
     """Time `run(batch_size, steps, stage_timer)` at 1 and 2 steps and extrapolate to the real step counts.
 
-    For every stage in full_steps (the decoding loops), its time is fitted as fixed + steps x per-step from
-    the medians (and p90s) at 1 and 2 steps, then evaluated at full_steps[stage]; other stages (text
-    encoder, VQ/VAE decode) take the median of all runs. `total` is the sum of the stages. For paper-size
-    models on slow hardware: a decoding step costs the same at every step (fixed token counts), so two
-    points fix the line.
+    Runs come in interleaved pairs (1 step, then 2 steps), so a slow spell of a shared machine hits both
+    halves of a pair rather than one side of the fit. For each pair and each decoding stage (full_steps),
+    the stage time is fitted as fixed + steps x per-step and evaluated at full_steps[stage]; other stages
+    (text encoder, VQ/VAE decode) take the mean of the pair. Rows report the median and p90 over pairs,
+    so one disturbed pair of three moves nothing: a decoding step costs the same at every step (fixed token
+    counts), so two points fix the line, but its noise is multiplied by the step count.
     """
-    protocol = (f"extrapolated: each decoding stage timed at 1 and 2 steps (warmup={warmup}, runs={runs} each), "
-                f"fixed + per-step fitted and evaluated at {dict(full_steps)} steps; synchronised perf_counter")
+    protocol = (f"extrapolated: {runs} interleaved pairs of runs at 1 and 2 steps (after {warmup} warm-up pairs), "
+                f"each decoding stage fitted as fixed + per-step per pair and evaluated at {dict(full_steps)} steps; "
+                "median and p90 over pairs; synchronised perf_counter")
     rows = []
     for batch in batch_sizes:
         try:
-            one, two = (measure(lambda clock, k=k: run(batch, k, clock), device=info.device, warmup=warmup,
-                                runs=runs) for k in (1, 2))
+            first = None
+            for i in range(warmup):
+                for k in (1, 2):
+                    warm = measure(lambda clock, k=k: run(batch, k, clock), device=info.device, warmup=0, runs=1)
+                    if first is None:
+                        first = warm.total[0]
+            reset_peak_memory(info.device)
+            pairs = [[measure(lambda clock, k=k: run(batch, k, clock), device=info.device, warmup=0, runs=1)
+                      for k in (1, 2)] for _ in range(runs)]
         except Exception as err:  # noqa: BLE001 - _oom_row re-raises all but out-of-memory
             rows.append(_oom_row(info, protocol, batch, err))
             continue
-        times = {}
-        for stage in one.stages:
-            if stage in full_steps:
-                times[stage] = {key: extrapolate(one.summary(stage)[key], two.summary(stage)[key], full_steps[stage])
-                                for key in ("median_s", "p90_s")}
-            else:
-                both = one.stages[stage] + two.stages[stage]
-                times[stage] = {"median_s": statistics.median(both), "p90_s": percentile(both, 90)}
-        times["total"] = {key: sum(v[key] for v in times.values()) for key in ("median_s", "p90_s")}
-        rows += _rows(info, protocol, batch, times, runs, max(one.peak_mem_bytes, two.peak_mem_bytes), one.first_s)
+        per_pair = []
+        for one, two in pairs:
+            stages = {}
+            for stage in one.stages:
+                t1, t2 = one.stages[stage][0], two.stages[stage][0]
+                stages[stage] = extrapolate(t1, t2, full_steps[stage]) if stage in full_steps else (t1 + t2) / 2
+            stages["total"] = sum(stages.values())
+            per_pair.append(stages)
+        times = {stage: {"median_s": statistics.median(p[stage] for p in per_pair),
+                         "p90_s": percentile([p[stage] for p in per_pair], 90)} for stage in per_pair[0]}
+        peak_mem = max(m.peak_mem_bytes for pair in pairs for m in pair)
+        # Compilation: the first 1-step call against steady 1-step calls.
+        compile_s = compile_seconds(first, statistics.median(one.total[0] for one, _ in pairs))
+        rows += _rows(info, protocol, batch, times, runs, peak_mem, compile_s)
     return rows
 
 

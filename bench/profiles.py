@@ -20,7 +20,8 @@ def _narrow(value: int, divisor: int, floor: int = 4) -> int:
     return max(floor, value // divisor)
 
 
-def _vq(config: VQConfig, divisor: int) -> VQConfig:
+def scaled_vq(config: VQConfig, divisor: int = DIVISOR) -> VQConfig:
+    """A VQGAN config with every channel count divided by `divisor` (at least 8), same levels (same f)."""
     narrow = lambda channels: tuple(_narrow(c, divisor, 8) for c in channels)  # noqa: E731
     return dataclasses.replace(
         config, block_out_channels=narrow(config.block_out_channels),
@@ -48,6 +49,6 @@ def scaled_config(config: PipelineConfig, divisor: int = DIVISOR) -> PipelineCon
         )
     return dataclasses.replace(
         config, name=f"{config.name}-scaled", text=dataclasses.replace(config.text, model=text_model),
-        vq_base=_vq(config.vq_base, divisor), base=base,
-        vq_superres=_vq(config.vq_superres, divisor) if config.vq_superres else None, superres=superres,
+        vq_base=scaled_vq(config.vq_base, divisor), base=base,
+        vq_superres=scaled_vq(config.vq_superres, divisor) if config.vq_superres else None, superres=superres,
     )

@@ -4,7 +4,9 @@
 - "<amused preset>+diffusers" (e.g. amused-256+diffusers): diffusers' own AmusedPipeline on the very same
   weights as "<amused preset>" (same init seed), so the two rows compare samplers, not weights;
 - "sd-v1-4": Stable Diffusion v1.4 through diffusers (bench/diffusion.py), 50 PNDM steps, guidance 7.5, at
-  the profile latency.sd_profile (full, scaled or tiny) or from latency.sd_pretrained.
+  the profile latency.sd_profile (full, scaled or tiny) or from latency.sd_pretrained;
+- "parti-3b-proxy", "imagen-proxy": labelled proxies of the paper's other Table 3 rows, which have no public
+  weights (bench/proxies.py), at latency.profile (full, scaled or tiny).
 A runner says which resolutions it supports, its parameters, FLOPs per image by stage, and how to run one
 batch with a stage timer.
 """
@@ -55,8 +57,10 @@ class Runner:
 def known_models() -> list[str]:
     from muse.presets import PRESET_NAMES
 
+    from bench.proxies import RUNNERS as PROXIES
+
     amused = [name + DIFFUSERS_SUFFIX for name in PRESET_NAMES if name.startswith("amused")]
-    return [*PRESET_NAMES, *amused, SD_NAME]
+    return [*PRESET_NAMES, *amused, SD_NAME, *PROXIES]
 
 
 def _muse_steps(pipe, resolution: int) -> int | str:
@@ -182,4 +186,8 @@ def build_runner(name: str, latency_cfg: Any, device, dtype, init_seed: int, see
         return _amused_diffusers_runner(name, device, dtype, init_seed, seed, compile)
     if name == SD_NAME:
         return _sd_runner(latency_cfg, device, dtype, init_seed, seed, compile)
+    from bench.proxies import RUNNERS as PROXIES
+
+    if name in PROXIES:
+        return PROXIES[name](latency_cfg.profile, device, dtype, init_seed, seed)
     raise BenchError(f"Unknown model {name!r} in latency.models. Known models: {', '.join(known_models())}.")

@@ -124,6 +124,7 @@ def test_latency_job_refuses_unknown_models(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 2
     assert "muse-tiny" in done.stderr and "sd-v1-4" in done.stderr and "Traceback" not in done.stderr
+    assert "parti-3b-proxy" in done.stderr and "imagen-proxy" in done.stderr
 
 
 def test_our_sampler_and_diffusers_amused_side_by_side_with_stable_diffusion(tmp_path):
@@ -260,3 +261,41 @@ def test_compiled_pipeline_gives_the_same_tokens():
     a = eager.pipeline(["a red cube"], seed=3, steps=4)
     b = compiled.pipeline(["a red cube"], seed=3, steps=4)
     assert torch.equal(a.tokens, b.tokens)
+
+
+def test_proxies_run_through_the_latency_job(tmp_path):
+    cmd = [sys.executable, "-m", "bench.cli", "experiment=latency", f"hydra.run.dir={tmp_path}",
+           "latency.models=[parti-3b-proxy,imagen-proxy]", "latency.profile=tiny", "latency.compare=[]",
+           "latency.resolutions=[256]", "latency.batch_sizes=[1]", "latency.runs=1", "latency.warmup=0",
+           "latency.protocol=extrapolated"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "latency.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    stages = {(r["model"], r["stage"]) for r in rows}
+    assert {("parti-3b-proxy", "autoregressive"), ("imagen-proxy", "superres_256"), ("imagen-proxy", "total")} <= stages
+    assert {r["profile"] for r in rows} == {"tiny"}
+
+
+def test_extrapolation_shrugs_off_one_disturbed_pair(monkeypatch):
+    import bench.latency as latency
+    from bench.timing import Measurement
+
+    # Fixed 0.5 s + 0.1 s a step; the second measured pair's 2-step run was slowed by 5 s (a busy machine).
+    calls = []
+
+    def fake_measure(run, *, device, warmup, runs):
+        calls.append(None)
+        steps = 1 if len(calls) % 2 else 2
+        base = 0.5 + 0.1 * steps + (5.0 if len(calls) == 6 else 0.0)  # calls 1-2: warm-up pair
+        return Measurement([base + 0.2], {"text_encoder": [0.2], "base": [base]}, 1)
+
+    monkeypatch.setattr(latency, "measure", fake_measure)
+    rows = latency.time_pipeline_extrapolated(lambda b, k, c: None, info("m"), full_steps={"base": 24},
+                                              batch_sizes=[1], runs=3, warmup=1)
+    by_stage = {r["stage"]: r for r in rows}
+    assert len(calls) == 8
+    assert by_stage["base"]["median_s"] == pytest.approx(0.5 + 24 * 0.1)
+    assert by_stage["text_encoder"]["median_s"] == pytest.approx(0.2)
+    assert by_stage["total"]["median_s"] == pytest.approx(0.2 + 2.9)
+    assert by_stage["total"]["p90_s"] > by_stage["total"]["median_s"]  # the disturbed pair shows in the tail
