@@ -48,6 +48,11 @@ def device_name(device: torch.device | str) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def clock_name(device: torch.device | str) -> str:
+    """How a row's time was taken, for its protocol."""
+    return "CUDA events, synchronised" if torch.device(device).type == "cuda" else "perf_counter"
+
+
 def compile_seconds(first_s: float | None, steady_s: float) -> float | None:
     """Compilation time, reported apart from latency: the first call's excess over a steady-state call."""
     return None if first_s is None else max(first_s - steady_s, 0.0)
@@ -110,7 +115,7 @@ def time_pipeline(run: Callable[[int, Callable], Any], info: RowInfo, *, batch_s
 
     A batch size that runs out of memory gives one `total` row with status "oom" and the sweep goes on.
     """
-    protocol = f"measured; warmup={warmup} runs={runs}; synchronised perf_counter; median and p90 of runs"
+    protocol = f"measured; warmup={warmup} runs={runs}; {clock_name(info.device)}; median and p90 of runs"
     rows = []
     for batch in batch_sizes:
         try:
@@ -146,7 +151,7 @@ def time_pipeline_extrapolated(run: Callable[[int, int, Callable], Any], info: R
     """
     protocol = (f"extrapolated: {runs} interleaved pairs of runs at 1 and 2 steps (after {warmup} warm-up pairs), "
                 f"each decoding stage fitted as fixed + per-step per pair and evaluated at {dict(full_steps)} steps; "
-                "median and p90 over pairs; synchronised perf_counter")
+                f"median and p90 over pairs; {clock_name(info.device)}")
     rows = []
     for batch in batch_sizes:
         try:

@@ -1,8 +1,9 @@
 """The one timing protocol of muse-bench, used for every model.
 
-A measurement: `warmup` untimed runs of exactly the measured work, then `runs` timed runs. Each timed region
-is bracketed by device synchronisation (torch.cuda.synchronize, then perf_counter), so queued GPU work is
-never missed or attributed to the wrong stage. Stages inside a run (text encoder, base decoding,
+A measurement: `warmup` untimed runs of exactly the measured work, then `runs` timed runs. On a GPU each
+timed region (a run, a stage) is bracketed by CUDA events and the device is synchronised before the events
+are read, so queued work is neither missed nor attributed to the wrong stage, and stages need no
+synchronisation between them; elsewhere regions are timed with perf_counter. Stages inside a run (text encoder, base decoding,
 super-res, VQ decode; or text encoder, denoiser loop, VAE decode) are timed the same way through
 `StageClock`, which models receive as their `stage_timer` hook. Peak memory is CUDA's max allocated bytes
 on a GPU, or the process's peak resident set size on a CPU (a whole-process high-water mark: it never
@@ -30,23 +31,56 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
+class Interval:
+    """One timed region: CUDA events on a GPU, perf_counter elsewhere. Read `seconds` after the run."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.start_event = torch.cuda.Event(enable_timing=True)
+            self.end_event = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        if self.cuda:
+            self.start_event.record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self.end_event.record()
+        else:
+            self.t1 = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        if self.cuda:
+            self.end_event.synchronize()
+            return self.start_event.elapsed_time(self.end_event) / 1000
+        return self.t1 - self.t0
+
+
 class StageClock:
-    """Times named stages within one run: `with clock("base"): ...`. Each stage is synchronised at both ends
-    and its durations are summed when a stage repeats (a denoiser called once per step)."""
+    """Times named stages within one run: `with clock("base"): ...`. A stage that repeats (a denoiser called
+    once per step) is summed. Read `seconds` after the run."""
 
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
-        self.seconds: dict[str, float] = defaultdict(float)
+        self.intervals: dict[str, list[Interval]] = defaultdict(list)
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
-        synchronize(self.device)
-        start = time.perf_counter()
+        interval = Interval(self.device)
+        interval.start()
         try:
             yield
         finally:
-            synchronize(self.device)
-            self.seconds[stage] += time.perf_counter() - start
+            interval.stop()
+            self.intervals[stage].append(interval)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {stage: sum(i.seconds for i in intervals) for stage, intervals in self.intervals.items()}
 
 
 def peak_memory_bytes(device: torch.device | str) -> int:
@@ -111,11 +145,13 @@ def measure(run: Callable[[Callable[[str], Any]], Any], *, device: torch.device 
     totals, stages = [], defaultdict(list)
     for _ in range(runs):
         clock = StageClock(device)
-        synchronize(device)
-        start = time.perf_counter()
+        synchronize(device)  # nothing queued before the run counts towards it
+        total = Interval(device)
+        total.start()
         run(clock)
+        total.stop()
         synchronize(device)
-        totals.append(time.perf_counter() - start)
+        totals.append(total.seconds)
         for name, seconds in clock.seconds.items():
             stages[name].append(seconds)
     return Measurement(totals, dict(stages), peak_memory_bytes(device), first)
