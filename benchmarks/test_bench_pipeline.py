@@ -25,29 +25,25 @@ def test_tiny_pipeline(benchmark, tiny, resolution):
                        rounds=3, warmup_rounds=1)
 
 
-def test_two_sampler_steps(benchmark, tiny):
-    """Two guided base steps at batch 8: each a forward over 2 x 8 x 256 tokens and sampling; the first
-    also re-masks (the last step of a decode never does)."""
+def _guided_decode(benchmark, tiny, steps: int):
     text = tiny.encode_text(["a red cube"] * 8, None, guided=True)
     start = torch.full((8, tiny.base.seq_len), tiny.mask_token_id)
-    benchmark.extra_info.update(model="muse-tiny", weights="random", batch_size=8, stage="base", steps=2)
+    benchmark.extra_info.update(model="muse-tiny", weights="random", batch_size=8, stage="base", steps=steps)
 
-    def step():
+    def run():
         gens = make_generators(0, range(8), "cpu")
-        return tiny.decode_stage(tiny.base, text, start, tiny.config.base_sampler, gens, steps=2)
+        return tiny.decode_stage(tiny.base, text, start, tiny.config.base_sampler, gens, steps=steps)
 
-    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
 
 
 def test_one_sampler_step(benchmark, tiny):
     """One guided base step at batch 8: a forward over 2 x 8 x 256 tokens, guidance and sampling (as a last
     step, so without re-masking; test_two_sampler_steps includes it)."""
-    text = tiny.encode_text(["a red cube"] * 8, None, guided=True)
-    start = torch.full((8, tiny.base.seq_len), tiny.mask_token_id)
-    benchmark.extra_info.update(model="muse-tiny", weights="random", batch_size=8, stage="base", steps=1)
+    _guided_decode(benchmark, tiny, steps=1)
 
-    def step():
-        gens = make_generators(0, range(8), "cpu")
-        return tiny.decode_stage(tiny.base, text, start, tiny.config.base_sampler, gens, steps=1)
 
-    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+def test_two_sampler_steps(benchmark, tiny):
+    """Two guided base steps at batch 8: each a forward over 2 x 8 x 256 tokens and sampling; the first
+    also re-masks (the last step of a decode never does)."""
+    _guided_decode(benchmark, tiny, steps=2)

@@ -3,14 +3,13 @@
 Paper-size models are only ever built on the meta device here; generation uses the tiny profile.
 """
 
-import contextlib
-
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from bench.timing import StageClock
 from bench.diffusion import (
     PROFILES, build_stable_diffusion, run_stable_diffusion, sd14_config, sd_stage_flops, unet_evaluations,
 )
@@ -34,13 +33,10 @@ def generate(pipe, prompts, **kwargs):
     return run_stable_diffusion(pipe, prompts, **kwargs)
 
 
-def recording_timer(names: list):
-    @contextlib.contextmanager
-    def timer(name):
-        names.append(name)
-        yield
-
-    return timer
+def stages_of(clock) -> list[str]:
+    """The stages a StageClock saw, in order, each entered exactly once."""
+    assert all(len(intervals) == 1 for intervals in clock.intervals.values()), dict(clock.intervals)
+    return list(clock.intervals)
 
 
 def test_full_profile_has_sd14_parameter_counts():
@@ -86,11 +82,11 @@ def test_build_is_seeded_and_leaves_global_rng_alone():
 
 @pytest.mark.parametrize("resolution", [256, 512])
 def test_tiny_generates_images_and_times_each_stage(tiny, resolution):
-    names = []
+    clock = StageClock("cpu")
     images = run_stable_diffusion(tiny, PROMPTS[:1], resolution=resolution, steps=2,
-                                  stage_timer=recording_timer(names))
+                                  stage_timer=clock)
     assert len(images) == 1 and images[0].size == (resolution, resolution) and images[0].mode == "RGB"
-    assert names == ["text_encoder", "denoiser", "decoder"]
+    assert stages_of(clock) == ["text_encoder", "denoiser", "decoder"]
 
 
 def test_same_seed_same_image_and_batch_independence(tiny):

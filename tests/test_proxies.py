@@ -3,8 +3,6 @@
 Paper-size models are only ever built on the meta device here; generation uses the tiny profiles.
 """
 
-import contextlib
-
 import pytest
 import torch
 
@@ -38,13 +36,10 @@ def imagen_meta():
     return ImagenProxy.from_config(imagen_config("full"), device="meta")
 
 
-def recording_timer(names: list):
-    @contextlib.contextmanager
-    def timer(name):
-        names.append(name)
-        yield
-
-    return timer
+def stages_of(clock) -> list[str]:
+    """The stages a StageClock saw, in order, each entered exactly once."""
+    assert all(len(intervals) == 1 for intervals in clock.intervals.values()), dict(clock.intervals)
+    return list(clock.intervals)
 
 
 def within(value: int, target: float, tolerance: float) -> bool:
@@ -151,11 +146,11 @@ def test_parti_steps_decode_a_window_in_the_middle(parti_tiny, monkeypatch):
 
 
 def test_parti_generates_256_images_and_reports_its_stages(parti_tiny):
-    names = []
-    images = parti_tiny.generate(PROMPTS, steps=2, stage_timer=recording_timer(names))
+    clock = StageClock("cpu")
+    images = parti_tiny.generate(PROMPTS, steps=2, stage_timer=clock)
     assert images.shape == (2, 3, 256, 256) and images.dtype == torch.float32
     assert 0 <= images.min() and images.max() <= 1
-    assert names == ["text_encoder", "autoregressive", "decoder"]
+    assert stages_of(clock) == ["text_encoder", "autoregressive", "decoder"]
     with pytest.raises(MuseInputError, match="256 only"):
         parti_tiny.generate(PROMPTS, resolution=512, steps=1)
 
@@ -164,14 +159,14 @@ def test_parti_generates_256_images_and_reports_its_stages(parti_tiny):
 
 
 def test_imagen_generates_256_and_1024_with_its_stages(imagen_tiny):
-    names = []
-    images = imagen_tiny.generate(PROMPTS, resolution=256, steps=2, stage_timer=recording_timer(names))
+    clock = StageClock("cpu")
+    images = imagen_tiny.generate(PROMPTS, resolution=256, steps=2, stage_timer=clock)
     assert images.shape == (2, 3, 256, 256) and 0 <= images.min() and images.max() <= 1
-    assert names == ["text_encoder", "base", "superres_256"]
-    names.clear()
-    images = imagen_tiny.generate(PROMPTS[:1], resolution=1024, steps=1, stage_timer=recording_timer(names))
+    assert stages_of(clock) == ["text_encoder", "base", "superres_256"]
+    clock = StageClock("cpu")
+    images = imagen_tiny.generate(PROMPTS[:1], resolution=1024, steps=1, stage_timer=clock)
     assert images.shape == (1, 3, 1024, 1024)
-    assert names == ["text_encoder", "base", "superres_256", "superres_1024"]
+    assert stages_of(clock) == ["text_encoder", "base", "superres_256", "superres_1024"]
     with pytest.raises(MuseInputError, match="256 and 1024"):
         imagen_tiny.generate(PROMPTS, resolution=512, steps=1)
 
@@ -247,7 +242,7 @@ def test_parti_runner_runs_under_a_stage_clock():
     clock = StageClock("cpu")
     images = runner.run(PROMPTS[:1], 256, clock, 1)
     assert images.shape == (1, 3, 256, 256)
-    assert set(clock.seconds) == {"text_encoder", "autoregressive", "decoder"}
+    assert set(clock.intervals) == {"text_encoder", "autoregressive", "decoder"}
     assert runner.params == runner.pipeline.parameter_counts()["total"]
 
 
@@ -260,4 +255,4 @@ def test_imagen_runner_reports_steps_per_resolution():
     assert set(runner.flops(1024)) == {"text_encoder", "base", "superres_256", "superres_1024", "total"}
     clock = StageClock("cpu")
     assert runner.run(PROMPTS[:1], 256, clock, 1).shape == (1, 3, 256, 256)
-    assert set(clock.seconds) == {"text_encoder", "base", "superres_256"}
+    assert set(clock.intervals) == {"text_encoder", "base", "superres_256"}
