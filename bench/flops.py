@@ -40,12 +40,10 @@ def muse_stage_flops(pipe, resolution: int) -> dict[str, int]:
         from muse.text import TextEmbedding
 
         width = pipe.text_encoder.dim
+        # aMUSEd also conditions on CLIP's projected pooled embedding.
+        pooled = torch.zeros(batch, model.config.projection_dim) if config.family == "amused" else None
         text = TextEmbedding(torch.zeros(batch, config.text.max_length, width),
-                             torch.ones(batch, config.text.max_length, dtype=torch.bool),
-                             torch.zeros(batch, width) if config.family == "amused" else None)
-        if config.family == "amused":
-            proj = model.config.projection_dim
-            text.pooled = torch.zeros(batch, proj)
+                             torch.ones(batch, config.text.max_length, dtype=torch.bool), pooled)
         base_tokens = torch.zeros(batch, pipe.base.seq_len, dtype=torch.long)
 
     def base_step():

@@ -14,7 +14,7 @@ from bench.errors import BenchError
 from bench.generation import generate_samples
 from bench.pipelines import load_pipeline, resolve_device
 from bench.provenance import collect_provenance
-from bench.results import MANIFEST_FILE, atomic_write_text, build_results, evaluation, write_jsonl, write_results
+from bench.results import MANIFEST_FILE, build_results, evaluation, write_csv, write_jsonl, write_results
 
 log = logging.getLogger(__name__)
 
@@ -201,18 +201,6 @@ def paper_table3(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "measured_protocol": row["protocol"] if row else None,
             })
     return table
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """Rows with the same keys as a CSV file, written atomically."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return atomic_write_text(path, out.getvalue())
 
 
 JOBS = {"generate": run_generation, "latency": run_latency}

@@ -9,15 +9,13 @@ Out-of-memory at some batch size is recorded in that row (status "oom") and the 
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from bench.results import atomic_write_text
+from bench.results import csv_text, write_csv
 from bench.timing import measure, percentile, reset_peak_memory
 
 # CONTRACT.md's latency.csv columns, then ours: percent of the compute floor, run status, timing protocol.
@@ -186,14 +184,9 @@ def time_pipeline_extrapolated(run: Callable[[int, int, Callable], Any], info: R
 
 def latency_csv(rows: list[dict[str, Any]]) -> str:
     """Rows as CSV text with the COLUMNS header (missing values empty)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: row.get(key) for key in COLUMNS})
-    return out.getvalue()
+    return csv_text(rows, COLUMNS)
 
 
 def write_latency_csv(path, rows: list[dict[str, Any]]):
     """Write latency.csv atomically."""
-    return atomic_write_text(path, latency_csv(rows))
+    return write_csv(path, rows, COLUMNS)

@@ -12,6 +12,8 @@ os.replace, so a reader never sees a half-written file, even if the run is kille
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -60,6 +62,22 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write one JSON object per line, atomically."""
     return atomic_write_text(path, "".join(_dumps(dict(row)) + "\n" for row in rows))
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], fieldnames: Iterable[str] | None = None) -> str:
+    """Rows as CSV text; columns are `fieldnames` (default: the first row's keys), missing values empty."""
+    rows = list(rows)
+    fieldnames = list(fieldnames if fieldnames is not None else (rows[0] if rows else []))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fieldnames, restval="", extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], fieldnames: Iterable[str] | None = None) -> Path:
+    """Write rows as CSV (see csv_text), atomically."""
+    return atomic_write_text(path, csv_text(rows, fieldnames))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

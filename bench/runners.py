@@ -63,11 +63,6 @@ def known_models() -> list[str]:
     return [*PRESET_NAMES, *amused, SD_NAME, *PROXIES]
 
 
-def _muse_steps(pipe, resolution: int) -> int | str:
-    steps = pipe.config.base_sampler.steps
-    return f"{steps}+{pipe.config.superres_sampler.steps}" if resolution > pipe.config.base_resolution else steps
-
-
 def _muse_full_steps(pipe, resolution: int) -> dict[str, int]:
     steps = {"base": pipe.config.base_sampler.steps}
     if resolution > pipe.config.base_resolution:
@@ -118,7 +113,9 @@ def _muse_runner(name: str, device, dtype, init_seed: int, seed: int, profile: s
 
     counts = pipe.parameter_counts()
     return Runner(name, pipe.weights, profile, pipe.supported_resolutions, counts["total"],
-                  lambda r: _muse_steps(pipe, r), lambda r: muse_stage_flops(meta, r), run,
+                  lambda r: "+".join(map(str, _muse_full_steps(pipe, r).values())) if r > pipe.config.base_resolution
+                  else pipe.config.base_sampler.steps,
+                  lambda r: muse_stage_flops(meta, r), run,
                   lambda r: _muse_full_steps(pipe, r), pipe)
 
 
