@@ -72,6 +72,10 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_EXPECTED_ERROR)
+    # Several torchrun ranks must share one run directory (see bench/distributed.py).
+    from bench.distributed import pin_run_dir
+
+    sys.argv += pin_run_dir(sys.argv[1:])
     app()
 
 

@@ -8,6 +8,7 @@ wrong type is refused at composition time instead of being silently accepted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -21,6 +22,8 @@ class ModelConfig:
 
     # A name of muse.presets.PRESET_NAMES; also the label of the model in samples/ and results.json.
     name: str = MISSING
+    # muse (Muse and aMUSEd through MusePipeline) or stable-diffusion (diffusers' StableDiffusionPipeline).
+    family: str = "muse"
     # A local checkpoint folder or a hub id for MusePipeline.from_pretrained; null = random init.
     pretrained: str | None = None
     # The output resolutions this pipeline supports (256: base model; 512: base + super-res).
@@ -28,6 +31,13 @@ class ModelConfig:
     # Seed of the random weights when pretrained is null, so that runs of a random-init model are
     # comparable across processes; separate from the sampling seed.
     init_seed: int = 0
+    # Stable Diffusion models (name sd-v1-4...): full (SD v1.4's published shape), scaled or tiny
+    # (bench/diffusion.py); random weights unless pretrained is set. Muse presets ignore it.
+    profile: str = "full"
+    # Override the model's own decoding steps (base stage for Muse) and guidance scale; null = its defaults.
+    # A guidance sweep (the paper's Figure 8) is a multirun over model.guidance_scale.
+    steps: int | None = None
+    guidance_scale: float | None = None
 
 
 @dataclass
@@ -39,6 +49,16 @@ class DatasetConfig:
     limit: int | None = None
     # A local file that replaces the dataset's default one; null = the default.
     path: str | None = None
+    # Reference images for FID, KID and CMMD (bench/references.py): a folder of images (COCO val2014, a
+    # plain folder), an img2dataset output folder or folder of .tar shards (CC3M); null = none (those
+    # metrics are then reported as skipped, with the reason).
+    reference_dir: str | None = None
+    # COCO: captions_valXXXX.json that lists the reference image files by id (optional).
+    captions_file: str | None = None
+    # COCO: "all" (every image of the split, the Imagen convention) or "matched" (the selected captions' images).
+    reference_set: str = "all"
+    # Keep at most N reference images (a deterministic subset); null = all.
+    reference_limit: int | None = None
 
 
 @dataclass
@@ -73,6 +93,81 @@ class LatencyConfig:
 
 
 @dataclass
+class FidConfig:
+    """FID and KID through clean-fid (bench/fid.py, bench/features.py)."""
+
+    # clean (default), legacy_pytorch or legacy_tensorflow: clean-fid's resize and Inception port.
+    mode: str = "clean"
+    # null = clean-fid's Inception (inception-2015-12-05.pt); or {_target_: ...} building an nn.Module that maps
+    # [N,3,H,W] floats in [0,255] to [N,D] features (clean-fid's custom_feat_extractor); or a TorchScript path.
+    feature_extractor: Any = None
+    # A local copy of inception-2015-12-05.pt (checked against its sha256) for machines without a network.
+    inception_path: str | None = None
+    batch_size: int = 32
+    # Below these counts FID's 2048-d covariance is rank-deficient / KID is noisy: results are flagged.
+    min_samples: int = 2048
+    kid_min_samples: int = 1000
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+
+
+@dataclass
+class ClipConfig:
+    """CLIP score and the CLIP judge through open_clip (bench/clip_score.py)."""
+
+    arch: str = "ViT-L-14"
+    # An open_clip pretrained tag, or a local checkpoint file.
+    pretrained: str = "openai"
+    # null = open_clip's (arch, pretrained); or {_target_: ...} returning a bench.clip_score.ClipScorer.
+    model: Any = None
+    batch_size: int = 32
+
+
+@dataclass
+class CmmdConfig:
+    """CMMD (bench/cmmd.py) over the CLIP image embeddings of eval.clip."""
+
+    sigma: float = 10.0
+    scale: float = 1000.0
+
+
+@dataclass
+class WinRateConfig:
+    """The PartiPrompts alignment comparison (bench/parti.py): best-of-K per prompt, then a pairwise judge."""
+
+    # Judge score differences within this margin count as ties ("no consensus").
+    margin: float = 0.0
+    # null = CLIP cosine with the prompt; or {_target_: ...} a judge callable (bench/parti.py).
+    judge: Any = None
+
+
+@dataclass
+class EvalConfig:
+    """Which metrics the generate job computes on its samples, and how."""
+
+    # Any of fid, kid, clip_score, cmmd, parti (per-category / per-challenge CLIP), win_rate.
+    metrics: list[str] = field(default_factory=list)
+    # Images per prompt (the paper's PartiPrompts protocol draws 16 and keeps the best by CLIP); replica k
+    # is sampled with seed + k, so replica 0 is the image a one-per-prompt run makes.
+    samples_per_prompt: int = 1
+    # A second model for win_rate, by the name of its conf/model/ preset (e.g. sd-v1-4); generated into its own
+    # samples/ folder in the same run. null = none.
+    compare_to: str | None = None
+    # Compute features in-process as images are generated; false = re-read the written PNGs afterwards.
+    stream: bool = True
+    # Resolution the metrics use when several are generated; null = the first of resolutions.
+    resolution: int | None = None
+    # Where reference features are cached (keyed by every choice that moves them).
+    cache_dir: str = "${oc.env:MUSE_BENCH_CACHE,'~/.cache/muse-bench'}"
+    # Bootstrap resamples for the standard error of FID and CLIP score (0 = none); drawn from `seed`.
+    bootstrap: int = 100
+    fid: FidConfig = field(default_factory=FidConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    cmmd: CmmdConfig = field(default_factory=CmmdConfig)
+    win_rate: WinRateConfig = field(default_factory=WinRateConfig)
+
+
+@dataclass
 class BenchConfig:
     """The whole job configuration; the experiment presets set its fields."""
 
@@ -84,9 +179,11 @@ class BenchConfig:
     batch_size: int = 4
     # Resolutions to generate at; each must be one of model.resolution.
     resolutions: list[int] = field(default_factory=lambda: [256])
-    # Which job runs: "generate" (samples + manifest + results.json) or "latency" (latency.csv).
+    # Which job runs: "generate" (samples + manifest + metrics in results.json), "latency" (latency.csv) or
+    # "prepare" (download a dataset's reference images).
     job: str = "generate"
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def register_configs() -> None:

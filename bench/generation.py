@@ -1,9 +1,22 @@
-"""Generating a dataset's images with a pipeline and writing them as PNGs with a manifest row each."""
+"""Generating a dataset's images: a plan of samples, resumable, sharded, written as PNGs with a manifest.
+
+A sample is (prompt record, replica k, resolution). Its seed is `seed + k` and its sample index the record's
+index in the full dataset, so its image depends only on (seed, k, index): never on the batch it was made in,
+the subset, the shard or the number of processes. Replica 0 is the image a one-image-per-prompt run makes.
+
+Every PNG is written atomically (a temporary file moved into place), so a file that exists is complete: a
+rerun into the same folder skips the samples whose PNG is there (a killed run loses at most the batch in
+flight) and ends with exactly the files of an uninterrupted run. `sampling.json` in the folder records every
+choice that moves the images; resuming with different choices is refused rather than mixing two runs.
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +24,28 @@ import torch
 from tqdm import tqdm
 
 from bench.datasets import PromptRecord
-from bench.results import atomic_write_bytes
+from bench.errors import BenchError
+from bench.results import atomic_write_bytes, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 # Keys of a manifest row that bench itself sets; a dataset's metadata must not reuse them.
-MANIFEST_KEYS = ("index", "id", "prompt", "seed", "resolution", "file")
+MANIFEST_KEYS = ("index", "id", "prompt", "seed", "replica", "resolution", "file")
+SAMPLING_FILE = "sampling.json"
 
 
-def sample_file_name(index: int, resolution: int) -> str:
-    """The PNG name of a sample: `00007.png` at 256 (the base model's output), `00007-512.png` otherwise.
+def sample_file_name(index: int, resolution: int, replica: int = 0) -> str:
+    """The PNG name of a sample: `00007.png` at 256 (the base model's output), `00007-512.png` at 512, and
+    `00007-k3.png` / `00007-512-k3.png` for replica 3 of the prompt.
 
-    The name depends only on (index, resolution), so runs at several resolutions share one folder.
+    The name depends only on (index, resolution, replica), so runs at several resolutions share one folder.
     """
-    return f"{index:05d}.png" if resolution == 256 else f"{index:05d}-{resolution}.png"
+    name = f"{index:05d}" if resolution == 256 else f"{index:05d}-{resolution}"
+    return f"{name}.png" if replica == 0 else f"{name}-k{replica}.png"
 
 
-def manifest_row(record: PromptRecord, *, seed: int, resolution: int, file: str) -> dict[str, Any]:
-    """One manifest.jsonl object: index, id, prompt, seed, resolution, file, then the dataset's metadata."""
+def manifest_row(record: PromptRecord, *, seed: int, resolution: int, file: str, replica: int = 0) -> dict[str, Any]:
+    """One manifest.jsonl object: index, id, prompt, seed, replica, resolution, file, then the dataset's metadata."""
     clash = set(record.metadata) & set(MANIFEST_KEYS)
     if clash:
         raise ValueError(f"dataset metadata reuses manifest keys {sorted(clash)}")
@@ -35,6 +54,7 @@ def manifest_row(record: PromptRecord, *, seed: int, resolution: int, file: str)
         "id": record.id,
         "prompt": record.prompt,
         "seed": seed,
+        "replica": replica,
         "resolution": resolution,
         "file": file,
     }
@@ -42,45 +62,147 @@ def manifest_row(record: PromptRecord, *, seed: int, resolution: int, file: str)
     return row
 
 
-def _png_bytes(image) -> bytes:
+@dataclass(frozen=True)
+class Sample:
+    """One image to make: a prompt record, its replica number and the output resolution."""
+
+    record: PromptRecord
+    replica: int
+    resolution: int
+
+    @property
+    def file(self) -> str:
+        return sample_file_name(self.record.index, self.resolution, self.replica)
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """Sort key and identity of the sample: (resolution, dataset index, replica)."""
+        return (self.resolution, self.record.index, self.replica)
+
+    def seed(self, base_seed: int) -> int:
+        return base_seed + self.replica
+
+    def row(self, base_seed: int) -> dict[str, Any]:
+        return manifest_row(self.record, seed=self.seed(base_seed), resolution=self.resolution, file=self.file,
+                            replica=self.replica)
+
+
+def plan_samples(records: Sequence[PromptRecord], resolutions: Sequence[int], samples_per_prompt: int = 1) -> list[Sample]:
+    """Every sample of a run, in manifest order: by resolution, then dataset index, then replica."""
+    if samples_per_prompt < 1:
+        raise BenchError(f"eval.samples_per_prompt must be at least 1, got {samples_per_prompt}.")
+    return [Sample(record, k, resolution) for resolution in resolutions for record in records
+            for k in range(samples_per_prompt)]
+
+
+def shard(samples: Sequence[Sample], rank: int, world_size: int) -> list[Sample]:
+    """The samples process `rank` of `world_size` makes: every world_size-th, so shards are disjoint, cover the
+    plan, and stay balanced whatever the order of resolutions and replicas."""
+    return list(samples[rank::world_size])
+
+
+def check_sampling_record(out_dir: str | Path, record: dict[str, Any]) -> None:
+    """Refuse to add samples to a folder made under other choices; write `record` there when it is new.
+
+    `record` holds every choice that moves an image (model and weights, sampler settings, dataset, seed).
+    A folder that has PNGs but no sampling.json was not made by this runner and is refused too.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / SAMPLING_FILE
+    if path.is_file():
+        previous = read_json(path)
+        if previous != record:
+            keys = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
+            raise BenchError(
+                f"{out_dir} holds samples made with other settings (they differ in: {', '.join(keys)}; see "
+                f"{path}). Mixing them would give numbers that belong to neither run: write to a new run directory "
+                "(a new hydra.run.dir), or delete that folder to start again."
+            )
+        return
+    if out_dir.is_dir() and any(out_dir.glob("*.png")):
+        raise BenchError(
+            f"{out_dir} already holds PNG files but no {SAMPLING_FILE}, so nothing says how they were made. Point "
+            "hydra.run.dir at a new folder, or move those files away."
+        )
+    write_json(path, record)
+
+
+def png_bytes(image) -> bytes:
+    """The image encoded as PNG (lossless: reading it back gives the same pixels)."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
+def _is_complete(path: Path) -> bool:
+    from bench.images import ImageLoadError, load_rgb
+
+    if not path.is_file():
+        return False
+    try:
+        load_rgb(path)
+    except ImageLoadError as err:
+        # Files are written atomically, so this one was damaged after the fact: make it again.
+        log.warning("%s; generating it again", err)
+        return False
+    return True
+
+
 def generate_samples(
-    pipe,
-    records: Sequence[PromptRecord],
+    generate: Callable[[list[str], int, int, list[int]], list[Any]],
+    samples: Sequence[Sample],
     *,
-    resolution: int,
     seed: int,
     batch_size: int,
     out_dir: str | Path,
-    desc: str | None = None,
-) -> list[dict[str, Any]]:
-    """Generate one image per record in batches and write each as a PNG in `out_dir`.
+    on_images: Callable[[list[Sample], list[Any]], None] | None = None,
+    desc: str = "generating",
+    progress: bool = True,
+) -> dict[str, int]:
+    """Make every sample of `samples` whose PNG is not yet in `out_dir`, in batches, and write each as a PNG.
 
-    Each record's dataset index is passed as its sample index, so an image depends only on
-    (seed, index): the same whatever the batch size or subset. Returns the manifest rows, whose
-    `file` is the PNG's name relative to `out_dir`.
+    generate(prompts, resolution, seed, sample_indices) -> PIL images. A batch holds samples of one resolution
+    and replica (one seed). on_images(samples, images), if given, sees every image of `samples`: new ones as
+    they are made, finished ones read back from their PNG (so streamed metrics cover a resumed run whole).
+    Returns counts {"generated", "resumed"}.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise BenchError(f"batch_size must be at least 1, got {batch_size}.")
     out_dir = Path(out_dir)
-    batches = [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
-    rows: list[dict[str, Any]] = []
-    for batch in tqdm(batches, desc=desc or f"{resolution}px", unit="batch"):
-        with torch.inference_mode():
-            output = pipe(
-                [record.prompt for record in batch],
-                resolution=resolution,
-                seed=seed,
-                sample_indices=[record.index for record in batch],
-            )
-        if len(output.images) != len(batch):
-            raise RuntimeError(f"pipeline returned {len(output.images)} images for {len(batch)} prompts")
-        for record, image in zip(batch, output.images):
-            name = sample_file_name(record.index, resolution)
-            atomic_write_bytes(out_dir / name, _png_bytes(image))
-            rows.append(manifest_row(record, seed=seed, resolution=resolution, file=name))
-    return rows
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = [s for s in samples if _is_complete(out_dir / s.file)]
+    done_files = {s.file for s in done}
+    todo = [s for s in samples if s.file not in done_files]
+    if done:
+        log.info("%s: %d of %d samples already in %s; generating the other %d", desc, len(done), len(samples),
+                 out_dir, len(todo))
+    if on_images is not None and done:
+        from PIL import Image
+
+        for start in range(0, len(done), batch_size):
+            batch = done[start : start + batch_size]
+            images = []
+            for s in batch:
+                with Image.open(out_dir / s.file) as image:
+                    images.append(image.convert("RGB"))
+            on_images(batch, images)
+
+    batches = []
+    for _, group in groupby(sorted(todo, key=lambda s: (s.resolution, s.replica, s.record.index)),
+                            key=lambda s: (s.resolution, s.replica)):
+        group = list(group)
+        batches += [group[start : start + batch_size] for start in range(0, len(group), batch_size)]
+    with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or not todo, dynamic_ncols=True) as bar:
+        for batch in batches:
+            resolution, sample_seed = batch[0].resolution, batch[0].seed(seed)
+            with torch.inference_mode():
+                images = generate([s.record.prompt for s in batch], resolution, sample_seed,
+                                  [s.record.index for s in batch])
+            if len(images) != len(batch):
+                raise RuntimeError(f"the model returned {len(images)} images for {len(batch)} prompts")
+            for sample, image in zip(batch, images):
+                atomic_write_bytes(out_dir / sample.file, png_bytes(image))
+            if on_images is not None:
+                on_images(batch, list(images))
+            bar.update(len(batch))
+    return {"generated": len(todo), "resumed": len(done)}

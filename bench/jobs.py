@@ -1,4 +1,4 @@
-"""Jobs the command line runs. For now one: generate a dataset's samples and write results.json."""
+"""Jobs the command line runs: generate (samples, then metrics), latency, and prepare (reference data)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.datasets import load_dataset
 from bench.errors import BenchError
-from bench.generation import generate_samples
-from bench.pipelines import load_pipeline, resolve_device
+from bench.pipelines import resolve_device
 from bench.provenance import collect_provenance
 from bench.results import MANIFEST_FILE, build_results, evaluation, write_csv, write_jsonl, write_results
 
@@ -33,61 +32,130 @@ def _check_job(cfg: DictConfig) -> None:
         )
 
 
-def sampling_protocol(pipe: Any, *, resolution: int, seed: int) -> dict[str, Any]:
-    """Every choice that moves a sample: resolution, seed, and the pipeline's decoding settings.
+def sampling_protocol(generator: Any, *, resolution: int, seed: int, samples_per_prompt: int = 1) -> dict[str, Any]:
+    """Every choice that moves a sample: resolution, seed, images per prompt and the model's decoding settings.
 
-    `steps` and `guidance` are the base stage's decoding steps and guidance scale; `sampler` holds
-    every stage's full settings as the pipeline reports them (base, and superres above 256).
+    `steps` and `guidance` are the first stage's decoding steps and guidance scale; `sampler` holds every
+    stage's full settings as the model reports them (base, and superres above 256, for Muse).
     """
-    settings = pipe.sampler_settings(resolution)
+    settings = generator.settings(resolution)
+    first = next(iter(settings.values()))
     return {
         "resolution": resolution,
         "seed": seed,
-        "steps": settings["base"]["steps"],
-        "guidance": settings["base"]["guidance_scale"],
+        "samples_per_prompt": samples_per_prompt,
+        "replica_seeds": "seed + replica k",
+        "steps": first["steps"],
+        "guidance": first["guidance_scale"],
         "sampler": settings,
     }
 
 
-def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
-    """Generate cfg.dataset's first cfg.dataset.limit prompts at each of cfg.resolutions with cfg.model.
+def _model_configs(cfg: DictConfig) -> list[Any]:
+    """The run's model, then eval.compare_to's preset from conf/model/, typed by the schema."""
+    models = [cfg.model]
+    if cfg.eval.compare_to:
+        from bench.cli import CONF_DIR
+        from bench.config import ModelConfig
 
-    Writes samples/<model>/<dataset>/*.png with manifest.jsonl, and results.json (returned) in run_dir.
+        path = CONF_DIR / "model" / f"{cfg.eval.compare_to}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+            raise BenchError(f"eval.compare_to={cfg.eval.compare_to!r} names no model preset in conf/model/ "
+                             f"(known: {known}).")
+        models.append(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path)))
+        if models[1].name == cfg.model.name:
+            raise BenchError(f"eval.compare_to={cfg.eval.compare_to!r} is the run's own model; compare two models.")
+    return models
+
+
+def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
+    """Generate cfg.dataset's prompts with cfg.model (and eval.compare_to) and score them with eval.metrics.
+
+    Writes samples/<model>/<dataset>/*.png with manifest.jsonl and sampling.json, and results.json (returned) in
+    run_dir. Resumable (finished PNGs are kept) and shardable over processes (bench/distributed.py).
     """
+    from bench.distributed import init_world, process_device
+    from bench.generation import check_sampling_record, generate_samples, plan_samples, shard
+    from bench.pipelines import load_generator
+    from bench.scoring import REFERENCE_METRICS, MetricTools, SampleScorer, check_metrics
+
     _check_job(cfg)
+    metrics = check_metrics(cfg.eval.metrics)
+    eval_resolution = cfg.eval.resolution or cfg.resolutions[0]
+    if eval_resolution not in cfg.resolutions:
+        raise BenchError(f"eval.resolution={eval_resolution} is not one of resolutions={list(cfg.resolutions)}.")
+    if "win_rate" in metrics and not cfg.eval.compare_to:
+        raise BenchError("eval.metrics asks for win_rate, which compares two models: name the second with "
+                         "eval.compare_to=PRESET (e.g. sd-v1-4), or drop win_rate.")
+    world = init_world()
     run_dir = Path(run_dir)
     records = load_dataset(cfg.dataset.name, limit=cfg.dataset.limit, path=cfg.dataset.path)
-    requested = cfg.dataset.limit if cfg.dataset.limit is not None else len(records)
-    device = resolve_device(cfg.device)
-    pipe = load_pipeline(cfg.model, device)
+    samples_per_prompt = cfg.eval.samples_per_prompt
+    requested = (cfg.dataset.limit if cfg.dataset.limit is not None else len(records)) * samples_per_prompt
+    device = process_device(resolve_device(cfg.device), world)
+    references = None
+    if world.is_main and REFERENCE_METRICS & set(metrics) and cfg.dataset.reference_dir:
+        from bench.references import open_references
 
-    model, dataset = cfg.model.name, cfg.dataset.name
-    sample_dir = run_dir / "samples" / model / dataset
-    rows: list[dict[str, Any]] = []
+        # Checked before any image is made: a wrong reference folder should not cost a generation run.
+        references = open_references(cfg.dataset, records)
+    tools = MetricTools.build(cfg.eval, metrics, device) if metrics else None
+
+    dataset = cfg.dataset.name
+    scored = {}
     evaluations = []
-    for resolution in cfg.resolutions:
-        rows += generate_samples(
-            pipe,
-            records,
-            resolution=resolution,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            out_dir=sample_dir,
-            desc=f"{model} {dataset} {resolution}px",
+    for model_cfg in _model_configs(cfg):
+        generator = load_generator(model_cfg, device)
+        unsupported = [r for r in cfg.resolutions if r not in generator.resolutions]
+        if unsupported:
+            raise BenchError(f"Model {model_cfg.name} generates at {list(generator.resolutions)} only, not at "
+                             f"{unsupported}: set resolutions to a subset of those.")
+        sample_dir = run_dir / "samples" / model_cfg.name / dataset
+        samples = plan_samples(records, cfg.resolutions, samples_per_prompt)
+        protocols = {r: sampling_protocol(generator, resolution=r, seed=cfg.seed, samples_per_prompt=samples_per_prompt)
+                     for r in cfg.resolutions}
+        check_sampling_record(sample_dir, {
+            "model": OmegaConf.to_container(model_cfg, resolve=True) | {"weights": generator.weights},
+            "dataset": {"name": dataset, "path": cfg.dataset.path},
+            "seed": cfg.seed,
+            "sampler": {str(r): p["sampler"] for r, p in protocols.items()},
+        })
+        scorer = SampleScorer(tools, eval_resolution) if tools is not None and cfg.eval.stream else None
+        counts = generate_samples(
+            generator.generate, shard(samples, world.rank, world.world_size), seed=cfg.seed,
+            batch_size=cfg.batch_size, out_dir=sample_dir, on_images=scorer.add if scorer else None,
+            desc=f"{model_cfg.name} {dataset}" + (f" [rank {world.rank}/{world.world_size}]" if world.world_size > 1 else ""),
         )
-        evaluations.append(
-            evaluation(
-                model=model,
-                dataset=dataset,
-                weights=pipe.weights,
-                requested=requested,
-                effective=len(records),
-                protocol=sampling_protocol(pipe, resolution=resolution, seed=cfg.seed),
-            )
-        )
-    write_jsonl(sample_dir / MANIFEST_FILE, rows)
-    log.info("wrote %d samples to %s", len(rows), sample_dir)
+        log.info("%s: %d generated, %d already there (resumed)", model_cfg.name, counts["generated"], counts["resumed"])
+        world.barrier()
+        states = world.gather(scorer.state() if scorer else None)
+        del generator
+        if not world.is_main:
+            continue
+        write_jsonl(sample_dir / MANIFEST_FILE, [s.row(cfg.seed) for s in samples])
+        log.info("wrote %d samples to %s", len(samples), sample_dir)
+        if tools is not None:
+            if scorer is None:
+                scorer = SampleScorer(tools, eval_resolution)
+                scorer.add_files(samples, sample_dir)
+                state = SampleScorer.merged([scorer.state()])
+            else:
+                state = SampleScorer.merged(states)
+            scored[model_cfg.name] = (state, [s for s in samples if s.resolution == eval_resolution])
+        for resolution in cfg.resolutions:
+            evaluations.append(evaluation(
+                model=model_cfg.name, dataset=dataset, weights=model_weights(model_cfg),
+                requested=requested, effective=len(records) * samples_per_prompt,
+                protocol=protocols[resolution] | {"samples_dir": str(sample_dir.relative_to(run_dir))},
+            ))
+    if not world.is_main:
+        return run_dir / "results.json"
+    if tools is not None:
+        from bench.evaluate import score_models
 
+        score_models(evaluations, scored, tools=tools, cfg=cfg, metrics=metrics, references=references,
+                     resolution=eval_resolution, run_dir=run_dir)
     results = build_results(
         experiment=experiment,
         config=OmegaConf.to_container(cfg, resolve=True),
@@ -97,6 +165,11 @@ def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, ove
         overrides=overrides,
     )
     return write_results(run_dir, results)
+
+
+def model_weights(model_cfg: Any) -> str:
+    """random or pretrained, as every result row says."""
+    return "pretrained" if model_cfg.pretrained else "random"
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

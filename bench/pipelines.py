@@ -57,3 +57,69 @@ def load_pipeline(model_cfg: Any, device: str) -> MusePipeline:
         )
     # The same init seed gives the same weights, hence the same images, in every process.
     return MusePipeline.from_preset(name, device=device, seed=model_cfg.init_seed)
+
+
+SD_FAMILY = "stable-diffusion"
+FAMILIES = ("muse", SD_FAMILY)
+
+
+class ImageGenerator:
+    """One interface over every model the generate job runs: Muse presets and checkpoints (incl. aMUSEd) through
+    MusePipeline, and Stable Diffusion v1.4 through diffusers' StableDiffusionPipeline (bench/diffusion.py).
+
+    `generate(prompts, resolution, seed, sample_indices)` returns PIL images, each depending only on (seed, its
+    sample index); `settings(resolution)` is the sampling protocol behind them; `weights` is random|pretrained.
+    """
+
+    def __init__(self, name: str, weights: str, resolutions, generate, settings, pipeline=None):
+        self.name = name
+        self.weights = weights
+        self.resolutions = tuple(resolutions)
+        self.generate = generate
+        self.settings = settings
+        self.pipeline = pipeline
+
+
+def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
+    """The ImageGenerator for a model config (model.family muse or stable-diffusion), with model.steps and
+    model.guidance_scale, when set, overriding the model's own."""
+    family = model_cfg.get("family", "muse")
+    steps, guidance = model_cfg.get("steps"), model_cfg.get("guidance_scale")
+    if family == "muse":
+        pipe = load_pipeline(model_cfg, device)
+
+        def generate(prompts, resolution, seed, indices):
+            return pipe(prompts, resolution=resolution, seed=seed, sample_indices=indices, guidance_scale=guidance,
+                        steps=steps).images
+
+        def settings(resolution):
+            out = pipe.sampler_settings(resolution)
+            # The pipeline applies a guidance override to every stage and a steps override to the base stage.
+            for stage, values in out.items():
+                if guidance is not None:
+                    values["guidance_scale"] = guidance
+                if steps is not None and stage == "base":
+                    values["steps"] = steps
+            return out
+
+        return ImageGenerator(model_cfg.name, pipe.weights, pipe.config.resolutions, generate, settings, pipe)
+    if family == SD_FAMILY:
+        from bench.diffusion import build_stable_diffusion, run_stable_diffusion
+
+        if not _LABEL.match(model_cfg.name):
+            raise BenchError(f"model.name={model_cfg.name!r} must be a plain name (letters, digits, '.', '_', '-').")
+        pipe = build_stable_diffusion(model_cfg.get("profile", "full"), model_cfg.pretrained, device,
+                                      seed=model_cfg.init_seed)
+        sd_steps, sd_guidance = steps or 50, 7.5 if guidance is None else guidance
+
+        def generate(prompts, resolution, seed, indices):
+            return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=sd_steps,
+                                        guidance_scale=sd_guidance, seed=seed, sample_indices=indices)
+
+        def settings(resolution):
+            return {"denoiser": {"scheduler": type(pipe.scheduler).__name__, "steps": sd_steps,
+                                 "guidance_scale": sd_guidance, "profile": model_cfg.get("profile", "full")}}
+
+        weights = "pretrained" if model_cfg.pretrained else "random"
+        return ImageGenerator(model_cfg.name, weights, tuple(model_cfg.resolution), generate, settings, pipe)
+    raise BenchError(f"model.family={family!r} is not one of {', '.join(FAMILIES)}.")

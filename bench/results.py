@@ -80,6 +80,12 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], fieldnames: I
     return atomic_write_text(path, csv_text(rows, fieldnames))
 
 
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file such as results.json."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSON-lines file such as manifest.jsonl."""
     with Path(path).open(encoding="utf-8") as handle:

@@ -1,0 +1,122 @@
+"""The generation runner: resumable, atomic, sharded; the same files however a run is cut or split."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from bench.datasets import load_dataset
+from bench.errors import BenchError
+from bench.generation import check_sampling_record, generate_samples, plan_samples, sample_file_name, shard
+from bench.pipelines import load_generator
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def generator():
+    cfg = OmegaConf.create({"name": "muse-tiny", "family": "muse", "pretrained": None, "init_seed": 0,
+                            "steps": 2, "guidance_scale": None})
+    return load_generator(cfg, "cpu")
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_plan_orders_samples_and_shards_split_it_disjointly():
+    records = load_dataset("partiprompts", limit=5)
+    plan = plan_samples(records, [256, 512], samples_per_prompt=3)
+    assert len(plan) == 5 * 2 * 3
+    assert [s.key for s in plan] == sorted(s.key for s in plan)
+    assert len({s.file for s in plan}) == len(plan)
+    for world in (1, 2, 3, 7):
+        shards = [shard(plan, rank, world) for rank in range(world)]
+        assert sorted(s.key for part in shards for s in part) == [s.key for s in plan]
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert sample_file_name(3, 512, 2) == "00003-512-k2.png"
+    assert plan[1].seed(10) == 11 and plan[1].row(10)["replica"] == 1
+
+
+def test_a_killed_run_resumes_to_exactly_the_files_of_an_uninterrupted_run(generator, tmp_path):
+    records = load_dataset("partiprompts", limit=5)
+    plan = plan_samples(records, [256], samples_per_prompt=2)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert generate_samples(generator.generate, plan, seed=0, batch_size=3, out_dir=whole, progress=False) == {
+        "generated": 10, "resumed": 0}
+
+    batches = []
+
+    def killed_after_two_batches(prompts, resolution, seed, indices):
+        if len(batches) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C or a SLURM preemption looks like to the loop
+        batches.append(indices)
+        return generator.generate(prompts, resolution, seed, indices)
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_samples(killed_after_two_batches, plan, seed=0, batch_size=3, out_dir=cut, progress=False)
+    made = sum(map(len, batches))
+    assert len(list(cut.glob("*.png"))) == made < len(plan)
+    assert not [p for p in cut.iterdir() if p.name.startswith(".")]  # no half-written file
+
+    seen = []
+    counts = generate_samples(generator.generate, plan, seed=0, batch_size=2, out_dir=cut, progress=False,
+                              on_images=lambda samples, images: seen.extend(s.file for s in samples))
+    assert counts == {"generated": len(plan) - made, "resumed": made}
+    assert sorted(seen) == sorted(s.file for s in plan)  # streamed metrics still see every sample once
+    assert digests(cut) == digests(whole)
+
+
+def test_a_damaged_png_is_made_again(generator, tmp_path):
+    plan = plan_samples(load_dataset("partiprompts", limit=2), [256])
+    generate_samples(generator.generate, plan, seed=0, batch_size=2, out_dir=tmp_path, progress=False)
+    before = digests(tmp_path)
+    path = tmp_path / plan[1].file
+    path.write_bytes(path.read_bytes()[:200])  # truncated by something outside the runner
+    counts = generate_samples(generator.generate, plan, seed=0, batch_size=2, out_dir=tmp_path, progress=False)
+    assert counts == {"generated": 1, "resumed": 1}
+    assert digests(tmp_path) == before
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    record = {"model": {"name": "muse-tiny"}, "seed": 0, "sampler": {"256": {"steps": 2}}}
+    check_sampling_record(tmp_path, record)
+    check_sampling_record(tmp_path, dict(record))  # the same settings: fine
+    with pytest.raises(BenchError, match="seed"):
+        check_sampling_record(tmp_path, {**record, "seed": 1})
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "00000.png").write_bytes(b"")
+    with pytest.raises(BenchError, match="sampling.json"):
+        check_sampling_record(other, record)
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "HYDRA_FULL_ERROR")}
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_two_torchrun_processes_write_the_files_of_one(tmp_path):
+    overrides = ["dataset.limit=5", "batch_size=2", "model.steps=2", "resolutions=[256]"]
+    one = tmp_path / "one"
+    _run([str(BIN / "muse-bench"), f"hydra.run.dir={one}", *overrides], cwd=tmp_path)
+    two = tmp_path / "two"
+    two.mkdir()
+    # No hydra.run.dir: both ranks must still land in one directory, rank 0's.
+    _run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", str(BIN / "muse-bench"), *overrides],
+         cwd=two)
+    [run_dir] = [p for p in (two / "outputs").glob("*/*") if p.is_dir()]
+    samples = "samples/muse-tiny/partiprompts"
+    assert digests(run_dir / samples) == digests(one / samples)
+    assert len(digests(one / samples)) == 5 + 2  # PNGs, manifest.jsonl, sampling.json
+    assert (run_dir / "results.json").is_file() and (run_dir / ".hydra").is_dir()
