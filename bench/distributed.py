@@ -52,7 +52,12 @@ def _env_world() -> World:
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:  # torchrun, or anything that sets the env:// variables
         return World(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+    if env.get("SUBMITIT_EXECUTOR"):  # a task of hydra-submitit-launcher (SLURM, or its local executor)
+        import submitit
+
+        job = submitit.JobEnvironment()
+        return World(job.global_rank, job.num_tasks, job.local_rank)
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:  # plain srun
         return World(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
     return World()
 
@@ -61,7 +66,7 @@ def init_world() -> World:
     """Join the run's process group (gloo) when this process is one of several; return its World.
 
     Under torchrun the env:// variables are set. Under SLURM (srun or the submitit launcher), submitit's
-    TorchDistributedEnvironment derives them from SLURM's variables (the first node hosts the rendezvous).
+    TorchDistributedEnvironment derives them from the job's variables (the first node hosts the rendezvous).
     """
     world = _env_world()
     if world.world_size == 1:

@@ -106,17 +106,34 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def test_two_torchrun_processes_write_the_files_of_one(tmp_path):
-    overrides = ["dataset.limit=5", "batch_size=2", "model.steps=2", "resolutions=[256]"]
-    one = tmp_path / "one"
-    _run([str(BIN / "muse-bench"), f"hydra.run.dir={one}", *overrides], cwd=tmp_path)
-    two = tmp_path / "two"
-    two.mkdir()
+OVERRIDES = ["dataset.limit=5", "batch_size=2", "model.steps=2", "resolutions=[256]"]
+SAMPLES = "samples/muse-tiny/partiprompts"
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("one")
+    _run([str(BIN / "muse-bench"), f"hydra.run.dir={run_dir}", *OVERRIDES], cwd=run_dir)
+    files = digests(run_dir / SAMPLES)
+    assert len(files) == 5 + 2  # PNGs, manifest.jsonl, sampling.json
+    return files
+
+
+def test_two_torchrun_processes_write_the_files_of_one(one_process, tmp_path):
     # No hydra.run.dir: both ranks must still land in one directory, rank 0's.
-    _run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", str(BIN / "muse-bench"), *overrides],
-         cwd=two)
-    [run_dir] = [p for p in (two / "outputs").glob("*/*") if p.is_dir()]
-    samples = "samples/muse-tiny/partiprompts"
-    assert digests(run_dir / samples) == digests(one / samples)
-    assert len(digests(one / samples)) == 5 + 2  # PNGs, manifest.jsonl, sampling.json
+    _run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", str(BIN / "muse-bench"), *OVERRIDES],
+         cwd=tmp_path)
+    [run_dir] = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
+    assert digests(run_dir / SAMPLES) == one_process
     assert (run_dir / "results.json").is_file() and (run_dir / ".hydra").is_dir()
+    assert (run_dir / "muse-bench-rank1.log").is_file()  # rank 1 logs beside rank 0, not in a directory of its own
+
+
+def test_two_submitit_tasks_write_the_files_of_one(one_process, tmp_path):
+    # hydra-submitit-launcher's local executor runs the tasks of a job as SLURM would (same job environment).
+    _run([str(BIN / "muse-bench"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+          f"hydra.sweep.dir={tmp_path}/sweep", *OVERRIDES], cwd=tmp_path)
+    run_dir = tmp_path / "sweep" / "0"
+    assert digests(run_dir / SAMPLES) == one_process
+    logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.err"))
+    assert "rank 0/2" in logs and "rank 1/2" in logs  # both tasks made a shard
