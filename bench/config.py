@@ -47,8 +47,10 @@ class DatasetConfig:
     name: str = MISSING
     # Keep the first N prompts; null = the whole dataset.
     limit: int | None = None
-    # A local file that replaces the dataset's default one; null = the default.
+    # A local file that replaces the dataset's default one; null = the default. For coco30k it may also be a
+    # captions_<split>.json, from which one caption per image is drawn with caption_seed.
     path: str | None = None
+    caption_seed: int = 0
     # Reference images for FID, KID and CMMD (bench/references.py): a folder of images (COCO val2014, a
     # plain folder), an img2dataset output folder or folder of .tar shards (CC3M); null = none (those
     # metrics are then reported as skipped, with the reason).
@@ -103,6 +105,8 @@ class FidConfig:
     feature_extractor: Any = None
     # A local copy of inception-2015-12-05.pt (checked against its sha256) for machines without a network.
     inception_path: str | None = None
+    # Fetch missing Inception weights once (clean-fid's URL, sha256-checked); false = fail with how to supply them.
+    download: bool = True
     batch_size: int = 32
     # Below these counts FID's 2048-d covariance is rank-deficient / KID is noisy: results are flagged.
     min_samples: int = 2048
@@ -116,8 +120,12 @@ class ClipConfig:
     """CLIP score and the CLIP judge through open_clip (bench/clip_score.py)."""
 
     arch: str = "ViT-L-14"
-    # An open_clip pretrained tag, or a local checkpoint file.
-    pretrained: str = "openai"
+    # An open_clip pretrained tag, or a local checkpoint file; null = random weights (smoke runs only).
+    pretrained: str | None = "openai"
+    # null = as the pretrained tag says (OpenAI's weights use QuickGELU).
+    quick_gelu: bool | None = None
+    # Where open_clip looks for / stores weights; null = the Hugging Face cache (HF_HOME).
+    cache_dir: str | None = None
     # null = open_clip's (arch, pretrained); or {_target_: ...} returning a bench.clip_score.ClipScorer.
     model: Any = None
     batch_size: int = 32
@@ -183,6 +191,8 @@ class BenchConfig:
     # "prepare" (download a dataset's reference images).
     job: str = "generate"
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    # job=prepare downloads a dataset's reference images under <data_root>/<dataset name> (bench/download.py).
+    data_root: str = "${oc.env:MUSE_BENCH_DATA,'~/muse-bench-data'}"
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

@@ -34,6 +34,7 @@ class _ClipImages:
         self.name = "CLIP image embedding: " + ", ".join(f"{k}={v}" for k, v in scorer.protocol.items()
                                                         if k in ("backend", "arch", "pretrained"))
         self.mode = "clip-preprocess"
+        self.device = str(getattr(scorer, "device", "cpu"))
 
     def __call__(self, images):
         from PIL import Image
@@ -41,7 +42,7 @@ class _ClipImages:
         return np.asarray(self.scorer.image_embeddings([Image.fromarray(a) for a in images]))
 
 
-def _reference(features_of, extractor, references, cfg, resolution) -> Any:
+def _reference(extractor, references, cfg, resolution) -> Any:
     from bench.fid import reference_features
 
     key = {"dataset": cfg.dataset.name, **references.protocol}
@@ -65,13 +66,14 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
     if references is not None:
         ref_note = {"reference": references.protocol, "reference_stats": references.stats}
         if tools.fid is not None:
-            ref_fid = _reference(None, tools.fid, references, cfg, resolution)
+            ref_fid = _reference(tools.fid, references, cfg, resolution)
         if "cmmd" in metrics:
-            ref_clip = _reference(None, _ClipImages(tools.clip), references, cfg, resolution)
+            ref_clip = _reference(_ClipImages(tools.clip), references, cfg, resolution)
         for result in (ref_fid, ref_clip):
             if result is not None and result.failures:
                 log.warning("%d reference images could not be read and were left out, e.g. %s", len(result.failures),
                             result.failures[0])
+                ref_note["reference_excluded"] = [{"file": str(f), "reason": r} for f, r in result.failures]
     by_model = {e["model"]: e for e in evaluations if e["protocol"]["resolution"] == resolution}
     clip_cosines: dict[str, dict[tuple[int, int], float]] = {}
     breakdown_rows = []
@@ -83,9 +85,10 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
         out = entry["metrics"]
         common = {"n_generated": effective_count(state), **ref_note}
         if "fid" in metrics or "kid" in metrics:
-            from bench.fid import fid_metric, kid_metric
+            from bench.fid import fid_metric, fid_protocol, kid_metric
 
             gen = state["fid"]
+            fid_common = {**fid_protocol(tools.fid, resolution=resolution), **common}
             if ref_fid is None:
                 for name in ("fid", "kid"):
                     if name in metrics:
@@ -94,10 +97,10 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
                 raise BenchError(f"No readable samples of {model} to score.")
             else:
                 if "fid" in metrics:
-                    out["fid"] = fid_metric(gen, ref_fid.features, protocol=common, min_samples=cfg.eval.fid.min_samples,
+                    out["fid"] = fid_metric(gen, ref_fid.features, protocol=fid_common, min_samples=cfg.eval.fid.min_samples,
                                             bootstrap=bootstrap, seed=seed)
                 if "kid" in metrics:
-                    out["kid"] = kid_metric(gen, ref_fid.features, protocol=common,
+                    out["kid"] = kid_metric(gen, ref_fid.features, protocol=fid_common,
                                             min_samples=cfg.eval.fid.kid_min_samples,
                                             num_subsets=cfg.eval.fid.kid_subsets,
                                             max_subset_size=cfg.eval.fid.kid_subset_size, seed=seed)

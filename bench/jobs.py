@@ -90,15 +90,17 @@ def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, ove
                          "eval.compare_to=PRESET (e.g. sd-v1-4), or drop win_rate.")
     world = init_world()
     run_dir = Path(run_dir)
-    records = load_dataset(cfg.dataset.name, limit=cfg.dataset.limit, path=cfg.dataset.path)
+    records = load_dataset(cfg.dataset.name, limit=cfg.dataset.limit, path=cfg.dataset.path,
+                           caption_seed=cfg.dataset.caption_seed)
     samples_per_prompt = cfg.eval.samples_per_prompt
     requested = (cfg.dataset.limit if cfg.dataset.limit is not None else len(records)) * samples_per_prompt
     device = process_device(resolve_device(cfg.device), world)
     references = None
-    if world.is_main and REFERENCE_METRICS & set(metrics) and cfg.dataset.reference_dir:
+    if world.is_main and REFERENCE_METRICS & set(metrics) and (cfg.dataset.reference_dir or dataset_has_references(cfg.dataset.name)):
         from bench.references import open_references
 
-        # Checked before any image is made: a wrong reference folder should not cost a generation run.
+        # Checked before any image is made: missing or wrong reference images should not cost a generation run.
+        # Datasets without reference images of their own (PartiPrompts) report those metrics as skipped instead.
         references = open_references(cfg.dataset, records)
     tools = MetricTools.build(cfg.eval, metrics, device) if metrics else None
 
@@ -117,7 +119,7 @@ def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, ove
                      for r in cfg.resolutions}
         check_sampling_record(sample_dir, {
             "model": OmegaConf.to_container(model_cfg, resolve=True) | {"weights": generator.weights},
-            "dataset": {"name": dataset, "path": cfg.dataset.path},
+            "dataset": {"name": dataset, "path": cfg.dataset.path, "caption_seed": cfg.dataset.caption_seed},
             "seed": cfg.seed,
             "sampler": {str(r): p["sampler"] for r, p in protocols.items()},
         })
@@ -165,6 +167,11 @@ def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, ove
         overrides=overrides,
     )
     return write_results(run_dir, results)
+
+
+def dataset_has_references(name: str) -> bool:
+    """Whether the dataset's protocol defines reference images (COCO val2014, CC3M validation)."""
+    return name in ("coco30k", "coco5k", "cc3m")
 
 
 def model_weights(model_cfg: Any) -> str:
@@ -276,4 +283,19 @@ def paper_table3(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-JOBS = {"generate": run_generation, "latency": run_latency}
+def run_prepare(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
+    """Fetch cfg.dataset's reference images under data_root (COCO: download + sha256 + extract; CC3M: the
+    img2dataset command) and write what to set in prepare.json; the settings are logged too."""
+    from bench.download import prepare_dataset
+    from bench.results import write_json
+
+    root = Path(cfg.data_root).expanduser() / cfg.dataset.name
+    prepared = prepare_dataset(cfg.dataset.name, root, path=cfg.dataset.path)
+    if prepared.get("command_line"):
+        log.info("run this to download the images: %s", prepared["command_line"])
+    if prepared.get("overrides"):
+        log.info("then evaluate with: %s", " ".join(prepared["overrides"]))
+    return write_json(Path(run_dir) / "prepare.json", prepared)
+
+
+JOBS = {"generate": run_generation, "latency": run_latency, "prepare": run_prepare}

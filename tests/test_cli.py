@@ -50,7 +50,8 @@ def test_cfg_job_prints_the_resolved_config_with_overrides(tmp_path):
     done = muse_bench("--cfg", "job", "dataset.limit=3", "seed=5", "model=muse-632m", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     cfg = yaml.safe_load(done.stdout)
-    assert cfg["model"] == {"name": "muse-632m", "pretrained": None, "resolution": [256, 512], "init_seed": 0}
+    assert cfg["model"] == {"name": "muse-632m", "family": "muse", "pretrained": None, "resolution": [256, 512],
+                            "init_seed": 0, "profile": "full", "steps": None, "guidance_scale": None}
     assert cfg["dataset"]["name"] == "partiprompts" and cfg["dataset"]["limit"] == 3
     assert (cfg["seed"], cfg["device"], cfg["resolutions"]) == (5, "cpu", [256])
     assert not (tmp_path / "outputs").exists()  # --cfg composes and prints; it runs nothing
@@ -64,8 +65,10 @@ def test_override_of_the_wrong_type_is_refused(tmp_path):
 
 def test_every_model_preset_has_a_config_that_matches_the_pipeline():
     files = {path.stem: path for path in (REPO / "conf" / "model").glob("*.yaml")}
-    assert set(files) == set(PRESET_NAMES)
-    for name, path in files.items():
+    muse = {name: path for name, path in files.items() if OmegaConf.load(path).get("family", "muse") == "muse"}
+    assert set(muse) == set(PRESET_NAMES)
+    assert set(files) - set(muse) == {"sd-v1-4", "sd-v1-4-tiny"}
+    for name, path in muse.items():
         cfg = OmegaConf.load(path)
         assert cfg.name == name
         assert cfg.pretrained is None

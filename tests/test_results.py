@@ -184,7 +184,7 @@ def test_sample_names_depend_only_on_index_and_resolution():
 def test_manifest_row_carries_the_dataset_id_and_metadata():
     record = PromptRecord(index=3, prompt="an owl", id=3, metadata={"category": "Animals", "challenge": "Basic"})
     assert manifest_row(record, seed=2, resolution=256, file="00003.png") == {
-        "index": 3, "id": 3, "prompt": "an owl", "seed": 2, "resolution": 256, "file": "00003.png",
+        "index": 3, "id": 3, "prompt": "an owl", "seed": 2, "replica": 0, "resolution": 256, "file": "00003.png",
         "category": "Animals", "challenge": "Basic",
     }
     with pytest.raises(ValueError, match="seed"):

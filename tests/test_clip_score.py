@@ -1,0 +1,357 @@
+"""CLIP score (bench/clip_score.py), the torchmetrics cross-check, CMMD (bench/cmmd.py) and the re-scoring judge.
+
+Everything runs on muse-bench-tiny-clip: random weights, OpenAI's real BPE tokenizer, real photos.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.clip_score import (
+    TINY_CLIP_NAME,
+    ClipScorer,
+    build_clip_scorer,
+    clip_score_metrics,
+    open_clip_scorer,
+    open_clip_to_transformers,
+    paired_cosines,
+    transformers_clip_for_torchmetrics,
+)
+from bench.cmmd import cmmd, cmmd_metric
+from bench.errors import BenchError
+
+ASSETS = Path(__file__).parent / "assets"
+PHOTO = ASSETS / "photo_256.png"
+PHOTO_CAPTION = "fireworks over an amusement pier at night"
+CC_IMAGES = sorted(glob.glob("/work/shared/data/cc_images/*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The tiny CLIP's seeded random weights, saved as open_clip would load a downloaded checkpoint."""
+    scorer = open_clip_scorer(TINY_CLIP_NAME, None, seed=0)
+    path = tmp_path_factory.mktemp("clip") / "tiny-clip.bin"
+    torch.save(scorer.model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_checkpoint) -> ClipScorer:
+    """The tiny CLIP loaded back through the real `pretrained=<local file>` path."""
+    return open_clip_scorer(TINY_CLIP_NAME, str(tiny_checkpoint), batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    """The 256x256 test photo and a few real photos of other sizes and aspect ratios."""
+    images = [Image.open(PHOTO).convert("RGB")]
+    images += [Image.open(p).convert("RGB") for p in CC_IMAGES[:4]]
+    return images
+
+
+def test_local_checkpoint_round_trip(tiny_checkpoint, scorer, photos):
+    fresh = open_clip_scorer(TINY_CLIP_NAME, None, seed=0)
+    other = open_clip_scorer(TINY_CLIP_NAME, None, seed=1)
+    loaded = scorer.image_embeddings(photos[:2])
+    np.testing.assert_array_equal(loaded, fresh.image_embeddings(photos[:2]))
+    assert not np.allclose(loaded, other.image_embeddings(photos[:2]), atol=1e-3)
+    assert scorer.protocol["weights"] == "pretrained"
+    assert scorer.protocol["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    assert fresh.protocol["weights"] == "random" and fresh.protocol["init_seed"] == 0
+    assert scorer.protocol["quick_gelu"] is True
+    json.dumps(scorer.protocol)  # a protocol goes into results.json as is
+
+
+def test_safetensors_checkpoint_loads(scorer, tmp_path, photos):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in scorer.model.state_dict().items()}, str(path))
+    again = open_clip_scorer(TINY_CLIP_NAME, str(path))
+    np.testing.assert_array_equal(again.image_embeddings(photos[:1]), scorer.image_embeddings(photos[:1]))
+
+
+def test_cosine_matches_embeddings_by_hand(scorer, photos):
+    import open_clip
+
+    cos, truncated = scorer.cosines([photos[0]], [PHOTO_CAPTION])
+    with torch.no_grad():
+        image = scorer.model.encode_image(scorer.preprocess(photos[0])[None])[0].double()
+        text = scorer.model.encode_text(open_clip.tokenize([PHOTO_CAPTION]))[0].double()
+    expected = float(image @ text / (image.norm() * text.norm()))
+    assert cos.shape == (1,) and truncated == [False]
+    assert cos[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_embeddings_normalised_batched_and_paths_equal_images(scorer, photos, tmp_path):
+    emb = scorer.image_embeddings(photos)  # batch_size 3: two batches
+    assert emb.shape == (len(photos), 32) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.concatenate([scorer.image_embeddings([im]) for im in photos])
+    np.testing.assert_allclose(emb, one_by_one, atol=1e-5)
+    path = tmp_path / "photo.png"
+    photos[1].save(path)
+    np.testing.assert_array_equal(scorer.image_embeddings([path]), scorer.image_embeddings([photos[1]]))
+
+
+def test_truncation_flagged_and_follows_the_rule(scorer):
+    words = [f"word{i}" for i in range(200)]
+    long_a = " ".join(words)
+    long_b = " ".join(words[:100] + ["completely", "different", "ending"] * 30)
+    short = "a red cube on a blue sphere"
+    emb, truncated = scorer.text_embeddings([long_a, short, long_b])
+    assert truncated == [True, False, True]
+    # Both long prompts share their first 100 words, far more than the 75 tokens kept: same embedding.
+    np.testing.assert_allclose(emb[0], emb[2], atol=1e-6)
+    assert not np.allclose(emb[0], emb[1], atol=1e-3)
+    assert scorer.protocol["context_length"] == 77 and "75" in scorer.protocol["truncation"]
+
+
+def test_exactly_full_context_is_not_truncated(scorer):
+    # 75 single-token words + start + end = 77 tokens: fits; one more word does not.
+    fits = " ".join(["cat"] * 75)
+    assert scorer.text_embeddings([fits, fits + " cat"])[1] == [False, True]
+
+
+def test_clip_score_metrics_conventions():
+    cos = np.array([0.30, -0.10, 0.20, 0.25])
+    m = clip_score_metrics(cos, truncated=1, protocol={"arch": "x"}, bootstrap=0, seed=0)
+    assert m["clip_score"]["value"] == pytest.approx(cos.mean())
+    assert m["clip_score_x100"]["value"] == pytest.approx(100 * (0.30 + 0.0 + 0.20 + 0.25) / 4)
+    assert m["clip_score"]["stderr"] == pytest.approx(cos.std(ddof=1) / 2)
+    x100 = 100 * np.maximum(cos, 0)
+    assert m["clip_score_x100"]["stderr"] == pytest.approx(x100.std(ddof=1) / 2)
+    proto = m["clip_score_x100"]["protocol"]
+    assert proto["n"] == 4 and proto["n_truncated"] == 1 and proto["n_negative"] == 1 and proto["arch"] == "x"
+    assert all(e["higher_is_better"] is True for e in m.values())
+    json.dumps(m, allow_nan=False)
+
+
+def test_clip_score_bootstrap_stderr_is_seeded_and_sensible():
+    cos = np.random.default_rng(0).normal(0.3, 0.05, size=400)
+    a = clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=200, seed=3)
+    b = clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=200, seed=3)
+    c = clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=200, seed=4)
+    assert a == b and a["clip_score"]["stderr"] != c["clip_score"]["stderr"]
+    analytic = cos.std(ddof=1) / np.sqrt(cos.size)
+    assert a["clip_score"]["stderr"] == pytest.approx(analytic, rel=0.25)
+    assert "bootstrap" in a["clip_score"]["protocol"]["stderr_method"]
+    one = clip_score_metrics(np.array([0.2]), truncated=0, protocol={}, bootstrap=100, seed=0)
+    assert one["clip_score"]["stderr"] is None
+    with pytest.raises(BenchError):
+        clip_score_metrics(np.array([]), truncated=0, protocol={}, bootstrap=0, seed=0)
+
+
+def test_torchmetrics_agrees_through_the_converter(scorer, photos, tmp_path):
+    """torchmetrics' CLIPScore (transformers CLIPModel) on the converted weights gives our numbers.
+
+    Tolerance: the same float32 weights, pixels that are bit-identical after preprocessing (both resize
+    with PIL bicubic, then centre crop and normalise alike) and identical token ids for these ASCII
+    prompts; what remains is float32 rounding in differently ordered ops, ~1e-6 in a cosine, so 1e-4 on
+    the x100 scale (and 1e-5 on cosines) leaves a margin of 10x.
+    """
+    from torchmetrics.multimodal.clip_score import CLIPScore
+    from torchvision.transforms.functional import pil_to_tensor
+
+    folder = open_clip_to_transformers(scorer.model, tmp_path / "hf-clip")
+    prompts = [PHOTO_CAPTION, "a photo of a dog", "a city street at night", "two people on a beach", "a red car"]
+    cos, _ = scorer.cosines(photos, prompts)
+    # Both signs occur, so the clamp conventions below are really exercised.
+    assert (cos > 0).any() and (cos < 0).any()
+
+    model, processor = transformers_clip_for_torchmetrics(folder)
+    with torch.no_grad():
+        pixels = processor(images=[pil_to_tensor(im) for im in photos], return_tensors="pt")["pixel_values"]
+        text = processor(text=prompts, return_tensors="pt", padding=True)
+        img = model.get_image_features(pixels)
+        txt = model.get_text_features(text["input_ids"], text["attention_mask"])
+    hf_cos = torch.nn.functional.cosine_similarity(img, txt).double().numpy()
+    np.testing.assert_allclose(hf_cos, cos, atol=1e-5)
+
+    metric = CLIPScore(model_name_or_path=lambda: transformers_clip_for_torchmetrics(folder))
+    per_sample = [float(metric(pil_to_tensor(im), p).detach()) for im, p in zip(photos, prompts)]
+    np.testing.assert_allclose(per_sample, 100 * np.maximum(cos, 0), atol=1e-4)
+    # torchmetrics clamps the mean over all updates, not each sample.
+    assert float(metric.compute()) == pytest.approx(max(100 * cos.mean(), 0.0), abs=1e-4)
+    ours = clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=0, seed=0)["clip_score_x100"]["value"]
+    assert ours == pytest.approx(np.mean(per_sample), abs=1e-4)
+
+
+def test_unknown_tag_and_missing_file_fail_fast_with_a_fix():
+    with pytest.raises(BenchError) as err:
+        open_clip_scorer("ViT-B-32", "no-such-tag")
+    message = str(err.value)
+    assert "eval.clip.pretrained=no-such-tag" in message and "openai" in message  # lists the known tags
+    with pytest.raises(BenchError, match="is not a file"):
+        open_clip_scorer("ViT-B-32", "/nonexistent/clip.bin")
+    with pytest.raises(BenchError, match="not an open_clip architecture"):
+        open_clip_scorer("ViT-Nope", "openai")
+
+
+def test_known_tag_offline_names_the_file_and_how_to_supply_it(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BenchError) as err:
+        open_clip_scorer("ViT-B-32", "openai", cache_dir=str(tmp_path))
+    message = str(err.value)
+    assert "timm/vit_base_patch32_clip_224.openai" in message  # the Hub repo open_clip downloads from
+    assert "open_clip_pytorch_model.bin" in message
+    assert "eval.clip.arch=ViT-B-32-quickgelu eval.clip.pretrained=/path/to/the/file" in message
+    assert "HF_HOME" in message and "eval.clip.model._target_" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_unreachable_hub_fails_at_once_without_retries(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for proxy in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)  # the probe must reach the local port itself
+    # Nothing listens on the discard port: the one probe is refused at once.
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(BenchError, match="unreachable"):
+        open_clip_scorer("ViT-B-32", "openai", cache_dir=str(tmp_path))
+
+
+def test_a_cached_tag_is_loaded_from_the_cache_without_the_network(monkeypatch, tmp_path, tiny_checkpoint, photos):
+    """A tag whose file is in open_clip's URL cache loads from there, with the tag's preprocessing."""
+    import huggingface_hub
+    import open_clip
+
+    from bench.clip_score import register_tiny_clip
+
+    register_tiny_clip()
+    tag = {"url": "https://example.invalid/clip/tiny-clip.bin", "hf_hub": "", "quick_gelu": True,
+           "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "shortest"}
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda arch, name: tag if name == "tinytag" else {})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    (tmp_path / "tiny-clip.bin").write_bytes(tiny_checkpoint.read_bytes())
+    cached = open_clip_scorer(TINY_CLIP_NAME, "tinytag", cache_dir=str(tmp_path))
+    assert cached.protocol["weights"] == "pretrained" and cached.protocol["image_preprocess"]["mean"] == [0.5] * 3
+    direct = open_clip_scorer(TINY_CLIP_NAME, str(tiny_checkpoint))
+    assert not np.allclose(cached.image_embeddings(photos[:1]), direct.image_embeddings(photos[:1]), atol=1e-4)
+    np.testing.assert_array_equal(cached.text_embeddings(["a cat"])[0], direct.text_embeddings(["a cat"])[0])
+
+
+def test_build_clip_scorer_from_config(tiny_checkpoint, photos):
+    from omegaconf import OmegaConf
+
+    from bench.config import ClipConfig
+
+    cfg = OmegaConf.structured(ClipConfig(arch=TINY_CLIP_NAME, pretrained=str(tiny_checkpoint), batch_size=2))
+    built = build_clip_scorer(cfg, "cpu")
+    assert built.batch_size == 2 and built.protocol["arch"] == TINY_CLIP_NAME
+
+    injected = OmegaConf.structured(ClipConfig(model={
+        "_target_": "bench.clip_score.open_clip_scorer", "arch": TINY_CLIP_NAME, "pretrained": str(tiny_checkpoint)}))
+    via_target = build_clip_scorer(injected, "cpu")
+    np.testing.assert_array_equal(via_target.image_embeddings(photos[:1]), built.image_embeddings(photos[:1]))
+
+    with pytest.raises(BenchError, match="must return"):
+        build_clip_scorer({"model": {"_target_": "builtins.dict"}}, "cpu")
+
+
+_TRIPLE: tuple | None = None
+
+
+def _triple() -> tuple:
+    """A Hydra target returning an open_clip-style (model, preprocess, tokenizer) triple."""
+    return _TRIPLE
+
+
+def test_injected_triple_is_wrapped(scorer, photos, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "_TRIPLE", (scorer.model, scorer.preprocess, scorer.tokenizer))
+    target = f"{__name__}._triple"
+    built = build_clip_scorer({"model": {"_target_": target}, "batch_size": 4}, "cpu")
+    assert built.protocol["backend"] == "injected" and built.protocol["target"] == target
+    assert built.batch_size == 4
+    np.testing.assert_array_equal(built.image_embeddings(photos[:1]), scorer.image_embeddings(photos[:1]))
+
+
+def test_paired_cosines_checks_shapes():
+    a = np.eye(3)
+    assert paired_cosines(a, a).tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError):
+        paired_cosines(a, a[:2])
+
+
+# ----------------------------------------------------------------------------------------------- CMMD
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _cmmd_by_loops(x: np.ndarray, y: np.ndarray, sigma: float, scale: float) -> float:
+    def k(a, b):
+        return np.exp(-np.sum((a - b) ** 2) / (2 * sigma**2))
+
+    kxx = np.mean([k(a, b) for a in x for b in x])
+    kyy = np.mean([k(a, b) for a in y for b in y])
+    kxy = np.mean([k(a, b) for a in x for b in y])
+    return scale * (kxx + kyy - 2 * kxy)
+
+
+def test_cmmd_identical_sets_give_zero():
+    x = _unit(np.random.default_rng(0).normal(size=(40, 16)))
+    assert cmmd(x, x) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cmmd_grows_with_a_shift_and_is_symmetric():
+    rng = np.random.default_rng(1)
+    x = _unit(rng.normal(size=(50, 16)))
+    y = _unit(rng.normal(size=(60, 16)))
+    shifted = _unit(rng.normal(size=(60, 16)) + 2.0)
+    assert cmmd(x, shifted) > cmmd(x, y) > 0
+    assert cmmd(x, shifted) == pytest.approx(cmmd(shifted, x), rel=1e-12)
+
+
+def test_cmmd_matches_a_hand_loop_and_blocks_do_not_matter():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(7, 5))
+    y = rng.normal(size=(5, 5)) + 0.5
+    expected = _cmmd_by_loops(x, y, sigma=3.0, scale=1000.0)
+    assert cmmd(x, y, sigma=3.0) == pytest.approx(expected, rel=1e-9)
+    assert cmmd(x, y, sigma=3.0, block=2) == pytest.approx(expected, rel=1e-9)
+    assert cmmd(x, y, sigma=3.0, scale=1.0) == pytest.approx(expected / 1000, rel=1e-9)
+
+
+def test_cmmd_metric_entry(scorer, photos):
+    emb = scorer.image_embeddings(photos)
+    entry = cmmd_metric(emb[:3], emb[2:], protocol=scorer.protocol)
+    assert entry["higher_is_better"] is False and entry["value"] > 0
+    p = entry["protocol"]
+    assert (p["n_generated"], p["n_reference"], p["sigma"], p["scale"]) == (3, 3, 10.0, 1000.0)
+    assert p["embeddings_l2_normalised"] and "336" in p["paper_backbone"] and p["arch"] == TINY_CLIP_NAME
+    json.dumps(entry, allow_nan=False)
+    with pytest.raises(BenchError, match="same CLIP model"):
+        cmmd(emb, emb[:, :8])
+
+
+# ---------------------------------------------------------------------------- PartiPrompts re-scoring judge
+
+
+def test_rescore_judge_uses_its_own_scores(scorer, photos, tmp_path):
+    from bench.parti import Pick, RescoreJudge, win_rate
+
+    for i, im in enumerate(photos[:2]):
+        im.save(tmp_path / f"{i}.png")
+    judge = RescoreJudge(scorer=scorer, margin=0.0, root_a=str(tmp_path), root_b=str(tmp_path))
+    cos, _ = scorer.cosines([photos[0], photos[1]], [PHOTO_CAPTION, PHOTO_CAPTION])
+    expected = "a" if cos[0] > cos[1] else "b"
+    # The scores the picks carry are deliberately the other way round: the judge must ignore them.
+    a = Pick({"index": 0, "prompt": PHOTO_CAPTION, "file": "0.png", "category": "Outdoor Scenes"}, -1.0)
+    b = Pick({"index": 0, "prompt": PHOTO_CAPTION, "file": "1.png", "category": "Outdoor Scenes"}, 1.0)
+    assert judge(PHOTO_CAPTION, a, b) == expected
+    result = win_rate({0: a}, {0: b}, judge=judge)
+    assert result["judge"]["name"] == "clip_rescore" and result["judge"]["scorer"]["arch"] == TINY_CLIP_NAME
+    assert result["overall"]["a_wins" if expected == "a" else "b_wins"] == 1
