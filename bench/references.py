@@ -39,7 +39,7 @@ from bench.errors import BenchError
 
 REFERENCE_SETS = ("all", "matched")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # what img2dataset's encode_format can write
-PREPARE_HINT = "python -m bench.download {name} --root DIR"
+PREPARE_HINT = "muse-bench job=prepare dataset={name}` (or `python -m bench.download {name} --root DIR"
 
 
 @dataclass(frozen=True)

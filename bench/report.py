@@ -1,0 +1,1237 @@
+"""The report: report.md and figures/*.png built from one or several run directories.
+
+    python -m bench.report RUN_DIR [RUN_DIR ...] --out DIR
+
+A RUN_DIR is a folder `muse-bench` wrote (it holds results.json), a multirun sweep folder (multirun/<date>/
+<time>, whose numbered subfolders are runs), a results.json file, or a glob of any of these. A folder without
+results.json (a run that failed or has not finished), a results.json that is not valid JSON or has another
+schema_version are not fatal: they are listed under "Failed or incomplete runs" with the reason, and the
+report is built from the rest. Only when nothing is usable is it an error (BenchError).
+
+report.md has a section for each kind of data the runs hold, and only those: the paper's Tables 1-3 with the
+measured rows beside them (reports/paper_reference.csv), quality metrics, FID against CLIP over a guidance
+sweep (the paper's Figure 8), PartiPrompts breakdowns and win rates, latency by stage and throughput, sample
+grids and decoding-trajectory strips. Every table is followed by a "Protocol:" note with what moves its
+numbers (data, sample counts, feature extractors, resizing, seeds, weights, profile, device), and rows that
+come from random weights, test-size models or scaled profiles say "not a paper number". Figures come from
+bench/figures.py. The report holds no time of its own: the same runs give the same report.md.
+
+Decoding trajectories: a run may hold trajectory/<model>-<index>-step<NN>.png (trajectory_file), one
+decoded, partially unmasked image per step (still-masked tokens grey), where <index> is the prompt's
+dataset index (as in samples/.../manifest.jsonl) and NN the 1-based step; the report lays them out as strips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+from bench.results import MANIFEST_FILE, RESULTS_FILE, SCHEMA_VERSION, atomic_write_text
+
+# reports/ sits at the repository root beside bench/, as conf/ does: muse-bench runs from its checkout.
+REFERENCE_CSV = Path(__file__).resolve().parent.parent / "reports" / "paper_reference.csv"
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+TRAJECTORY_DIR = "trajectory"
+TRAJECTORY_RE = re.compile(r"^(?P<model>.+)-(?P<index>\d+)-step(?P<step>\d+)\.png$")
+# Prefixes of the figures this module writes: an earlier report's figure that is not made again is removed.
+FIGURE_PREFIXES = ("latency-", "throughput-", "fid-clip-", "parti-", "win-rate-", "grid-", "trajectory-")
+
+# Depth of run folders below a given folder: multirun/<date>/<time>/<n> is three levels below multirun/.
+MAX_DEPTH = 4
+SKIP_DIRS = {"samples", FIGURES_DIR, TRAJECTORY_DIR, ".hydra", "__pycache__", ".git"}
+MAX_GRIDS = 6
+GRID_IMAGES = 8
+MAX_STRIPS = 6
+
+QUALITY_DATASETS = {"muse-table1": ("cc3m",), "muse-table2": ("coco30k", "coco5k")}
+METRIC_ORDER = ("fid", "kid", "clip_score", "clip_score_x100", "cmmd", "win_rate", "loss_rate", "win_ratio")
+METRIC_NAMES = {"fid": "FID", "kid": "KID", "clip_score": "CLIP (cosine)", "clip_score_x100": "CLIP x100",
+                "cmmd": "CMMD", "win_rate": "win rate", "loss_rate": "loss rate", "win_ratio": "win ratio"}
+STAGE_ORDER = ("text_encoder", "base", "superres", "decoder", "denoiser", "autoregressive", "pipeline")
+NOT_PAPER = "not a paper number"
+
+
+# ---- loading runs ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One run directory: its results.json when usable, else the reason it is not."""
+
+    path: Path
+    source: str  # the command-line argument (folder, sweep or glob) it was found through
+    results: dict[str, Any] | None = None
+    error: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether results.json was read (schema_version 1)."""
+        return self.results is not None
+
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        """results.json's evaluations (empty for a failed run)."""
+        return list((self.results or {}).get("evaluations") or [])
+
+    @property
+    def latency(self) -> list[dict[str, Any]]:
+        """results.json's latency rows (empty for a failed run)."""
+        return list((self.results or {}).get("latency") or [])
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """results.json's provenance (empty for a failed run)."""
+        return dict((self.results or {}).get("provenance") or {})
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """results.json's resolved config (empty for a failed run)."""
+        return dict((self.results or {}).get("config") or {})
+
+    def device(self) -> str:
+        """The device the run's numbers were taken on, as its provenance names it."""
+        prov = self.provenance
+        name, kind = prov.get("device_name"), prov.get("device")
+        return f"{name} ({kind})" if name and kind and name != kind else str(name or kind or "unknown device")
+
+
+def _natural_key(path: Path) -> list[Any]:
+    # Sweep folders are 0, 1, ..., 10: sort 10 after 9.
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def _is_run_dir(path: Path) -> bool:
+    # .hydra is written when a Hydra job starts, results.json when it ends: either marks a run folder.
+    return (path / RESULTS_FILE).is_file() or (path / ".hydra").is_dir()
+
+
+def _find_run_dirs(path: Path) -> list[Path]:
+    """Run folders at `path` or below it (up to MAX_DEPTH levels), in natural order."""
+    if _is_run_dir(path):
+        return [path]
+    found: list[Path] = []
+
+    def walk(folder: Path, depth: int) -> None:
+        try:
+            children = sorted((c for c in folder.iterdir() if c.is_dir() and c.name not in SKIP_DIRS), key=_natural_key)
+        except OSError:
+            return
+        for child in children:
+            if _is_run_dir(child):
+                found.append(child)
+            elif depth < MAX_DEPTH:
+                walk(child, depth + 1)
+
+    walk(path, 1)
+    return found
+
+
+def _hydra_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides Hydra recorded for the run (.hydra/overrides.yaml), if any."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in data] if isinstance(data, list) else []
+
+
+def _log_hint(run_dir: Path) -> str:
+    """The last error line of the run's Hydra log (or its last line), to say why a run has no results."""
+    for log in sorted(run_dir.glob("*.log")):
+        try:
+            lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        except OSError:
+            continue
+        if not lines:
+            continue
+        errors = [line for line in lines if re.search(r"error|exception|traceback", line, re.IGNORECASE)]
+        last = (errors or lines)[-1]
+        return f"; last {'error' if errors else 'line'} in {log.name}: {last[:300]}"
+    return ""
+
+
+def read_run(run_dir: str | Path, source: str | None = None) -> Run:
+    """Read one run folder's results.json; problems become the Run's `error`, never an exception."""
+    run_dir = Path(run_dir)
+    run = Run(path=run_dir, source=source if source is not None else str(run_dir), overrides=_hydra_overrides(run_dir))
+    file = run_dir / RESULTS_FILE
+    if not file.is_file():
+        run.error = "no results.json: the run failed or has not finished" + _log_hint(run_dir)
+        return run
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        run.error = (f"{file}, line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); muse-bench writes "
+                     "results.json atomically, so the file was changed afterwards: re-run the experiment")
+        return run
+    except (OSError, UnicodeDecodeError) as err:
+        run.error = f"{file} could not be read: {err}"
+        return run
+    if not isinstance(data, dict):
+        run.error = f"{file}: a results.json holds a JSON object, this one holds a {type(data).__name__}"
+        return run
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        written_by = ((data.get("provenance") or {}).get("packages") or {}).get("muse-bench")
+        by = f" (written by muse-bench {written_by})" if written_by else ""
+        if version is None:
+            what = "has no schema_version (it predates versioned results or was not written by muse-bench)"
+        else:
+            what = f"has schema_version {version}{by}"
+        fix = ("update muse-bench (git pull; pip install -e .) to read it, or report it with the muse-bench version "
+               "that wrote it" if isinstance(version, int) and version > SCHEMA_VERSION
+               else "re-run the experiment with this muse-bench to write it in the current schema")
+        run.error = f"{file} {what}; this report reads schema_version {SCHEMA_VERSION}: {fix}"
+        return run
+    run.results = data
+    run.overrides = [str(o) for o in data.get("overrides") or []] or run.overrides
+    return run
+
+
+def _expand(paths: Iterable[str | Path]) -> list[tuple[str, Path | None]]:
+    import glob
+
+    out: list[tuple[str, Path | None]] = []
+    for p in paths:
+        text = os.path.expanduser(str(p))
+        if re.search(r"[*?\[]", text):
+            matches = sorted(glob.glob(text))
+            out += [(str(p), Path(m)) for m in matches] or [(str(p), None)]
+        else:
+            out.append((str(p), Path(text)))
+    return out
+
+
+def _label_runs(runs: list[Run]) -> None:
+    """Short, distinct labels: the path below the runs' common folder, plus the overrides that differ."""
+    if len(runs) == 1:
+        runs[0].label = runs[0].path.name or str(runs[0].path)
+        return
+    resolved = [r.path.resolve() for r in runs]
+    try:
+        common = Path(os.path.commonpath(resolved))
+    except ValueError:  # different drives
+        common = None
+    # hydra.* overrides (run dirs, launchers) differ between runs without changing any number.
+    own = [[o for o in r.overrides if not o.lstrip("+~").startswith("hydra.")] for r in runs]
+    shared = set.intersection(*(set(o) for o in own)) if all(own) else set()
+    for run, path, overrides in zip(runs, resolved, own):
+        rel = str(path.relative_to(common)) if common is not None and path != common else path.name
+        differing = [o for o in overrides if o not in shared]
+        run.label = rel + (f" ({', '.join(differing)})" if differing else "")
+
+
+def _nothing_usable(runs: Sequence[Run]) -> str:
+    reasons = "; ".join(f"{r.path}: {r.error}" for r in runs[:5])
+    more = f"; and {len(runs) - 5} more" if len(runs) > 5 else ""
+    return (f"Nothing to report: none of the {len(runs)} run folder(s) given has a usable results.json ({reasons}{more}). "
+            "Point the report at a folder muse-bench wrote (its hydra.run.dir, which holds results.json), at a "
+            "multirun sweep folder (multirun/<date>/<time>), or at results.json files.")
+
+
+def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:
+    """The runs at `paths` (run folders, sweep folders, results.json files or globs), usable or not.
+
+    Unusable ones (no results.json, invalid JSON, another schema_version, a missing path) are returned with
+    their `error` and listed by the report; BenchError only when none is usable.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    runs: list[Run] = []
+    seen: set[Path] = set()
+    for source, path in _expand(paths):
+        if path is None:
+            runs.append(Run(Path(source), source, error="no file or folder matches this pattern"))
+            continue
+        if path.is_file() and path.name == RESULTS_FILE:
+            path = path.parent
+        if not path.exists():
+            runs.append(Run(path, source, error="does not exist"))
+            continue
+        if path.is_file():
+            runs.append(Run(path, source, error="is a file, not a run folder: give the folder that holds results.json"))
+            continue
+        dirs = _find_run_dirs(path)
+        if not dirs:
+            runs.append(Run(path, source, error=f"no results.json here or in the folders below it (up to {MAX_DEPTH} "
+                                                "levels): not a muse-bench run folder or sweep"))
+            continue
+        for run_dir in dirs:
+            key = run_dir.resolve()
+            if key not in seen:
+                seen.add(key)
+                runs.append(read_run(run_dir, source))
+    if not runs:
+        raise BenchError("No run folders given: name at least one folder muse-bench wrote (it holds results.json).")
+    _label_runs(runs)
+    if not any(r.ok for r in runs):
+        raise BenchError(_nothing_usable(runs))
+    return runs
+
+
+# ---- formatting --------------------------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+    return str(value)
+
+
+def _metric_cell(metric: Mapping[str, Any] | None) -> str:
+    if not metric:
+        return "—"
+    if metric.get("value") is None:
+        return "skipped" if (metric.get("protocol") or {}).get("skipped") else "—"
+    stderr = metric.get("stderr")
+    return _num(metric["value"]) + (f" ± {_num(stderr, 2)}" if stderr is not None else "")
+
+
+def _params(n: Any) -> str:
+    if not isinstance(n, (int, float)) or isinstance(n, bool):
+        return "—"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _notes(rows: Sequence[tuple[str, Mapping[str, str]]], *, intro: str = "") -> str:
+    """The "Protocol:" note under a table: facets every row shares once, then each row's own facets.
+
+    `rows` are (row label, {facet: text}); a facet with the same text in every row is said once.
+    """
+    if not rows:
+        return f"**Protocol:** {intro}".rstrip()
+    keys = list(dict.fromkeys(k for _, facets in rows for k in facets))
+    shared = {k: rows[0][1][k] for k in keys if all(f.get(k) == rows[0][1].get(k) for _, f in rows)}
+    if len(rows) == 1:
+        shared = dict(rows[0][1])
+    lines = ["**Protocol:** " + " ".join(p for p in (intro, "; ".join(f"{k}: {v}" for k, v in shared.items())) if p)]
+    if len(rows) > 1:
+        for label, facets in rows:
+            own = {k: v for k, v in facets.items() if k not in shared}
+            if own:
+                lines.append(f"- {label}: " + "; ".join(f"{k}: {v}" for k, v in own.items()))
+    return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9._]+", "-", text.lower()).strip("-.")[:80] or "x"
+
+
+class _Figures:
+    """Unique figure paths under out_dir/figures and their Markdown links."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.dir = out_dir / FIGURES_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.written: list[Path] = []
+
+    def path(self, name: str) -> Path:
+        stem = _slug(name)
+        candidate, i = stem, 2
+        while any(p.stem == candidate for p in self.written):
+            candidate, i = f"{stem}-{i}", i + 1
+        path = self.dir / f"{candidate}.png"
+        self.written.append(path)
+        return path
+
+    def link(self, path: Path, alt: str) -> str:
+        return f"![{_cell(alt)}]({path.relative_to(self.out_dir).as_posix()})"
+
+    def remove_stale(self) -> None:
+        """Remove figures an earlier report wrote here that this one did not write again."""
+        keep = {p.name for p in self.written}
+        for old in self.dir.glob("*.png"):
+            if old.name not in keep and old.name.startswith(FIGURE_PREFIXES):
+                old.unlink()
+
+
+# ---- protocol facets ---------------------------------------------------------------------------------
+
+
+def _guidance(ev: Mapping[str, Any]) -> Any:
+    return (ev.get("protocol") or {}).get("guidance")
+
+
+def _sampler_text(protocol: Mapping[str, Any]) -> str:
+    sampler = protocol.get("sampler") or {}
+    if not isinstance(sampler, Mapping) or not sampler:
+        return f"steps={protocol.get('steps')}, guidance={protocol.get('guidance')}"
+    return " / ".join(f"{stage}: " + ", ".join(f"{k}={v}" for k, v in (s or {}).items())
+                      for stage, s in sampler.items() if isinstance(s, Mapping))
+
+
+def _metric_facets(name: str, metric: Mapping[str, Any]) -> dict[str, str]:
+    """The choices behind one metric that move its number, from its recorded protocol."""
+    p = metric.get("protocol") or {}
+    title = METRIC_NAMES.get(name, name)
+    if metric.get("value") is None and p.get("skipped"):
+        return {f"{title}": f"skipped: {p['skipped']}"}
+    if name in ("fid", "kid"):
+        parts = [f"mode {p.get('mode')}", f"extractor {p.get('feature_extractor')}"]
+        gen = p.get("generated_resize") or {}
+        if gen:
+            size = gen.get("size") or ["?", "?"]
+            parts.append(f"samples resized {gen.get('library')} {gen.get('filter')} to {size[0]}x{size[-1]}"
+                         + (" (quantised)" if gen.get("quantize") else ""))
+        ref_resize = p.get("reference_resize") or {}
+        if ref_resize:
+            size = ref_resize.get("size") or ["?", "?"]
+            parts.append(f"references {ref_resize.get('crop')}-cropped, {ref_resize.get('resize')} to {size[0]}x{size[-1]}")
+        ref = p.get("reference") or {}
+        if ref:
+            parts.append(f"reference set {ref.get('dataset')} ({ref.get('source')}, {ref.get('reference_set')}, "
+                         f"{ref.get('count')} images)")
+        if p.get("n_reference") is not None:
+            parts.append(f"{p['n_reference']} reference / {p.get('n_generated')} generated")
+        if name == "kid":
+            parts.append(f"subsets {p.get('num_subsets', p.get('subsets'))} of {p.get('subset_size', p.get('max_subset_size'))}")
+        if p.get("stderr"):
+            parts.append(f"stderr {p['stderr']}")
+        if p.get("below_minimum"):
+            parts.append(f"**below the minimum of {p.get('min_samples')} samples: {NOT_PAPER}**")
+        return {title: ", ".join(str(x) for x in parts)}
+    if name.startswith("clip_score") or name == "cmmd":
+        pre = p.get("image_preprocess") or {}
+        size = pre.get("size")
+        parts = [f"{p.get('backend')} {p.get('arch')} ({p.get('pretrained')})",
+                 f"images {size[0]}x{size[-1]} {pre.get('interpolation')}" if size else None,
+                 f"text context {p.get('context_length')}" if p.get("context_length") else None,
+                 f"{p.get('n_truncated')} prompts truncated" if p.get("n_truncated") else None,
+                 f"scale {p.get('scale')}" if p.get("scale") else None,
+                 f"sigma {p.get('sigma')}, scale {p.get('scale_factor', p.get('mmd_scale'))}" if name == "cmmd" and p.get("sigma") else None,
+                 f"stderr {p.get('stderr_method')}" if p.get("stderr_method") else None]
+        # clip_score and clip_score_x100 share one protocol: one facet for both.
+        key = "CLIP" if name.startswith("clip_score") else title
+        return {key: ", ".join(x for x in parts if x)}
+    if name in ("win_rate", "loss_rate", "win_ratio"):
+        judge = p.get("judge") or {}
+        return {"win rate": f"{p.get('model_a')} vs {p.get('model_b')} over {p.get('n_prompts')} prompts, best of "
+                            f"K={p.get('K')} by {p.get('best_of_k')}, judge {judge.get('name')} (margin {p.get('margin')})"
+                            + (f": {judge.get('note')}" if judge.get("note") else "")}
+    return {title: ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, (dict, list)))}
+
+
+def _eval_caveats(run: Run, ev: Mapping[str, Any]) -> list[str]:
+    """Why an evaluation's numbers are not comparable with published ones (empty when nothing is known)."""
+    out = []
+    if ev.get("weights") == "random":
+        out.append("random weights")
+    limit = (run.config.get("dataset") or {}).get("limit")
+    if limit is not None:
+        out.append(f"dataset.limit={limit}")
+    for name, metric in (ev.get("metrics") or {}).items():
+        p = metric.get("protocol") or {}
+        extractor = str(p.get("feature_extractor", ""))
+        if "random weights" in extractor or "NOT comparable" in extractor:
+            out.append("stand-in FID features")
+        if p.get("below_minimum"):
+            out.append(f"{METRIC_NAMES.get(name, name)} below {p.get('min_samples')} samples")
+        if "tiny" in str(p.get("arch", "")):
+            out.append("test-size CLIP")
+    return list(dict.fromkeys(out))
+
+
+def _flag(caveats: Sequence[str]) -> str:
+    return f"**{NOT_PAPER}**: " + ", ".join(caveats) if caveats else ""
+
+
+def _eval_facets(run: Run, ev: Mapping[str, Any], metrics: Iterable[str] | None = None) -> dict[str, str]:
+    protocol = ev.get("protocol") or {}
+    n = ev.get("n_samples") or {}
+    limit = (run.config.get("dataset") or {}).get("limit")
+    facets = {
+        "data": f"{ev.get('dataset')}, {n.get('effective')} samples evaluated of {n.get('requested')} requested"
+                + (f" (dataset.limit={limit})" if limit is not None else ""),
+        "samples": f"{protocol.get('resolution')}x{protocol.get('resolution')} px, seed {protocol.get('seed')}, "
+                   f"{protocol.get('samples_per_prompt', 1)} per prompt",
+        "sampler": _sampler_text(protocol),
+        "weights": ("random (" + NOT_PAPER + ")") if ev.get("weights") == "random" else str(ev.get("weights")),
+    }
+    for name, metric in (ev.get("metrics") or {}).items():
+        if metrics is None or name in metrics:
+            facets.update(_metric_facets(name, metric))
+    if ev.get("excluded"):
+        facets["excluded"] = f"{len(ev['excluded'])} unreadable samples left out"
+    prov = run.provenance
+    commit = str(prov.get("git_commit") or "?")[:10] + (" (dirty)" if prov.get("git_dirty") else "")
+    facets["device"] = f"{run.device()}, torch {prov.get('torch', '?')}, git {commit}"
+    return facets
+
+
+def _latency_caveats(row: Mapping[str, Any]) -> list[str]:
+    out = []
+    if row.get("profile") in ("tiny", "scaled"):
+        out.append(f"{row['profile']} profile")
+    if "proxy" in str(row.get("model", "")):
+        out.append("labelled proxy")
+    return out
+
+
+def _latency_facets(run: Run, row: Mapping[str, Any]) -> dict[str, str]:
+    weights = row.get("weights")
+    return {
+        "device": f"{row.get('device')} ({row.get('dtype')}{', compiled' if row.get('compiled') else ''})",
+        "profile": str(row.get("profile")) + (f" ({NOT_PAPER})" if row.get("profile") in ("tiny", "scaled") else ""),
+        "weights": f"{weights}" + (" (times do not depend on weight values)" if weights == "random" else ""),
+        "steps": str(row.get("steps")),
+        "timing": str(row.get("protocol")),
+        "git": str(run.provenance.get("git_commit") or "?")[:10],
+    }
+
+
+# ---- the published tables ----------------------------------------------------------------------------
+
+
+def read_reference(path: str | Path = REFERENCE_CSV) -> list[dict[str, str]]:
+    """The published figures of reports/paper_reference.csv, one dict per row (see reports/README.md)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"The published figures are missing: {path} does not exist. It ships with the repository "
+                         "(reports/paper_reference.csv): restore it with git checkout, or run from a full checkout.")
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for line, row in enumerate(rows, start=2):
+        try:
+            float(row["value"])
+        except (KeyError, TypeError, ValueError):
+            raise BenchError(f"{path}, line {line}: value {row.get('value')!r} is not a number; every row needs a "
+                             "numeric value column (see reports/README.md).") from None
+    return rows
+
+
+def _ref_value(row: Mapping[str, str]) -> str:
+    high = row.get("value_high")
+    return f"{row['value']}–{high}" if high else row["value"]
+
+
+def _quality_table(table: str, title: str, reference: list[dict[str, str]], runs: list[Run]) -> str | None:
+    datasets = QUALITY_DATASETS[table]
+    measured = [(run, ev) for run in runs for ev in run.evaluations
+                if ev.get("dataset") in datasets and ({"fid", "clip_score"} & set(ev.get("metrics") or {}))]
+    if not measured:
+        return None
+    shown = {table}
+    if table == "muse-table2":
+        # Context for COCO: the third-party SD v1.4 FID-30K, and MLPerf's accepted window when 5K was measured.
+        shown.add("sd-third-party")
+        if any(ev.get("dataset") == "coco5k" for _, ev in measured):
+            shown.add("mlperf-t2i")
+    published: dict[str, dict[str, Any]] = {}
+    for row in reference:
+        if row["table"] in shown:
+            entry = published.setdefault(row["model"], {"params": row["params"], "source": row["source"],
+                                                        "notes": row["notes"], "res": row["resolution"]})
+            entry[row["metric"]] = _ref_value(row) + (" (x100)" if row["metric"] == "clip_score_x100" else "")
+    rows = [[name, e["params"] or "—", e.get("fid", "—"), e.get("clip_score", e.get("clip_score_x100", "—")), "—",
+             e["res"] or "—", e["source"], e["notes"]] for name, e in published.items()]
+    notes = []
+    for run, ev in measured:
+        metrics = ev.get("metrics") or {}
+        n = ev.get("n_samples") or {}
+        label = f"**measured**: {ev.get('model')} ({run.label})"
+        rows.append([label, "—", _metric_cell(metrics.get("fid")), _metric_cell(metrics.get("clip_score")),
+                     n.get("effective"), (ev.get("protocol") or {}).get("resolution"), f"this report ({ev.get('dataset')})",
+                     _flag(_eval_caveats(run, ev))])
+        notes.append((f"{ev.get('model')} ({run.label})", _eval_facets(run, ev, {"fid", "clip_score"})))
+    header = ["Model", "Params", "FID", "CLIP (cosine)", "n", "Resolution", "Source", "Note"]
+    intro = ("Published rows as printed in their sources (reports/paper_reference.csv); the paper's CLIP backbone "
+             "is not stated. Measured rows:")
+    return f"### {title}\n\n{_table(header, rows)}\n\n{_notes(notes, intro=intro)}"
+
+
+def _totals(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r for r in rows if r.get("stage") == "total" and r.get("status", "ok") == "ok" and r.get("median_s") is not None]
+
+
+def _table3(reference: list[dict[str, str]], runs: list[Run]) -> str | None:
+    published = [r for r in reference if r["table"] == "muse-table3"]
+    measured: dict[tuple[str, int], list[tuple[Run, Mapping[str, Any]]]] = {}
+    for run in runs:
+        if run.results and run.results.get("paper_table3"):
+            for entry in run.results["paper_table3"]:
+                if entry.get("measured_s") is not None:
+                    row = next((r for r in _totals(run.latency) if r.get("model") == entry.get("ours")
+                                and r.get("resolution") == entry.get("resolution") and r.get("batch_size") == 1), None)
+                    row = row or {"model": entry.get("ours"), "resolution": entry.get("resolution"), "batch_size": 1,
+                                  "median_s": entry["measured_s"], "device": entry.get("measured_on"),
+                                  "profile": entry.get("measured_profile"), "weights": entry.get("measured_weights"),
+                                  "protocol": entry.get("measured_protocol")}
+                    measured.setdefault((str(entry.get("ours")), int(entry["resolution"])), []).append((run, row))
+        else:
+            for row in _totals(run.latency):
+                if row.get("batch_size") == 1:
+                    measured.setdefault((str(row.get("model")), int(row.get("resolution"))), []).append((run, row))
+    if not measured:
+        return None
+    rows, notes, matched = [], [], set()
+    for ref in published:
+        key = (ref["ours"], int(ref["resolution"]))
+        hits = measured.get(key, []) if ref["ours"] else []
+        matched.add(key)
+        if not hits:
+            rows.append([ref["model"], ref["resolution"], ref["value"], ref["hardware"], ref["ours"] or "—", "—", "—", "—",
+                         ref["notes"]])
+        for run, row in hits:
+            rows.append([ref["model"], ref["resolution"], ref["value"], ref["hardware"], ref["ours"],
+                         _num(row.get("median_s")), row.get("device"), run.label, _flag(_latency_caveats(row)) or ref["notes"]])
+    for key, hits in measured.items():
+        if key in matched:
+            continue
+        for run, row in hits:
+            rows.append(["— (not in the paper)", key[1], "—", "—", key[0], _num(row.get("median_s")), row.get("device"),
+                         run.label, _flag(_latency_caveats(row))])
+    for hits in measured.values():
+        for run, row in hits:
+            notes.append((f"{row.get('model')} {row.get('resolution')} px ({run.label})", _latency_facets(run, row)))
+    header = ["Paper model", "Resolution", "Published (s)", "Published on", "Ours", "Measured (s)", "Measured on", "Run",
+              "Note"]
+    intro = ("Published: per-batch inference time, batch size not stated (Muse paper, Table 3). Measured: median "
+             "end-to-end time of one batch of 1 image.")
+    parts = [f"### Table 3: inference time\n\n{_table(header, rows)}\n\n{_notes(notes, intro=intro)}"]
+    amused = _amused_latency(reference, runs)
+    if amused:
+        parts.append(amused)
+    return "\n\n".join(parts)
+
+
+def _amused_latency(reference: list[dict[str, str]], runs: list[Run]) -> str | None:
+    rows, notes = [], []
+    for ref in (r for r in reference if r["table"] == "amused-latency"):
+        for run in runs:
+            for row in _totals(run.latency):
+                if (row.get("model") == ref["ours"] and row.get("resolution") == int(ref["resolution"])
+                        and row.get("batch_size") == int(ref["batch_size"])):
+                    rows.append([ref["model"], ref["resolution"], ref["batch_size"], _ref_value(ref), ref["hardware"],
+                                 ref["ours"], _num(1000 * row["median_s"]), row.get("device"), run.label,
+                                 _flag(_latency_caveats(row))])
+                    notes.append((f"{row.get('model')} {row.get('resolution')} px batch {row.get('batch_size')} "
+                                  f"({run.label})", _latency_facets(run, row)))
+    if not rows:
+        return None
+    header = ["Published model", "Resolution", "Batch", "Published (ms)", "Published on", "Ours", "Measured (ms)",
+              "Measured on", "Run", "Note"]
+    intro = "Published: aMUSEd paper (arXiv 2401.01808), median, 12 steps, random weights. Measured: median end-to-end."
+    return f"### aMUSEd's published latency\n\n{_table(header, rows)}\n\n{_notes(notes, intro=intro)}"
+
+
+def _published_section(runs: list[Run], reference: list[dict[str, str]] | None) -> str | None:
+    if reference is None:
+        return None
+    parts = [_quality_table("muse-table1", "Table 1: CC3M (FID and CLIP)", reference, runs),
+             _quality_table("muse-table2", "Table 2: zero-shot MS-COCO 256x256 (FID-30K and CLIP)", reference, runs),
+             _table3(reference, runs)]
+    if not any(parts):
+        return None
+    missing = [name for name, part in zip(("Table 1 (muse-bench experiment=cc3m)", "Table 2 (experiment=coco30k)",
+                                           "Table 3 (experiment=paper_table3)"), parts) if part is None]
+    lead = ("## Measured against published\n\nThe Muse paper's tables (Chang et al. 2023, arXiv 2301.00704) with the "
+            "rows measured by these runs beside them; every published figure and its source is in "
+            "reports/paper_reference.csv.")
+    if missing:
+        lead += " No run here measured " + "; ".join(missing) + "."
+    return "\n\n".join([lead, *(p for p in parts if p)])
+
+
+# ---- quality, guidance sweep, PartiPrompts -----------------------------------------------------------
+
+
+def _quality_section(runs: list[Run]) -> str | None:
+    entries = [(run, ev) for run in runs for ev in run.evaluations if ev.get("metrics")]
+    if not entries:
+        return None
+    names = list(dict.fromkeys(n for _, ev in entries for n in ev["metrics"]))
+    names = [n for n in METRIC_ORDER if n in names] + [n for n in names if n not in METRIC_ORDER]
+    arrows = {}
+    for _, ev in entries:
+        for n, m in ev["metrics"].items():
+            arrows.setdefault(n, " ↑" if m.get("higher_is_better") else " ↓")
+    many = len({id(run) for run, _ in entries}) > 1
+    header = (["Run"] if many else []) + ["Model", "Dataset", "Resolution", "Guidance", "n"] + \
+             [METRIC_NAMES.get(n, n) + arrows[n] for n in names] + ["Note"]
+    rows, notes = [], []
+    for run, ev in entries:
+        protocol = ev.get("protocol") or {}
+        n = ev.get("n_samples") or {}
+        rows.append(([run.label] if many else []) + [ev.get("model"), ev.get("dataset"), protocol.get("resolution"),
+                    _num(_guidance(ev)), f"{n.get('effective')} / {n.get('requested')}"] +
+                    [_metric_cell(ev["metrics"].get(m)) for m in names] + [_flag(_eval_caveats(run, ev))])
+        notes.append((f"{ev.get('model')}" + (f" ({run.label})" if many else ""), _eval_facets(run, ev)))
+    intro = "Values are mean ± standard error where one was computed; n is samples evaluated / requested."
+    return f"## Quality metrics\n\n{_table(header, rows)}\n\n{_notes(notes, intro=intro)}"
+
+
+def _clip_metric(metrics: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+    for name in ("clip_score", "clip_score_x100"):
+        m = metrics.get(name)
+        if m and m.get("value") is not None:
+            return name, m
+    return None
+
+
+def _guidance_section(runs: list[Run], figures: _Figures, failed: list[Run]) -> str | None:
+    from bench import figures as figs
+
+    candidates: dict[tuple[str, str, Any], list[tuple[Run, Mapping[str, Any]]]] = {}
+    for run in runs:
+        for ev in run.evaluations:
+            if _guidance(ev) is not None and ev.get("metrics"):
+                key = (str(ev.get("model")), str(ev.get("dataset")), (ev.get("protocol") or {}).get("resolution"))
+                candidates.setdefault(key, []).append((run, ev))
+    sweeps = {k: v for k, v in candidates.items() if len({_guidance(ev) for _, ev in v}) >= 2}
+    if not sweeps:
+        return None
+    curves: dict[str, list[dict[str, Any]]] = {}
+    rows, notes, unplotted = [], [], []
+    clip_names = set()
+    several = len({(k[1], k[2]) for k in sweeps}) > 1
+    for (model, dataset, res), entries in sweeps.items():
+        name = model + (f" ({dataset}, {res} px)" if several else "")
+        points = []
+        for run, ev in sorted(entries, key=lambda e: float(_guidance(e[1]))):
+            metrics = ev.get("metrics") or {}
+            fid, clip = metrics.get("fid") or {}, _clip_metric(metrics)
+            if fid.get("value") is None or clip is None:
+                why = (fid.get("protocol") or {}).get("skipped") or "FID or CLIP not computed"
+                unplotted.append(f"{model} at guidance {_guidance(ev)} ({run.label}): {why}")
+                continue
+            clip_names.add(clip[0])
+            points.append({"x": clip[1]["value"], "y": fid["value"], "xerr": clip[1].get("stderr"),
+                           "yerr": fid.get("stderr"), "label": f"g={_num(_guidance(ev))}"})
+            rows.append([name, _num(_guidance(ev)), _metric_cell(clip[1]), _metric_cell(fid),
+                         (ev.get("n_samples") or {}).get("effective"), run.label, _flag(_eval_caveats(run, ev))])
+            notes.append((f"{model} g={_num(_guidance(ev))} ({run.label})", _eval_facets(run, ev, {"fid", clip[0]})))
+        if len(points) >= 2:
+            curves[name] = points
+    text = ["## FID against CLIP over the guidance scale\n\nAs in the Muse paper's Figure 8: one curve per model "
+            "through its runs at each guidance scale (labels g=...), lower FID and higher CLIP being better."]
+    if curves:
+        clip_label = "CLIP score (cosine)" if clip_names == {"clip_score"} else "CLIP score (x100)" \
+            if clip_names == {"clip_score_x100"} else "CLIP score"
+        caveats = sorted({c for run, ev in (e for v in sweeps.values() for e in v) for c in _eval_caveats(run, ev)})
+        path = figs.tradeoff_curve(curves, figures.path("fid-clip-guidance"), xlabel=f"{clip_label}, higher is better",
+                                   ylabel="FID, lower is better", title="FID against CLIP over guidance scale",
+                                   note=(_flag(caveats).replace("**", "") if caveats else None))
+        text.append(figures.link(path, "FID against CLIP over guidance scale"))
+    else:
+        text.append("No curve: fewer than two runs of a model have both FID and CLIP.")
+    if rows:
+        header = ["Model", "Guidance", "CLIP", "FID", "n", "Run", "Note"]
+        text.append(_table(header, rows) + "\n\n" + _notes(notes))
+    if unplotted:
+        text.append("Not plotted: " + "; ".join(unplotted) + ".")
+    if failed:
+        text.append(f"{len(failed)} run(s) failed and are not plotted: " + ", ".join(r.label for r in failed)
+                    + " (see Failed or incomplete runs).")
+    return "\n\n".join(text)
+
+
+def _parti_section(runs: list[Run], figures: _Figures, reference: list[dict[str, str]] | None) -> str | None:
+    from bench import figures as figs
+
+    with_breakdown = [(run, ev) for run in runs for ev in run.evaluations if ev.get("breakdown")]
+    with_wins = [(run, ev) for run in runs for ev in run.evaluations if isinstance(ev.get("win_rate"), Mapping)]
+    if not with_breakdown and not with_wins:
+        return None
+    many = len({id(r) for r, _ in with_breakdown + with_wins}) > 1
+    text = ["## PartiPrompts"]
+    notes = [(f"{ev.get('model')}" + (f" ({run.label})" if many else ""), _eval_facets(run, ev, {"clip_score"}))
+             for run, ev in with_breakdown]
+    for by in ("category", "challenge"):
+        entries = [(run, ev, ev["breakdown"].get(by) or []) for run, ev in with_breakdown if ev["breakdown"].get(by)]
+        if not entries:
+            continue
+        groups = sorted({g["group"] for _, _, gs in entries for g in gs})
+        series = {}
+        table_cols = []
+        for run, ev, gs in entries:
+            name = str(ev.get("model")) + (f" ({run.label})" if many else "")
+            by_group = {g["group"]: g for g in gs}
+            series[name] = ([by_group[g]["mean"] if g in by_group else None for g in groups],
+                            [by_group[g].get("stderr") if g in by_group else None for g in groups])
+            table_cols.append((name, by_group))
+        caveats = sorted({c for run, ev, _ in entries for c in _eval_caveats(run, ev)})
+        path = figs.grouped_bars(groups, series, figures.path(f"parti-clip-{by}"),
+                                 xlabel="CLIP score (cosine), mean ± stderr over prompts",
+                                 title=f"CLIP score per PartiPrompts {by}",
+                                 note=_flag(caveats).replace("**", "") if caveats else None)
+        rows = [[g] + [(f"{_num(c[g]['mean'])} ± {_num(c[g].get('stderr'), 2)} ({c[g].get('n')} samples, "
+                        f"{c[g].get('n_prompts')} prompts)") if g in c else "—" for _, c in table_cols] for g in groups]
+        intro = ("Mean CLIP cosine per group; stderr over prompts (std of the per-prompt means / sqrt(prompts)), "
+                 "none for a group of one prompt.")
+        text.append(f"### CLIP score per {by}\n\n{figures.link(path, f'CLIP per {by}')}\n\n"
+                    f"{_table([by.capitalize(), *[n for n, _ in table_cols]], rows)}\n\n{_notes(notes, intro=intro)}")
+    if with_wins:
+        text.append(_win_rate_part(with_wins, figures, reference, many))
+    return "\n\n".join(text)
+
+
+def _win_rate_part(entries: list[tuple[Run, Mapping[str, Any]]], figures: _Figures,
+                   reference: list[dict[str, str]] | None, many: bool) -> str:
+    from bench import figures as figs
+
+    rows, notes, links = [], [], []
+    for run, ev in entries:
+        wr = ev["win_rate"]
+        metric = (ev.get("metrics") or {}).get("win_rate") or {}
+        p = metric.get("protocol") or {}
+        a, b = p.get("model_a", ev.get("model")), p.get("model_b", "the other model")
+        overall = wr.get("overall") or {}
+        judge = (wr.get("judge") or {}).get("name", "?")
+        rows.append(([run.label] if many else []) + [a, b, judge, overall.get("n"), _pct(overall.get("a_win_rate")),
+                     _pct(overall.get("tie_rate")), _pct(overall.get("b_win_rate")), _num(overall.get("ratio")),
+                     _flag(_eval_caveats(run, ev))])
+        notes.append((f"{a} vs {b}" + (f" ({run.label})" if many else ""), _eval_facets(run, ev, {"win_rate"})))
+        for by in ("category", "challenge"):
+            groups = wr.get(f"by_{by}") or {}
+            if not groups:
+                continue
+            names = sorted(groups)
+            caveats = _eval_caveats(run, ev)
+            path = figs.win_rate_bars(
+                ["overall", *names], [overall.get("a_win_rate")] + [groups[g].get("a_win_rate") for g in names],
+                [overall.get("tie_rate")] + [groups[g].get("tie_rate") for g in names],
+                [overall.get("b_win_rate")] + [groups[g].get("b_win_rate") for g in names],
+                figures.path(f"win-rate-{a}-vs-{b}-{by}-{run.label}"), names=(str(a), str(b)),
+                counts=[overall.get("n")] + [groups[g].get("n") for g in names],
+                title=f"{a} against {b} per {by} (judge: {judge})",
+                note=_flag(caveats).replace("**", "") if caveats else None)
+            links.append(figures.link(path, f"win rate per {by}"))
+    header = (["Run"] if many else []) + ["Model A", "Model B", "Judge", "Prompts", "A wins", "Ties", "B wins",
+                                          "A / B", "Note"]
+    for ref in reference or []:
+        if ref["table"] == "muse-human-eval" and ref["metric"] == "muse_preferred":
+            wins = float(ref["value"])
+            others = {r["metric"]: float(r["value"]) for r in reference if r["table"] == "muse-human-eval"}
+            rows.append(([""] if many else []) + ["Muse-3B (published)", "Stable Diffusion v1.4", "5 human raters",
+                         "PartiPrompts", f"{wins:.1f}%", f"{others.get('no_consensus', 0):.1f}%",
+                         f"{others.get('sd_preferred', 0):.1f}%", _num(wins / others["sd_preferred"]) if
+                         others.get("sd_preferred") else "—", ref["source"]])
+    intro = ("Best of K images per prompt by CLIP score, then one verdict per prompt; the automatic judge stands in "
+             "for the paper's human raters and is not a replication of them.")
+    return "### Win rate\n\n" + "\n\n".join(links) + ("\n\n" if links else "") + _table(header, rows) + "\n\n" + \
+        _notes(notes, intro=intro)
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{100 * float(value):.1f}%"
+
+
+# ---- latency -----------------------------------------------------------------------------------------
+
+
+def _latency_section(runs: list[Run], figures: _Figures) -> str | None:
+    from bench import figures as figs
+
+    entries = [(run, row) for run in runs for row in run.latency]
+    if not entries:
+        return None
+    many = len({id(run) for run, _ in entries}) > 1
+    text = ["## Latency"]
+
+    # Stage breakdown at each (run, model, resolution)'s smallest batch size.
+    bars: dict[tuple[int, str, Any], dict[str, Any]] = {}
+    for run, row in entries:
+        if row.get("status", "ok") != "ok" or row.get("median_s") is None:
+            continue
+        key = (id(run), str(row.get("model")), row.get("resolution"))
+        smallest = bars.get(key, {}).get("batch")
+        if smallest is None or row.get("batch_size") < smallest:
+            bars[key] = {"batch": row.get("batch_size"), "stages": {}, "total": None, "run": run}
+        if row.get("batch_size") == bars[key]["batch"]:
+            if row.get("stage") == "total":
+                bars[key]["total"] = row["median_s"]
+            else:
+                bars[key]["stages"][str(row.get("stage"))] = row["median_s"]
+    bars = {k: v for k, v in bars.items() if v["total"] is not None or v["stages"]}
+    if bars:
+        stages = [s for s in STAGE_ORDER if any(s in b["stages"] for b in bars.values())]
+        stages += sorted({s for b in bars.values() for s in b["stages"]} - set(stages))
+        stacks: dict[str, list[float | None]] = {s: [b["stages"].get(s) for b in bars.values()] for s in stages}
+        rest = []
+        for b in bars.values():
+            gap = (b["total"] or 0.0) - sum(b["stages"].values())
+            # Time outside every timed stage (scheduling, Python, copies), shown where it is not negligible.
+            rest.append(gap if b["total"] and gap > 0.02 * b["total"] else None)
+        if any(r is not None for r in rest):
+            stacks["other (outside the timed stages)"] = rest
+        batches = {b["batch"] for b in bars.values()}
+        labels = [f"{model}\n{res} px" + (f", batch {b['batch']}" if len(batches) > 1 else "")
+                  + (f"\n{b['run'].label}" if many else "") for (_, model, res), b in bars.items()]
+        caveats = sorted({c for _, row in entries for c in _latency_caveats(row)})
+        devices = sorted({str(row.get("device")) for _, row in entries})
+        note = f"Measured on {', '.join(devices)}." + (f" {NOT_PAPER.capitalize()}: {', '.join(caveats)}." if caveats else "")
+        batch_text = f"batch of {batches.pop()}" if len(batches) == 1 else "batch"
+        path = figs.stacked_bars(labels, stacks, figures.path("latency-stages"), ylabel=f"time per {batch_text} (s, median)",
+                                 title="End-to-end latency by stage", legend_title="stage",
+                                 totals=[b["total"] for b in bars.values()], note=note)
+        text.append(figures.link(path, "latency by stage"))
+
+    # Throughput against batch size, where a model ran at two batch sizes or more.
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for run, row in entries:
+        if row.get("stage") == "total" and row.get("status", "ok") == "ok" and row.get("images_per_s"):
+            name = f"{row.get('model')} {row.get('resolution')} px" + (f" ({run.label})" if many else "")
+            xs, ys = curves.setdefault(name, ([], []))
+            xs.append(row["batch_size"])
+            ys.append(row["images_per_s"])
+    for name, (xs, ys) in list(curves.items()):
+        if len(set(xs)) < 2:
+            del curves[name]
+        else:
+            order = sorted(range(len(xs)), key=xs.__getitem__)
+            curves[name] = ([xs[i] for i in order], [ys[i] for i in order])
+    if curves:
+        xs_all = [x for xs, _ in curves.values() for x in xs]
+        ys_all = [y for _, ys in curves.values() for y in ys]
+        path = figs.line_chart(curves, figures.path("throughput-batch"), xlabel="batch size (images)",
+                               ylabel="throughput (images / s)", title="Throughput against batch size",
+                               logx=max(xs_all) / min(xs_all) >= 4, logy=max(ys_all) / min(ys_all) > 30)
+        text.append(figures.link(path, "throughput against batch size"))
+
+    header = (["Run"] if many else []) + ["Model", "Resolution", "Batch", "Steps", "Profile", "Weights", "Median (s)",
+                                          "p90 (s)", "Images/s", "Params", "Peak memory (GiB)", "% of compute floor",
+                                          "Status", "Note"]
+    rows, notes, seen = [], [], set()
+    for run, row in entries:
+        if row.get("stage") != "total":
+            continue
+        mem = row.get("peak_mem_bytes")
+        rows.append(([run.label] if many else []) + [
+            row.get("model"), row.get("resolution"), row.get("batch_size"), row.get("steps"), row.get("profile"),
+            row.get("weights"), _num(row.get("median_s")), _num(row.get("p90_s")), _num(row.get("images_per_s")),
+            _params(row.get("params")), _num(mem / 2**30, 3) if isinstance(mem, (int, float)) else "—",
+            _num(row.get("percent_of_floor"), 3), row.get("status", "ok"), _flag(_latency_caveats(row))])
+        key = (id(run), row.get("model"), row.get("resolution"))
+        if key not in seen:
+            seen.add(key)
+            notes.append((f"{row.get('model')} {row.get('resolution')} px" + (f" ({run.label})" if many else ""),
+                          _latency_facets(run, row)))
+    intro = ("End-to-end (stage total) rows; every stage is in each run's latency.csv. % of compute floor: FLOPs over "
+             "the device's dense peak, blank where the peak is not known (CPUs, fp32).")
+    text.append(_table(header, rows) + "\n\n" + _notes(notes, intro=intro))
+
+    ratios = _ratios(runs)
+    if ratios:
+        text.append("### Speed-ups\n\n" + ratios)
+    return "\n\n".join(text)
+
+
+# The paper's speed claims, by the slower model of a measured pair.
+CLAIMS = {"sd-v1-4": "about 3x (Muse-3B vs SD v1.4)", "imagen-proxy": "more than 10x (Muse-3B vs Imagen)",
+          "parti-3b-proxy": "more than 10x (Muse-3B vs Parti-3B)"}
+
+
+def _ratios(runs: list[Run]) -> str | None:
+    rows, notes = [], []
+    many = len([r for r in runs if r.latency]) > 1
+    for run in runs:
+        pairs = list((run.results or {}).get("latency_ratios") or [])
+        if not pairs:
+            # Runs without configured pairs: each slower baseline against each Muse-style model of the same run.
+            totals = {(r["model"], r["resolution"], r["batch_size"]): r for r in _totals(run.latency)}
+            for (model, res, batch), row in totals.items():
+                if model not in CLAIMS:
+                    continue
+                for (other, res2, batch2), fast in totals.items():
+                    if (res2, batch2) == (res, batch) and ("muse" in other or "amused" in other):
+                        pairs.append({"slower": model, "faster": other, "resolution": res, "batch_size": batch,
+                                      "ratio": row["median_s"] / fast["median_s"],
+                                      "protocol": f"median end-to-end time of {model} / of {other}; profiles "
+                                                  f"{row.get('profile')} / {fast.get('profile')}; {row.get('protocol')}"})
+        for pair in pairs:
+            rows.append(([run.label] if many else []) + [pair["slower"], pair["faster"], pair["resolution"],
+                         pair["batch_size"], f"{pair['ratio']:.3g}x", CLAIMS.get(pair["slower"], "—")])
+            notes.append((f"{pair['slower']} / {pair['faster']} {pair['resolution']} px batch {pair['batch_size']}"
+                          + (f" ({run.label})" if many else ""), {"ratio": str(pair.get("protocol"))}))
+    if not rows:
+        return None
+    header = (["Run"] if many else []) + ["Slower", "Faster", "Resolution", "Batch", "Ratio", "Paper's claim"]
+    intro = "Ratio of median end-to-end times (above 1: the second model is faster)."
+    return _table(header, rows) + "\n\n" + _notes(notes, intro=intro)
+
+
+# ---- images: sample grids and decoding trajectories --------------------------------------------------
+
+
+def _manifest(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise BenchError(f"{path}, line {line_no}: not valid JSON ({err.msg}). manifest.jsonl holds one JSON "
+                                 "object per line; re-run the generation to rewrite it.") from None
+    return rows
+
+
+def _grids_section(runs: list[Run], figures: _Figures) -> str | None:
+    from bench import figures as figs
+
+    text, done, skipped = [], set(), 0
+    for run in runs:
+        for ev in run.evaluations:
+            protocol = ev.get("protocol") or {}
+            samples_dir = protocol.get("samples_dir")
+            if not samples_dir:
+                continue
+            folder = run.path / samples_dir
+            key = (folder.resolve(), protocol.get("resolution"))
+            if key in done or not (folder / MANIFEST_FILE).is_file():
+                continue
+            done.add(key)
+            if len(done) > MAX_GRIDS:
+                skipped += 1
+                continue
+            try:
+                manifest = _manifest(folder / MANIFEST_FILE)
+            except BenchError as err:
+                text.append(f"### {ev.get('model')} on {ev.get('dataset')} ({run.label})\n\nNo grid: {err}")
+                continue
+            rows = [r for r in manifest if r.get("resolution", protocol.get("resolution")) == protocol.get("resolution")
+                    and r.get("replica", 0) == 0 and (folder / str(r.get("file"))).is_file()]
+            rows = sorted(rows, key=lambda r: r.get("index", 0))[:GRID_IMAGES]
+            if not rows:
+                continue
+            caveats = _eval_caveats(run, ev)
+            title = (f"{ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px, guidance "
+                     f"{_num(protocol.get('guidance'))}, seed {protocol.get('seed')}")
+            path = figs.image_grid([folder / str(r["file"]) for r in rows], [str(r.get("prompt", "")) for r in rows],
+                                   figures.path(f"grid-{ev.get('model')}-{ev.get('dataset')}-{protocol.get('resolution')}-{run.label}"),
+                                   title=title, note=("Random weights: the images show the pipeline working, not what "
+                                                      "the model can draw." if ev.get("weights") == "random" else None))
+            heading = f"### {ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px" + \
+                      (f" ({run.label})" if len(runs) > 1 else "")
+            facets = {k: v for k, v in _eval_facets(run, ev, ()).items()}
+            facets["shown"] = f"the first {len(rows)} prompts (replica 0) of {samples_dir}/{MANIFEST_FILE}"
+            text.append(f"{heading}\n\n{figures.link(path, title)}\n\n{_notes([(ev.get('model'), facets)])}"
+                        + (f"\n\n{_flag(caveats)}." if caveats else ""))
+    if not text:
+        return None
+    if skipped:
+        text.append(f"{skipped} more sample folder(s) not shown (at most {MAX_GRIDS} grids per report).")
+    return "## Samples\n\nPrompts under the images (wrapped, long ones cut).\n\n" + "\n\n".join(text)
+
+
+def trajectory_file(model: str, index: int, step: int) -> str:
+    """The file name of one decoding step's image under a run's trajectory/ folder (step counts from 1)."""
+    return f"{model}-{index:05d}-step{step:02d}.png"
+
+
+@dataclass
+class TrajectoryStrip:
+    """One rendered decoding-trajectory strip."""
+
+    model: str
+    index: int
+    prompt: str | None
+    steps: int
+    path: Path
+
+
+def _prompts(run_dir: Path, model: str) -> dict[int, str]:
+    prompts: dict[int, str] = {}
+    for manifest in sorted((run_dir / "samples" / model).glob(f"*/{MANIFEST_FILE}")):
+        try:
+            for row in _manifest(manifest):
+                prompts.setdefault(int(row.get("index", -1)), str(row.get("prompt", "")))
+        except (BenchError, ValueError):
+            continue
+    return prompts
+
+
+def render_trajectories(run_dir: str | Path, figures_dir: str | Path, *, limit: int = MAX_STRIPS,
+                        prefix: str = "trajectory") -> list[TrajectoryStrip]:
+    """Lay out the images of run_dir/trajectory/<model>-<index>-step<NN>.png as one strip per (model, index).
+
+    Steps are ordered by NN; the prompt is looked up by index in the model's samples manifests. At most
+    `limit` strips, in (model, index) order; strips are written to figures_dir as <prefix>-<model>-<index>.png.
+    """
+    from bench import figures as figs
+
+    run_dir, figures_dir = Path(run_dir), Path(figures_dir)
+    found: dict[tuple[str, int], list[tuple[int, Path]]] = {}
+    for file in (run_dir / TRAJECTORY_DIR).glob("*.png"):
+        match = TRAJECTORY_RE.match(file.name)
+        if match:
+            key = (match["model"], int(match["index"]))
+            found.setdefault(key, []).append((int(match["step"]), file))
+    strips = []
+    for (model, index), steps in sorted(found.items())[:limit]:
+        steps.sort()
+        prompt = _prompts(run_dir, model).get(index)
+        path = figs.trajectory_strip([f for _, f in steps], figures_dir / f"{_slug(f'{prefix}-{model}-{index}')}.png",
+                                     step_labels=[f"step {s}" for s, _ in steps],
+                                     title=f"{model}, prompt {index}" + (f": {prompt}" if prompt else ""))
+        strips.append(TrajectoryStrip(model, index, prompt, len(steps), path))
+    return strips
+
+
+def _trajectory_section(runs: list[Run], figures: _Figures) -> str | None:
+    parts = []
+    for run in runs:
+        if not (run.path / TRAJECTORY_DIR).is_dir():
+            continue
+        prefix = "trajectory" + (f"-{_slug(run.label)}" if len(runs) > 1 else "")
+        for strip in render_trajectories(run.path, figures.dir, prefix=prefix):
+            figures.written.append(strip.path)
+            weights = next((ev.get("weights") for ev in run.evaluations if ev.get("model") == strip.model), None)
+            sampler = next((_sampler_text(ev.get("protocol") or {}) for ev in run.evaluations
+                            if ev.get("model") == strip.model), "not recorded")
+            facets = {"steps shown": str(strip.steps), "sampler": sampler,
+                      "weights": f"random ({NOT_PAPER})" if weights == "random" else str(weights or "not recorded"),
+                      "device": run.device()}
+            parts.append(f"### {strip.model}, prompt {strip.index}" + (f" ({run.label})" if len(runs) > 1 else "")
+                         + f"\n\n{figures.link(strip.path, f'decoding trajectory of {strip.model}')}\n\n"
+                         + _notes([(strip.model, facets)]))
+    if not parts:
+        return None
+    return ("## Decoding trajectories\n\nOne image per parallel-decoding step, left to right: the tokens decoded so "
+            "far, still-masked tokens in grey.\n\n" + "\n\n".join(parts))
+
+
+# ---- the report --------------------------------------------------------------------------------------
+
+
+def _runs_section(runs: list[Run], command: str) -> str:
+    ok = [r for r in runs if r.ok]
+    rows = []
+    for run in ok:
+        prov = run.provenance
+        commit = str(prov.get("git_commit") or "?")[:10] + (" (dirty)" if prov.get("git_dirty") else "")
+        rows.append([run.label, run.results.get("experiment"), run.results.get("created"), commit, run.device(),
+                     len(run.evaluations), len(run.latency)])
+    failed = len(runs) - len(ok)
+    head = (f"# muse-bench report\n\n{len(runs)} run(s): {len(ok)} usable"
+            + (f", {failed} failed or incomplete (listed below)" if failed else "") + f". Made with `{command}`.")
+    table = _table(["Run", "Experiment", "Created", "Git commit", "Device", "Evaluations", "Latency rows"], rows)
+    warn = sorted({c for run in ok for ev in run.evaluations for c in _eval_caveats(run, ev)}
+                  | {c for run in ok for row in run.latency for c in _latency_caveats(row)})
+    banner = ""
+    if warn:
+        banner = (f"\n\n> **Not paper numbers.** Some results below come from {', '.join(warn)}. They show the "
+                  f"protocol working; they are not comparable with the published figures. Their rows say "
+                  f"*{NOT_PAPER}*.")
+    return head + banner + "\n\n" + table
+
+
+def _failed_section(runs: list[Run]) -> str | None:
+    failed = [r for r in runs if not r.ok]
+    if not failed:
+        return None
+    rows = [[r.label, str(r.path), r.error] for r in failed]
+    return ("## Failed or incomplete runs\n\nNot in any table or figure below.\n\n"
+            + _table(["Run", "Folder", "Reason"], rows))
+
+
+def _command(runs: Sequence[Run], out_dir: Path) -> str:
+    sources = list(dict.fromkeys(r.source for r in runs))
+    return "python -m bench.report " + " ".join(sources) + f" --out {out_dir}"
+
+
+def write_report(runs: Sequence[Run], out_dir: str | Path, *, command: str | None = None,
+                 reference_csv: str | Path = REFERENCE_CSV) -> Path:
+    """Write out_dir/report.md and out_dir/figures/*.png from `runs` (load_runs); returns report.md's path.
+
+    `command` is the command line recorded in the report (default: the equivalent `python -m bench.report`).
+    Raises BenchError when no run is usable.
+    """
+    runs = list(runs)
+    ok = [r for r in runs if r.ok]
+    if not ok:
+        raise BenchError(_nothing_usable(runs))
+    if any(not r.label for r in runs):
+        _label_runs(runs)
+    out_dir = Path(out_dir)
+    figures = _Figures(out_dir)
+    reference = read_reference(reference_csv)
+    failed = [r for r in runs if not r.ok]
+    sections = [
+        _runs_section(runs, command or _command(runs, out_dir)),
+        _failed_section(runs),
+        _published_section(ok, reference),
+        _quality_section(ok),
+        _guidance_section(ok, figures, failed),
+        _parti_section(ok, figures, reference),
+        _latency_section(ok, figures),
+        _grids_section(ok, figures),
+        _trajectory_section(ok, figures),
+        "---\n\nFigures: bench/figures.py (Okabe-Ito palette, 150 dpi). Published figures: "
+        "reports/paper_reference.csv (each row cites its source). Full protocols: each run's results.json.",
+    ]
+    figures.remove_stale()
+    return atomic_write_text(out_dir / REPORT_FILE, "\n\n".join(s for s in sections if s) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m bench.report RUN_DIR [RUN_DIR ...] --out DIR`: write DIR/report.md; 0 on success, 2 on a
+    BenchError (printed as one paragraph)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="Build report.md and figures/*.png from muse-bench run folders, sweep folders or globs.")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="a run folder (with results.json), a multirun sweep folder, a results.json or a glob")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where to write report.md and figures/ (default: the RUN_DIR, when only one is given)")
+    args = parser.parse_args(argv)
+    try:
+        if args.out is None:
+            if len(args.runs) != 1 or re.search(r"[*?\[]", args.runs[0]):
+                raise BenchError("Several run folders given: say where the report goes with --out DIR.")
+            args.out = args.runs[0]
+        runs = load_runs(args.runs)
+        command = "python -m bench.report " + " ".join(args.runs) + f" --out {args.out}"
+        path = write_report(runs, args.out, command=command)
+    except BenchError as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"bench.report: error: {message}", file=sys.stderr)
+        return 2
+    failed = sum(not r.ok for r in runs)
+    print(f"report: {path}" + (f" ({failed} failed or incomplete run(s) listed in it)" if failed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The generate job with metrics, run as a user runs it: `muse-bench experiment=partiprompts ...`, offline, with
+small local feature networks injected through the config (no Inception or CLIP weights exist here)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.clip_score import TINY_CLIP_NAME, open_clip_scorer
+
+BIN = Path(sys.executable).parent
+PHOTOS = sorted(Path("/work/shared/data/cc_images").glob("*.jpg")) or sorted(
+    (Path(__file__).resolve().parent / "assets").glob("*.png"))
+
+
+def muse_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([str(BIN / "muse-bench"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny CLIP checkpoint, a folder of real reference photos and the overrides that inject small extractors."""
+    root = tmp_path_factory.mktemp("eval")
+    checkpoint = root / "tiny-clip.bin"
+    torch.save(open_clip_scorer(TINY_CLIP_NAME, None, seed=0).model.state_dict(), checkpoint)
+    refs = root / "refs"
+    refs.mkdir()
+    for photo in PHOTOS:
+        shutil.copy(photo, refs / photo.name)
+    overrides = [
+        "eval.fid.feature_extractor={_target_: bench.features.RandomConvFeatures, dims: 32}",
+        f"eval.clip.arch={TINY_CLIP_NAME}", f"eval.clip.pretrained={checkpoint}",
+        f"dataset.reference_dir={refs}", f"eval.cache_dir={root / 'cache'}",
+    ]
+    return root, overrides
+
+
+@pytest.fixture(scope="module")
+def parti_run(setup):
+    root, overrides = setup
+    run_dir = root / "run"
+    done = muse_bench("experiment=partiprompts", "model=muse-tiny", "dataset.limit=4", "eval.samples_per_prompt=2",
+                      "eval.compare_to=sd-v1-4-tiny", "model.steps=4", *overrides, f"hydra.run.dir={run_dir}",
+                      cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir, json.loads((run_dir / "results.json").read_text())
+
+
+def test_partiprompts_writes_samples_manifest_and_every_metric(parti_run):
+    run_dir, results = parti_run
+    muse, sd = results["evaluations"]
+    assert (muse["model"], sd["model"]) == ("muse-tiny", "sd-v1-4-tiny")
+    for entry in (muse, sd):
+        assert entry["n_samples"] == {"requested": 8, "effective": 8}
+        folder = run_dir / entry["protocol"]["samples_dir"]
+        rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+        assert [(r["index"], r["replica"]) for r in rows] == [(i, k) for i in range(4) for k in range(2)]
+        assert all((folder / r["file"]).is_file() and r["seed"] == r["replica"] for r in rows)
+        assert {"category", "challenge"} <= set(rows[0])
+        for name in ("fid", "kid", "clip_score", "clip_score_x100", "cmmd"):
+            metric = entry["metrics"][name]
+            assert math.isfinite(metric["value"]), name
+            assert metric["higher_is_better"] == name.startswith("clip")
+        assert {b["group"] for b in entry["breakdown"]["category"]} == {r["category"] for r in rows}
+    fid = muse["metrics"]["fid"]["protocol"]
+    assert "RandomConvFeatures" in fid["feature_extractor"] and fid["below_minimum"] is True
+    assert fid["n_reference"] == len(PHOTOS) and fid["reference"]["source"] == "folder"
+    assert muse["metrics"]["clip_score"]["protocol"]["arch"] == TINY_CLIP_NAME
+    x100 = muse["metrics"]["clip_score_x100"]["value"]
+    assert 0 <= x100 <= 100 and x100 >= 100 * muse["metrics"]["clip_score"]["value"] - 1e-9
+    win, loss = muse["metrics"]["win_rate"], muse["metrics"]["loss_rate"]
+    counts = win["protocol"]["counts"]
+    assert counts["a_wins"] + counts["b_wins"] + counts["ties"] == 4
+    assert math.isclose(win["value"], counts["a_wins"] / 4) and math.isclose(loss["value"], counts["b_wins"] / 4)
+    assert (run_dir / "parti_breakdown.csv").is_file()
+
+
+def test_scoring_the_written_pngs_equals_streaming(parti_run, setup):
+    """Rerun into the same folder with eval.stream=false: nothing is generated again, the PNGs are read back, and
+    every metric is the streamed one."""
+    run_dir, streamed = parti_run
+    root, overrides = setup
+    saved = root / "streamed.json"
+    saved.write_text(json.dumps(streamed))
+    done = muse_bench("experiment=partiprompts", "model=muse-tiny", "dataset.limit=4", "eval.samples_per_prompt=2",
+                      "eval.compare_to=sd-v1-4-tiny", "model.steps=4", *overrides, f"hydra.run.dir={run_dir}",
+                      "eval.stream=false", cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "0 generated, 8 already there" in done.stdout + done.stderr
+    again = json.loads((run_dir / "results.json").read_text())
+    for before, after in zip(streamed["evaluations"], again["evaluations"]):
+        assert before["metrics"].keys() == after["metrics"].keys()
+        for name, metric in before["metrics"].items():
+            assert math.isclose(after["metrics"][name]["value"], metric["value"], rel_tol=1e-6, abs_tol=1e-9), name
+
+
+def test_a_corrupt_reference_image_is_reported_and_left_out(setup, tmp_path):
+    root, overrides = setup
+    refs = tmp_path / "refs"
+    shutil.copytree(root / "refs", refs)
+    (refs / "zz-truncated.jpg").write_bytes(PHOTOS[0].read_bytes()[:300])
+    done = muse_bench("dataset.limit=2", "eval.metrics=[fid]", "model.steps=2", *overrides,
+                      f"dataset.reference_dir={refs}", f"eval.cache_dir={tmp_path / 'cache'}",
+                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    fid = json.loads((tmp_path / "run" / "results.json").read_text())["evaluations"][0]["metrics"]["fid"]
+    assert fid["protocol"]["n_reference"] == len(PHOTOS)
+    assert [e["file"] for e in fid["protocol"]["reference_excluded"]] == ["zz-truncated.jpg"]
+
+
+def test_metrics_without_references_are_reported_as_skipped(setup, tmp_path):
+    root, overrides = setup
+    done = muse_bench("dataset.limit=2", "eval.metrics=[fid,clip_score]", "model.steps=2", *overrides,
+                      "dataset.reference_dir=null", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "results.json").read_text())["evaluations"][0]["metrics"]
+    assert metrics["fid"]["value"] is None and "dataset.reference_dir" in metrics["fid"]["protocol"]["skipped"]
+    assert math.isfinite(metrics["clip_score"]["value"])
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["eval.metrics=[win_rate]"], "eval.compare_to"),
+    (["eval.metrics=[fid]", "eval.fid.download=false", "dataset.reference_dir={refs}"], "inception-2015-12-05.pt"),
+    (["experiment=coco30k", "dataset.limit=2"], "job=prepare"),
+    (["eval.metrics=[psnr]"], "psnr"),
+])
+def test_expected_evaluation_errors_exit_2_before_generating(setup, tmp_path, args, expected, monkeypatch):
+    root, _ = setup
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # no stray Inception weights in the temp folder
+    args = [a.format(refs=root / "refs") for a in args]
+    done = muse_bench(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and expected in done.stderr
+    assert not (tmp_path / "run" / "samples").exists()
