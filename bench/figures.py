@@ -77,12 +77,21 @@ def save(fig: Any, path: str | Path) -> Path:
     return path
 
 
+def _note_below(fig: Any, axes: Sequence[Any], note: str | None, width: int = 110) -> None:
+    """Write `note` under everything the axes draw (tick labels included), at the figure's left edge."""
+    if not note:
+        return
+    renderer = fig.canvas.get_renderer()
+    bottom = min(ax.get_tightbbox(renderer).y0 for ax in axes)
+    y = fig.transFigure.inverted().transform((0, bottom))[1]
+    # In the figure, not the Markdown around it: a figure copied out of the report keeps its caveat.
+    fig.text(0.0, y - 0.02, textwrap.fill(note, width), ha="left", va="top", fontsize=7, color="#444444")
+
+
 def _finish(fig: Any, ax: Any, *, title: str | None, note: str | None) -> None:
     if title:
         ax.set_title(title)
-    if note:
-        # Below the axes, in the figure: a figure copied out of the report keeps its caveat.
-        fig.text(0.0, -0.02, textwrap.fill(note, 110), ha="left", va="top", fontsize=7, color="#444444")
+    _note_below(fig, [ax], note)
 
 
 def _value(v: Any) -> float:
@@ -90,34 +99,58 @@ def _value(v: Any) -> float:
 
 
 def stacked_bars(labels: Sequence[str], stacks: Mapping[str, Sequence[float | None]], path: str | Path, *,
-                 ylabel: str, title: str | None = None, legend_title: str | None = None,
-                 totals: Sequence[float | None] | None = None, note: str | None = None) -> Path:
+                 ylabel: str, panels: Sequence[str] | None = None, title: str | None = None,
+                 legend_title: str | None = None, totals: Sequence[float | None] | None = None,
+                 colours: Mapping[str, str] | None = None, note: str | None = None) -> Path:
     """Vertical bars, one per label, each stacked from `stacks` ({segment name: one value per label}).
 
-    Missing values (None, NaN) count as zero. Each bar is annotated with its total (`totals` when given,
-    e.g. a measured end-to-end time, else the sum of its segments), so bars too short to see still show
-    their number.
+    `panels` (one name per label, e.g. "256 px") splits the bars into side-by-side panels with their own
+    y scales, so a fast model's bar is not flattened by a slow one at another resolution. Missing values
+    (None, NaN) count as zero. Each bar is annotated with its total (`totals` when given, e.g. a measured
+    end-to-end time, else the sum of its segments), so bars too short to see still show their number.
+    `colours` pins a segment's colour (so a stage keeps its colour across figures); others take the
+    palette's colours in turn.
     """
     plt = _pyplot()
+    panels = list(panels) if panels is not None else [""] * len(labels)
+    names = list(dict.fromkeys(panels))
+    totals = list(totals) if totals is not None else [None] * len(labels)
+    pinned = dict(colours or {})
+    free = [c for c in OKABE_ITO if c not in pinned.values()] or list(OKABE_ITO)
+    unpinned = [s for s in stacks if s not in pinned]
+    styles = {s: (pinned[s], "") for s in stacks if s in pinned}
+    styles |= {s: (free[k % len(free)], HATCHES[(k // len(free)) % len(HATCHES)]) for k, s in enumerate(unpinned)}
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(labels) + 2.0), 3.6))
-        x = np.arange(len(labels))
-        bottom = np.zeros(len(labels))
-        for i, (name, values) in enumerate(stacks.items()):
-            heights = np.array([_value(v) for v in values])
-            ax.bar(x, heights, 0.6, bottom=bottom, label=name, color=colour(i), hatch=hatch(i),
-                   edgecolor="white", linewidth=0.5)
-            bottom += heights
-        shown = [_value(t) if t is not None else b for t, b in zip(totals or [None] * len(labels), bottom)]
-        for xi, total in zip(x, shown):
-            ax.annotate(f"{total:.3g}", (xi, max(total, bottom[xi])), textcoords="offset points", xytext=(0, 2),
-                        ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(x, labels)
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(0, max(max(shown, default=0), bottom.max(initial=0)) * 1.15 or 1)
-        ax.grid(axis="x", visible=False)
-        ax.legend(title=legend_title, bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
-        _finish(fig, ax, title=title, note=note)
+        widths = [sum(p == name for p in panels) for name in names]
+        fig, axes = plt.subplots(1, len(names), figsize=(max(4.0, 0.95 * len(labels) + 1.2 * len(names) + 1.5), 3.8),
+                                 squeeze=False, gridspec_kw={"width_ratios": widths})
+        for ax, name in zip(axes.flat, names):
+            idx = [i for i, p in enumerate(panels) if p == name]
+            x = np.arange(len(idx))
+            bottom = np.zeros(len(idx))
+            for segment, values in stacks.items():
+                heights = np.array([_value(values[i]) for i in idx])
+                col, pattern = styles[segment]
+                ax.bar(x, heights, 0.6, bottom=bottom, label=segment, color=col, hatch=pattern,
+                       edgecolor="white", linewidth=0.5)
+                bottom += heights
+            shown = [_value(totals[i]) if totals[i] is not None else b for i, b in zip(idx, bottom)]
+            for xi, total in zip(x, shown):
+                ax.annotate(f"{total:.3g}", (xi, max(total, bottom[xi])), textcoords="offset points", xytext=(0, 2),
+                            ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(x, [labels[i] for i in idx])
+            ax.set_ylim(0, (max(max(shown, default=0), bottom.max(initial=0)) * 1.15) or 1)
+            ax.grid(axis="x", visible=False)
+            if name:
+                ax.set_title(name)
+        axes.flat[0].set_ylabel(ylabel)
+        handles, legend_labels = axes.flat[0].get_legend_handles_labels()
+        axes.flat[-1].legend(handles, legend_labels, title=legend_title, bbox_to_anchor=(1.01, 1), loc="upper left",
+                             frameon=False)
+        if title:
+            fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        _note_below(fig, list(axes.flat), note)
         return save(fig, path)
 
 
@@ -248,9 +281,7 @@ def wrap_caption(text: str, width: int = 30, max_lines: int = 4) -> str:
     lines = textwrap.wrap(" ".join(str(text).split()), width) or [""]
     if len(lines) > max_lines:
         lines = lines[:max_lines]
-        lines[-1] = textwrap.shorten(lines[-1] + " ...", width, placeholder=" ...")
-        if not lines[-1].endswith("..."):
-            lines[-1] = lines[-1][: width - 3] + "..."
+        lines[-1] = lines[-1][: width - 4].rstrip() + " ..."
     return "\n".join(lines)
 
 
@@ -265,21 +296,24 @@ def image_grid(images: Sequence[Any], captions: Sequence[str], path: str | Path,
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    cell = 2.0
-    caption_h = 0.16 * max_lines + 0.1
+    wrapped = [wrap_caption(c, wrap, max_lines) for c in captions]
+    lines = max((w.count("\n") + 1 for w in wrapped), default=1)
+    cell, line_h, title_h = 2.0, 0.14, 0.35 if title else 0.05
+    row_h = cell + line_h * lines + 0.1
+    height = row_h * nrows + title_h
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, (cell + caption_h) * nrows), squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols + 0.1, height), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
-        for ax, image, caption in zip(axes.flat, images, captions):
+        for ax, image, caption in zip(axes.flat, images, wrapped):
             ax.imshow(_rgb(image), interpolation="lanczos")
-            ax.text(0.5, -0.03, wrap_caption(caption, wrap, max_lines), transform=ax.transAxes, ha="center",
-                    va="top", fontsize=7)
-        fig.subplots_adjust(wspace=0.05, hspace=caption_h / cell + 0.05)
+            ax.text(0.5, -0.02, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7)
+        # Room under each image for its caption's lines, and above the first row for the title.
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=(line_h * lines + 0.1) / height,
+                            top=1 - title_h / height, wspace=0.05, hspace=(line_h * lines + 0.1) / cell)
         if title:
-            fig.suptitle(title, fontsize=10)
-        if note:
-            fig.text(0.01, 0.0, textwrap.fill(note, 25 * ncols), ha="left", va="top", fontsize=7, color="#444444")
+            fig.suptitle(title, fontsize=10, y=1 - 0.05 / height)
+        _note_below(fig, list(axes.flat), note, width=25 * ncols)
         return save(fig, path)
 
 
@@ -334,6 +368,5 @@ def trajectory_strip(images_per_step: Sequence[Any], path: str | Path, *, masks:
         fig.subplots_adjust(wspace=0.04)
         if title:
             fig.suptitle(wrap_caption(title, 20 * len(keep), 2), fontsize=9, y=1.04)
-        if note:
-            fig.text(0.01, 0.0, textwrap.fill(note, 20 * len(keep)), ha="left", va="top", fontsize=7, color="#444444")
+        _note_below(fig, list(axes.flat), note, width=20 * len(keep))
         return save(fig, path)

@@ -30,6 +30,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ METRIC_ORDER = ("fid", "kid", "clip_score", "clip_score_x100", "cmmd", "win_rate
 METRIC_NAMES = {"fid": "FID", "kid": "KID", "clip_score": "CLIP (cosine)", "clip_score_x100": "CLIP x100",
                 "cmmd": "CMMD", "win_rate": "win rate", "loss_rate": "loss rate", "win_ratio": "win ratio"}
 STAGE_ORDER = ("text_encoder", "base", "superres", "decoder", "denoiser", "autoregressive", "pipeline")
+OTHER_STAGE = "other (outside the timed stages)"
 NOT_PAPER = "not a paper number"
 
 
@@ -108,9 +110,10 @@ class Run:
         return f"{name} ({kind})" if name and kind and name != kind else str(name or kind or "unknown device")
 
 
-def _natural_key(path: Path) -> list[Any]:
+def _natural_key(path: Path | str) -> list[Any]:
     # Sweep folders are 0, 1, ..., 10: sort 10 after 9.
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+    name = path.name if isinstance(path, Path) else path
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -213,15 +216,19 @@ def _expand(paths: Iterable[str | Path]) -> list[tuple[str, Path | None]]:
     for p in paths:
         text = os.path.expanduser(str(p))
         if re.search(r"[*?\[]", text):
-            matches = sorted(glob.glob(text))
-            out += [(str(p), Path(m)) for m in matches] or [(str(p), None)]
+            # A glob over a sweep also matches its files (multirun.yaml): keep folders and results.json files.
+            matches = [Path(m) for m in glob.glob(text)]
+            matches = sorted((m for m in matches if m.is_dir() or m.name == RESULTS_FILE),
+                             key=lambda m: [_natural_key(part) for part in m.parts])
+            out += [(str(p), m) for m in matches] or [(str(p), None)]
         else:
             out.append((str(p), Path(text)))
     return out
 
 
 def _label_runs(runs: list[Run]) -> None:
-    """Short, distinct labels: the path below the runs' common folder, plus the overrides that differ."""
+    """Short, distinct labels: the path below the runs' common folder; runs of one sweep (found through one
+    argument, in one folder) add the overrides that differ between them, e.g. "3 (model.guidance_scale=8)"."""
     if len(runs) == 1:
         runs[0].label = runs[0].path.name or str(runs[0].path)
         return
@@ -230,13 +237,22 @@ def _label_runs(runs: list[Run]) -> None:
         common = Path(os.path.commonpath(resolved))
     except ValueError:  # different drives
         common = None
-    # hydra.* overrides (run dirs, launchers) differ between runs without changing any number.
-    own = [[o for o in r.overrides if not o.lstrip("+~").startswith("hydra.")] for r in runs]
-    shared = set.intersection(*(set(o) for o in own)) if all(own) else set()
-    for run, path, overrides in zip(runs, resolved, own):
-        rel = str(path.relative_to(common)) if common is not None and path != common else path.name
-        differing = [o for o in overrides if o not in shared]
-        run.label = rel + (f" ({', '.join(differing)})" if differing else "")
+    # Siblings: runs found through one argument (a sweep folder or a glob) in one folder.
+    siblings: dict[tuple[str, Path], list[int]] = {}
+    for i, (run, path) in enumerate(zip(runs, resolved)):
+        siblings.setdefault((run.source, path.parent), []).append(i)
+    for run, path in zip(runs, resolved):
+        run.label = str(path.relative_to(common)) if common is not None and path != common else path.name
+    for members in siblings.values():
+        if len(members) < 2:
+            continue
+        # hydra.* overrides (run dirs, launchers) differ between runs without changing any number.
+        own = {i: [o for o in runs[i].overrides if not o.lstrip("+~").startswith("hydra.")] for i in members}
+        shared = set.intersection(*(set(o) for o in own.values()))
+        for i in members:
+            differing = [o for o in own[i] if o not in shared]
+            if differing:
+                runs[i].label += f" ({', '.join(differing)})"
 
 
 def _nothing_usable(runs: Sequence[Run]) -> str:
@@ -309,8 +325,15 @@ def _metric_cell(metric: Mapping[str, Any] | None) -> str:
         return "—"
     if metric.get("value") is None:
         return "skipped" if (metric.get("protocol") or {}).get("skipped") else "—"
-    stderr = metric.get("stderr")
-    return _num(metric["value"]) + (f" ± {_num(stderr, 2)}" if stderr is not None else "")
+    return _num(metric["value"]) + (f" ± {_err(metric.get('stderr'))}" if metric.get("stderr") is not None else "")
+
+
+def _err(value: Any) -> str:
+    """A standard error to two significant digits, trailing zeros kept (1.0, 0.020)."""
+    if value is None:
+        return "—"
+    text = f"{float(value):#.2g}"
+    return text.rstrip(".") if "e" not in text else text
 
 
 def _params(n: Any) -> str:
@@ -406,6 +429,13 @@ def _metric_facets(name: str, metric: Mapping[str, Any]) -> dict[str, str]:
     title = METRIC_NAMES.get(name, name)
     if metric.get("value") is None and p.get("skipped"):
         return {f"{title}": f"skipped: {p['skipped']}"}
+    ref = p.get("reference") or {}
+    ref_text = (f"reference set {ref.get('dataset')} ({ref.get('source')}, {ref.get('reference_set')}, "
+                f"{ref.get('count')} images)") if ref else None
+    stats = p.get("reference_stats") or {}
+    unreachable = (f"{stats['unreachable']} of {stats.get('expected')} reference images unreachable"
+                   if stats.get("unreachable") else None)
+    below = f"**below the minimum of {p.get('min_samples')} samples: {NOT_PAPER}**" if p.get("below_minimum") else None
     if name in ("fid", "kid"):
         parts = [f"mode {p.get('mode')}", f"extractor {p.get('feature_extractor')}"]
         gen = p.get("generated_resize") or {}
@@ -417,37 +447,38 @@ def _metric_facets(name: str, metric: Mapping[str, Any]) -> dict[str, str]:
         if ref_resize:
             size = ref_resize.get("size") or ["?", "?"]
             parts.append(f"references {ref_resize.get('crop')}-cropped, {ref_resize.get('resize')} to {size[0]}x{size[-1]}")
-        ref = p.get("reference") or {}
-        if ref:
-            parts.append(f"reference set {ref.get('dataset')} ({ref.get('source')}, {ref.get('reference_set')}, "
-                         f"{ref.get('count')} images)")
+        parts += [ref_text, unreachable]
         if p.get("n_reference") is not None:
             parts.append(f"{p['n_reference']} reference / {p.get('n_generated')} generated")
         if name == "kid":
-            parts.append(f"subsets {p.get('num_subsets', p.get('subsets'))} of {p.get('subset_size', p.get('max_subset_size'))}")
-        if p.get("stderr"):
-            parts.append(f"stderr {p['stderr']}")
-        if p.get("below_minimum"):
-            parts.append(f"**below the minimum of {p.get('min_samples')} samples: {NOT_PAPER}**")
-        return {title: ", ".join(str(x) for x in parts)}
+            parts.append(f"{p.get('num_subsets')} subsets of {p.get('subset_size')}, {p.get('kernel')} kernel, "
+                         f"scale {p.get('scale')}")
+        parts += [f"stderr {p['stderr']}" if p.get("stderr") else None, below]
+        return {title: ", ".join(str(x) for x in parts if x)}
     if name.startswith("clip_score") or name == "cmmd":
         pre = p.get("image_preprocess") or {}
         size = pre.get("size")
-        parts = [f"{p.get('backend')} {p.get('arch')} ({p.get('pretrained')})",
-                 f"images {size[0]}x{size[-1]} {pre.get('interpolation')}" if size else None,
-                 f"text context {p.get('context_length')}" if p.get("context_length") else None,
-                 f"{p.get('n_truncated')} prompts truncated" if p.get("n_truncated") else None,
-                 f"scale {p.get('scale')}" if p.get("scale") else None,
-                 f"sigma {p.get('sigma')}, scale {p.get('scale_factor', p.get('mmd_scale'))}" if name == "cmmd" and p.get("sigma") else None,
+        model = ", ".join(x for x in (
+            f"{p.get('backend')} {p.get('arch')} ({p.get('pretrained')})",
+            f"images {size[0]}x{size[-1]} {pre.get('interpolation')}" if size else None,
+            f"text context {p.get('context_length')}" if p.get("context_length") else None,
+            f"{p.get('precision')}" if p.get("precision") else None) if x)
+        if name == "cmmd":
+            parts = [model, f"{p.get('kernel')}, sigma {p.get('sigma')}, scale {p.get('scale')}", p.get("estimator"),
+                     ref_text, unreachable, below]
+            return {title: ", ".join(str(x) for x in parts if x)}
+        # clip_score and clip_score_x100 share the CLIP model; only their scale differs.
+        parts = [f"{p.get('n_truncated')} prompts truncated" if p.get("n_truncated") else None,
                  f"stderr {p.get('stderr_method')}" if p.get("stderr_method") else None]
-        # clip_score and clip_score_x100 share one protocol: one facet for both.
-        key = "CLIP" if name.startswith("clip_score") else title
-        return {key: ", ".join(x for x in parts if x)}
+        return {"CLIP model": model, f"{title} scale": str(p.get("scale")) + "".join(f", {x}" for x in parts if x)}
     if name in ("win_rate", "loss_rate", "win_ratio"):
         judge = p.get("judge") or {}
-        return {"win rate": f"{p.get('model_a')} vs {p.get('model_b')} over {p.get('n_prompts')} prompts, best of "
-                            f"K={p.get('K')} by {p.get('best_of_k')}, judge {judge.get('name')} (margin {p.get('margin')})"
-                            + (f": {judge.get('note')}" if judge.get("note") else "")}
+        parts = [f"{p.get('model_a')} vs {p.get('model_b')}",
+                 f"{p['n_prompts']} prompts" if p.get("n_prompts") is not None else None,
+                 f"best of K={p['K']}" + (f" by {p['best_of_k']}" if p.get("best_of_k") else "") if p.get("K") else None,
+                 f"judge {judge.get('name')}" + (f" (margin {p['margin']})" if p.get("margin") is not None else "")
+                 + (f": {judge['note']}" if judge.get("note") else "")]
+        return {"win rate": ", ".join(x for x in parts if x)}
     return {title: ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, (dict, list)))}
 
 
@@ -609,11 +640,12 @@ def _table3(reference: list[dict[str, str]], runs: list[Run]) -> str | None:
         hits = measured.get(key, []) if ref["ours"] else []
         matched.add(key)
         if not hits:
-            rows.append([ref["model"], ref["resolution"], ref["value"], ref["hardware"], ref["ours"] or "—", "—", "—", "—",
-                         ref["notes"]])
+            rows.append([ref["model"], ref["resolution"], ref["value"], ref["hardware"], ref["ours"] or "—",
+                         "—", "—", "—", ref["notes"]])
         for run, row in hits:
             rows.append([ref["model"], ref["resolution"], ref["value"], ref["hardware"], ref["ours"],
-                         _num(row.get("median_s")), row.get("device"), run.label, _flag(_latency_caveats(row)) or ref["notes"]])
+                         _num(row.get("median_s")), row.get("device"), run.label,
+                         _flag(_latency_caveats(row)) or ref["notes"]])
     for key, hits in measured.items():
         if key in matched:
             continue
@@ -697,7 +729,18 @@ def _quality_section(runs: list[Run]) -> str | None:
                     [_metric_cell(ev["metrics"].get(m)) for m in names] + [_flag(_eval_caveats(run, ev))])
         notes.append((f"{ev.get('model')}" + (f" ({run.label})" if many else ""), _eval_facets(run, ev)))
     intro = "Values are mean ± standard error where one was computed; n is samples evaluated / requested."
-    return f"## Quality metrics\n\n{_table(header, rows)}\n\n{_notes(notes, intro=intro)}"
+    text = f"## Quality metrics\n\n{_table(header, rows)}\n\n{_notes(notes, intro=intro)}"
+    # What was not computed and how to get it (missing weights, missing reference images), said once each.
+    missing: dict[tuple[str, str], list[str]] = {}
+    for run, ev in entries:
+        for n, m in ev["metrics"].items():
+            reason = (m.get("protocol") or {}).get("skipped")
+            if m.get("value") is None and reason:
+                missing.setdefault((METRIC_NAMES.get(n, n), str(reason)), []).append(str(ev.get("model")))
+    if missing:
+        text += "\n\n**Not computed:**\n" + "\n".join(
+            f"- {name} ({', '.join(dict.fromkeys(models))}): {reason}" for (name, reason), models in missing.items())
+    return text
 
 
 def _clip_metric(metrics: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
@@ -750,7 +793,8 @@ def _guidance_section(runs: list[Run], figures: _Figures, failed: list[Run]) -> 
         caveats = sorted({c for run, ev in (e for v in sweeps.values() for e in v) for c in _eval_caveats(run, ev)})
         path = figs.tradeoff_curve(curves, figures.path("fid-clip-guidance"), xlabel=f"{clip_label}, higher is better",
                                    ylabel="FID, lower is better", title="FID against CLIP over guidance scale",
-                                   note=(_flag(caveats).replace("**", "") if caveats else None))
+                                   note="Error bars: one standard error each way."
+                                        + (" " + _flag(caveats).replace("**", "") + "." if caveats else ""))
         text.append(figures.link(path, "FID against CLIP over guidance scale"))
     else:
         text.append("No curve: fewer than two runs of a model have both FID and CLIP.")
@@ -794,8 +838,9 @@ def _parti_section(runs: list[Run], figures: _Figures, reference: list[dict[str,
                                  xlabel="CLIP score (cosine), mean ± stderr over prompts",
                                  title=f"CLIP score per PartiPrompts {by}",
                                  note=_flag(caveats).replace("**", "") if caveats else None)
-        rows = [[g] + [(f"{_num(c[g]['mean'])} ± {_num(c[g].get('stderr'), 2)} ({c[g].get('n')} samples, "
-                        f"{c[g].get('n_prompts')} prompts)") if g in c else "—" for _, c in table_cols] for g in groups]
+        rows = [[g] + [(_num(c[g]["mean"]) + (f" ± {_err(c[g]['stderr'])}" if c[g].get("stderr") is not None else "")
+                        + f" ({c[g].get('n')} samples, {c[g].get('n_prompts')} prompts)") if g in c else "—"
+                       for _, c in table_cols] for g in groups]
         intro = ("Mean CLIP cosine per group; stderr over prompts (std of the per-prompt means / sqrt(prompts)), "
                  "none for a group of one prompt.")
         text.append(f"### CLIP score per {by}\n\n{figures.link(path, f'CLIP per {by}')}\n\n"
@@ -893,17 +938,21 @@ def _latency_section(runs: list[Run], figures: _Figures) -> str | None:
             # Time outside every timed stage (scheduling, Python, copies), shown where it is not negligible.
             rest.append(gap if b["total"] and gap > 0.02 * b["total"] else None)
         if any(r is not None for r in rest):
-            stacks["other (outside the timed stages)"] = rest
+            stacks[OTHER_STAGE] = rest
         batches = {b["batch"] for b in bars.values()}
-        labels = [f"{model}\n{res} px" + (f", batch {b['batch']}" if len(batches) > 1 else "")
-                  + (f"\n{b['run'].label}" if many else "") for (_, model, res), b in bars.items()]
+        labels = [model + (f"\nbatch {b['batch']}" if len(batches) > 1 else "")
+                  + (f"\n{textwrap.shorten(b['run'].label, 24)}" if many else "") for (_, model, _), b in bars.items()]
+        panels = [f"{res} px" for (_, _, res) in bars]
         caveats = sorted({c for _, row in entries for c in _latency_caveats(row)})
         devices = sorted({str(row.get("device")) for _, row in entries})
         note = f"Measured on {', '.join(devices)}." + (f" {NOT_PAPER.capitalize()}: {', '.join(caveats)}." if caveats else "")
         batch_text = f"batch of {batches.pop()}" if len(batches) == 1 else "batch"
-        path = figs.stacked_bars(labels, stacks, figures.path("latency-stages"), ylabel=f"time per {batch_text} (s, median)",
+        path = figs.stacked_bars(labels, stacks, figures.path("latency-stages"), panels=panels,
+                                 ylabel=f"time per {batch_text} (s, median)",
                                  title="End-to-end latency by stage", legend_title="stage",
-                                 totals=[b["total"] for b in bars.values()], note=note)
+                                 totals=[b["total"] for b in bars.values()], note=note,
+                                 # One colour per stage in every latency figure; untimed time in neutral grey.
+                                 colours=dict(zip(STAGE_ORDER, figs.OKABE_ITO)) | {OTHER_STAGE: "#999999"})
         text.append(figures.link(path, "latency by stage"))
 
     # Throughput against batch size, where a model ran at two batch sizes or more.
@@ -932,9 +981,11 @@ def _latency_section(runs: list[Run], figures: _Figures) -> str | None:
                                           "p90 (s)", "Images/s", "Params", "Peak memory (GiB)", "% of compute floor",
                                           "Status", "Note"]
     rows, notes, seen = [], [], set()
-    for run, row in entries:
-        if row.get("stage") != "total":
-            continue
+    order = {id(run): i for i, run in enumerate(runs)}
+    totals = sorted(((run, row) for run, row in entries if row.get("stage") == "total"),
+                    key=lambda e: (order[id(e[0])], str(e[1].get("model")), e[1].get("resolution") or 0,
+                                   e[1].get("batch_size") or 0))
+    for run, row in totals:
         mem = row.get("peak_mem_bytes")
         rows.append(([run.label] if many else []) + [
             row.get("model"), row.get("resolution"), row.get("batch_size"), row.get("steps"), row.get("profile"),
@@ -1035,19 +1086,18 @@ def _grids_section(runs: list[Run], figures: _Figures) -> str | None:
             rows = sorted(rows, key=lambda r: r.get("index", 0))[:GRID_IMAGES]
             if not rows:
                 continue
-            caveats = _eval_caveats(run, ev)
             title = (f"{ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px, guidance "
                      f"{_num(protocol.get('guidance'))}, seed {protocol.get('seed')}")
             path = figs.image_grid([folder / str(r["file"]) for r in rows], [str(r.get("prompt", "")) for r in rows],
-                                   figures.path(f"grid-{ev.get('model')}-{ev.get('dataset')}-{protocol.get('resolution')}-{run.label}"),
+                                   figures.path(f"grid-{ev.get('model')}-{ev.get('dataset')}-"
+                                                f"{protocol.get('resolution')}-{run.label}"),
                                    title=title, note=("Random weights: the images show the pipeline working, not what "
                                                       "the model can draw." if ev.get("weights") == "random" else None))
             heading = f"### {ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px" + \
                       (f" ({run.label})" if len(runs) > 1 else "")
             facets = {k: v for k, v in _eval_facets(run, ev, ()).items()}
             facets["shown"] = f"the first {len(rows)} prompts (replica 0) of {samples_dir}/{MANIFEST_FILE}"
-            text.append(f"{heading}\n\n{figures.link(path, title)}\n\n{_notes([(ev.get('model'), facets)])}"
-                        + (f"\n\n{_flag(caveats)}." if caveats else ""))
+            text.append(f"{heading}\n\n{figures.link(path, title)}\n\n{_notes([(ev.get('model'), facets)])}")
     if not text:
         return None
     if skipped:
@@ -1141,12 +1191,14 @@ def _runs_section(runs: list[Run], command: str) -> str:
     for run in ok:
         prov = run.provenance
         commit = str(prov.get("git_commit") or "?")[:10] + (" (dirty)" if prov.get("git_dirty") else "")
-        rows.append([run.label, run.results.get("experiment"), run.results.get("created"), commit, run.device(),
-                     len(run.evaluations), len(run.latency)])
+        overrides = ", ".join(o for o in run.overrides if not o.lstrip("+~").startswith("hydra.")) or "—"
+        rows.append([run.label, run.results.get("experiment"), overrides, run.results.get("created"), commit,
+                     run.device(), len(run.evaluations), len(run.latency)])
     failed = len(runs) - len(ok)
     head = (f"# muse-bench report\n\n{len(runs)} run(s): {len(ok)} usable"
             + (f", {failed} failed or incomplete (listed below)" if failed else "") + f". Made with `{command}`.")
-    table = _table(["Run", "Experiment", "Created", "Git commit", "Device", "Evaluations", "Latency rows"], rows)
+    table = _table(["Run", "Experiment", "Overrides", "Created", "Git commit", "Device", "Evaluations",
+                    "Latency rows"], rows)
     warn = sorted({c for run in ok for ev in run.evaluations for c in _eval_caveats(run, ev)}
                   | {c for run in ok for row in run.latency for c in _latency_caveats(row)})
     banner = ""
@@ -1186,11 +1238,18 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, *, command: str | Non
         _label_runs(runs)
     out_dir = Path(out_dir)
     figures = _Figures(out_dir)
-    reference = read_reference(reference_csv)
+    reference, no_reference = None, None
+    if Path(reference_csv).is_file():
+        reference = read_reference(reference_csv)  # a malformed row is an error: it names its line
+    else:
+        # The measurements still make a report; only the published columns are missing, and it says so.
+        no_reference = (f"Published figures not shown: {reference_csv} was not found (it ships with the repository "
+                        "as reports/paper_reference.csv; run from a full checkout).")
     failed = [r for r in runs if not r.ok]
     sections = [
         _runs_section(runs, command or _command(runs, out_dir)),
         _failed_section(runs),
+        no_reference,
         _published_section(ok, reference),
         _quality_section(ok),
         _guidance_section(ok, figures, failed),
@@ -1203,6 +1262,11 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, *, command: str | Non
     ]
     figures.remove_stale()
     return atomic_write_text(out_dir / REPORT_FILE, "\n\n".join(s for s in sections if s) + "\n")
+
+
+def report_run_dir(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """The report of one run folder (or sweep), written into `out_dir` (default: the folder itself)."""
+    return write_report(load_runs([run_dir]), out_dir if out_dir is not None else run_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,7 +120,8 @@ def test_default_job_writes_results_json(default_run):
     assert provenance["git_commit"] is None or len(provenance["git_commit"]) == 40
 
     # The config recorded is the resolved one Hydra ran with.
-    ran_with = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    # (.hydra/config.yaml keeps interpolations such as ${oc.env:...}; results.json holds their values.)
+    ran_with = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=True)
     assert results["config"] == ran_with
     assert results["config"]["dataset"]["limit"] == 2
 

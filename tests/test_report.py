@@ -1,0 +1,432 @@
+"""The report (bench/report.py) and its figures (bench/figures.py) over schema-valid run folders.
+
+Run folders are written through bench.results (build_results / write_results / evaluation), so the report
+reads the real results.json schema; one test makes a real (tiny, offline) run with the muse-bench command.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import figures
+from bench.errors import BenchError
+from bench.latency import COLUMNS
+from bench.report import (
+    REFERENCE_CSV,
+    load_runs,
+    main,
+    read_reference,
+    render_trajectories,
+    trajectory_file,
+    write_report,
+)
+from bench.results import build_results, evaluation, write_json, write_jsonl, write_results
+
+REPO = Path(__file__).resolve().parent.parent
+PROVENANCE = {"git_commit": "0123456789abcdef", "git_dirty": False, "packages": {"muse-bench": "0.1.0"},
+              "device": "cpu", "device_name": "Test CPU", "torch": "2.x"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# ---- run folders -------------------------------------------------------------------------------------
+
+
+def metric(value, *, stderr=None, higher=True, **protocol):
+    return {"value": value, "higher_is_better": higher, "stderr": stderr, "protocol": protocol}
+
+
+def clip_protocol():
+    return {"backend": "open_clip", "arch": "muse-bench-tiny-clip", "pretrained": "tiny.bin",
+            "image_preprocess": {"size": [32, 32], "interpolation": "bicubic"}, "scale": "cosine (Muse paper)"}
+
+
+def fid_protocol():
+    return {"mode": "clean", "feature_extractor": "RandomConvFeatures [random weights: NOT comparable with Inception]",
+            "generated_resize": {"library": "PIL", "filter": "bicubic", "size": [299, 299], "quantize": False},
+            "n_reference": 8, "n_generated": 4, "min_samples": 2048, "below_minimum": True}
+
+
+def an_evaluation(model, *, guidance=4.0, dataset="partiprompts", metrics=None, samples_dir=None, weights="random"):
+    protocol = {"resolution": 256, "seed": 0, "samples_per_prompt": 1, "steps": 24, "guidance": guidance,
+                "sampler": {"base": {"steps": 24, "schedule": "cosine", "guidance_scale": guidance}}}
+    if samples_dir:
+        protocol["samples_dir"] = samples_dir
+    return evaluation(model=model, dataset=dataset, weights=weights, requested=4, effective=4, protocol=protocol,
+                      metrics=metrics)
+
+
+def latency_rows(model, resolution, batch, stages, *, profile="tiny"):
+    """A (model, resolution, batch) block of latency rows: one per stage and the total."""
+    base = dict.fromkeys(COLUMNS) | {
+        "model": model, "weights": "random", "profile": profile, "resolution": resolution, "batch_size": batch,
+        "steps": 24, "n_runs": 2, "device": "cpu", "dtype": "float32", "compiled": False, "status": "ok",
+        "params": 1_500_000, "peak_mem_bytes": 2**30, "protocol": "measured; warmup=1 runs=2; perf_counter"}
+    rows = [base | {"stage": s, "median_s": t, "p90_s": t * 1.1, "images_per_s": batch / t} for s, t in stages.items()]
+    total = sum(stages.values()) * 1.05
+    return rows + [base | {"stage": "total", "median_s": total, "p90_s": total * 1.1, "images_per_s": batch / total}]
+
+
+def write_run(run_dir, *, evaluations=(), latency=(), overrides=(), extra=None, limit=4):
+    """A run folder with a schema-valid results.json (bench.results) and Hydra's .hydra/overrides.yaml."""
+    run_dir = Path(run_dir)
+    results = build_results(experiment="test", config={"dataset": {"name": "partiprompts", "limit": limit}},
+                            provenance=PROVENANCE, evaluations=list(evaluations), latency=list(latency),
+                            overrides=list(overrides))
+    results.update(extra or {})
+    write_results(run_dir, results)
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return run_dir
+
+
+def write_samples(run_dir, model, prompts):
+    """samples/<model>/partiprompts/*.png and manifest.jsonl, as bench.jobs writes them."""
+    folder = Path(run_dir) / "samples" / model / "partiprompts"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, prompt in enumerate(prompts):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+        rows.append({"index": i, "id": i, "prompt": prompt, "seed": 0, "replica": 0, "resolution": 256,
+                     "file": f"{i:05d}.png", "category": "Animals", "challenge": "Basic"})
+    write_jsonl(folder / "manifest.jsonl", rows)
+    return f"samples/{model}/partiprompts"
+
+
+def failed_run(run_dir, overrides, log_line):
+    """What a Hydra job that raised leaves behind: .hydra/ and its log, no results.json."""
+    run_dir = Path(run_dir)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run_dir / "muse-bench.log").write_text(f"[2024-01-01 12:00:00][bench.jobs][INFO] - start\n{log_line}\n")
+    return run_dir
+
+
+def rich_run(run_dir):
+    """A PartiPrompts run with two models, breakdowns, a win rate, samples, latency and a trajectory."""
+    long_prompt = ("a very long prompt about a red cube balanced on a blue sphere in a field of sunflowers at "
+                   "dawn, photographed with a wide-angle lens, with fog rolling over distant hills")
+    samples = write_samples(run_dir, "muse-tiny", ["a cat", long_prompt, "a dog"])
+    breakdown = {"category": [{"group": "Animals", "mean": 0.21, "stderr": 0.02, "n": 3, "n_prompts": 3},
+                              {"group": "Abstract", "mean": 0.18, "stderr": None, "n": 1, "n_prompts": 1}],
+                 "challenge": [{"group": "Basic", "mean": 0.2, "stderr": 0.01, "n": 4, "n_prompts": 4}]}
+    muse = an_evaluation("muse-tiny", samples_dir=samples, metrics={
+        "clip_score": metric(0.2, stderr=0.01, **clip_protocol()),
+        "fid": metric(None, higher=False, skipped="no reference images: set dataset.reference_dir"),
+        "win_rate": metric(0.75, stderr=0.2, model_a="muse-tiny", model_b="sd-v1-4-tiny", K=1, n_prompts=4,
+                           judge={"name": "clip_cosine"})})
+    muse["breakdown"] = breakdown
+    counts = {"n": 4, "a_wins": 3, "b_wins": 1, "ties": 0, "a_win_rate": 0.75, "b_win_rate": 0.25, "tie_rate": 0.0,
+              "ratio": 3.0}
+    muse["win_rate"] = {"judge": {"name": "clip_cosine"}, "n_prompts": 4, "overall": counts,
+                        "by_category": {"Animals": counts}, "by_challenge": {"Basic": counts}}
+    sd = an_evaluation("sd-v1-4-tiny", guidance=7.5, metrics={"clip_score": metric(0.15, stderr=0.01, **clip_protocol())})
+    sd["breakdown"] = {"category": [{"group": "Animals", "mean": 0.15, "stderr": 0.02, "n": 4, "n_prompts": 4}],
+                       "challenge": [{"group": "Basic", "mean": 0.15, "stderr": 0.02, "n": 4, "n_prompts": 4}]}
+    latency = []
+    for batch in (1, 2):
+        latency += latency_rows("muse-tiny", 256, batch, {"text_encoder": 0.01, "base": 0.2 * batch, "decoder": 0.05})
+        latency += latency_rows("muse-tiny", 512, batch, {"text_encoder": 0.01, "base": 0.2, "superres": 0.4 * batch,
+                                                          "decoder": 0.1})
+        latency += latency_rows("sd-v1-4", 512, batch, {"text_encoder": 0.01, "denoiser": 3.0 * batch, "decoder": 0.3})
+    # A batch size that ran out of memory: one total row without times (bench/latency.py).
+    latency.append(latency_rows("sd-v1-4", 512, 4, {"denoiser": 1.0})[-1] | {
+        "median_s": None, "p90_s": None, "images_per_s": None, "status": "oom"})
+    run_dir = write_run(run_dir, evaluations=[muse, sd], latency=latency, overrides=["dataset.limit=4"])
+    (run_dir / "trajectory").mkdir()
+    for step in range(1, 4):
+        Image.new("RGB", (64, 64), (40 * step, 80, 120)).save(run_dir / "trajectory" / trajectory_file("muse-tiny", 1, step))
+    return run_dir
+
+
+def sweep(root, guidances=(2.0, 4.0, 8.0), failed_guidance=16.0):
+    """A Hydra multirun over model.guidance_scale: one finished run per guidance, the last one failed."""
+    root = Path(root) / "multirun" / "2024-01-01" / "12-00-00"
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
+    for i, g in enumerate(guidances):
+        metrics = {"fid": metric(40.0 - 3 * i, stderr=0.5, higher=False, **fid_protocol()),
+                   "clip_score": metric(0.20 + 0.02 * i, stderr=0.004, **clip_protocol())}
+        write_run(root / str(i), evaluations=[an_evaluation("muse-tiny", guidance=g, metrics=metrics)],
+                  overrides=[f"model.guidance_scale={g:g}", "dataset.limit=4"])
+    failed_run(root / str(len(guidances)), [f"model.guidance_scale={failed_guidance:g}", "dataset.limit=4"],
+               "[2024-01-01 12:00:09][HYDRA][ERROR] - boom: out of patience")
+    return root
+
+
+# ---- checks on a written report ----------------------------------------------------------------------
+
+
+def figure_links(text):
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+
+
+def assert_figures_are_readable_pngs(out_dir, text):
+    links = figure_links(text)
+    assert links, "the report embeds no figure"
+    for link in links:
+        path = out_dir / link
+        assert path.is_file(), f"{link} is referenced but missing"
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        with Image.open(path) as im:
+            assert round(im.info["dpi"][0]) >= 150 and round(im.info["dpi"][1]) >= 150
+    # Nothing in figures/ that the report does not show (no stale figures of an earlier report).
+    assert sorted(p.name for p in (out_dir / "figures").glob("*.png")) == sorted(Path(link).name for link in links)
+
+
+def tables(text):
+    """(table lines, the first non-blank line after the table) for every Markdown table."""
+    lines = text.splitlines()
+    out, i = [], 0
+    while i < len(lines):
+        if lines[i].startswith("|"):
+            start = i
+            while i < len(lines) and lines[i].startswith("|"):
+                i += 1
+            after = next((line for line in lines[i:] if line.strip()), "")
+            heading = next((line for line in reversed(lines[:start]) if line.startswith("#")), "")
+            out.append((heading, lines[start:i], after))
+        i += 1
+    return out
+
+
+def sections(text):
+    return re.findall(r"^##+ (.+)$", text, flags=re.MULTILINE)
+
+
+# ---- tests -------------------------------------------------------------------------------------------
+
+
+def test_report_has_a_section_per_kind_of_data_with_protocol_notes_and_readable_figures(tmp_path):
+    run = rich_run(tmp_path / "run")
+    out = write_report(load_runs([run]), tmp_path / "out")
+    text = out.read_text()
+    heads = sections(text)
+    for expected in ("Measured against published", "Table 3: inference time", "Quality metrics", "PartiPrompts",
+                     "CLIP score per category", "CLIP score per challenge", "Win rate", "Latency", "Samples",
+                     "Decoding trajectories"):
+        assert expected in heads, f"missing section {expected!r}; sections: {heads}"
+    # No data, no section.
+    for absent in ("Table 1: CC3M (FID and CLIP)", "Failed or incomplete runs",
+                   "FID against CLIP over the guidance scale"):
+        assert absent not in heads
+    assert_figures_are_readable_pngs(tmp_path / "out", text)
+    for name in ("latency-stages.png", "throughput-batch.png", "parti-clip-category.png", "grid-muse-tiny"):
+        assert any(name in link for link in figure_links(text)), name
+    # Every table of numbers is followed by its protocol note (the runs and failures tables list runs).
+    checked = 0
+    for heading, rows, after in tables(text):
+        if rows[0].startswith("| Run | Experiment") or heading.startswith("## Failed"):
+            continue
+        assert after.startswith("**Protocol:**"), f"table under {heading!r} has no protocol note: {rows[0]}"
+        checked += 1
+    assert checked >= 6
+    # Random weights and tiny profiles are said loudly; a skipped metric gives its reason.
+    assert "not a paper number" in text and "random weights" in text and "tiny profile" in text
+    assert "skipped: no reference images: set dataset.reference_dir" in text
+    assert "**Not computed:**\n- FID (muse-tiny): no reference images: set dataset.reference_dir" in text
+    oom = [line for line in text.splitlines() if line.startswith("| sd-v1-4 | 512 | 4 |")]
+    assert len(oom) == 1 and "| oom |" in oom[0]
+    # Table 3 puts the measured SD v1.4 time (batch 1, 512 px) beside the published 3.7 s LDM row.
+    ldm = next(line for line in text.splitlines() if line.startswith("| LDM, 50 steps"))
+    sd_total = next(r["median_s"] for r in json.loads((run / "results.json").read_text())["latency"]
+                    if r["model"] == "sd-v1-4" and r["stage"] == "total" and r["batch_size"] == 1)
+    assert "| 3.7 |" in ldm and f"{sd_total:.4g}" in ldm
+    # The grid shows each prompt; the trajectory strip has the run's three steps.
+    assert "(replica 0) of samples/muse-tiny/partiprompts/manifest.jsonl" in text
+    assert "steps shown: 3" in text
+
+
+def test_guidance_sweep_draws_the_fid_clip_curve_and_lists_the_failed_run(tmp_path, monkeypatch):
+    root = sweep(tmp_path)
+    drawn = []
+    real = figures.tradeoff_curve
+
+    def spy(curves, path, **kwargs):
+        drawn.append(curves)
+        return real(curves, path, **kwargs)
+
+    monkeypatch.setattr(figures, "tradeoff_curve", spy)
+    # A figure an earlier report left in the same folder goes; a figure of someone else's stays.
+    (tmp_path / "out" / "figures").mkdir(parents=True)
+    (tmp_path / "out" / "figures" / "latency-stages.png").write_bytes(PNG_SIGNATURE)
+    (tmp_path / "out" / "figures" / "mine.png").write_bytes(PNG_SIGNATURE)
+    runs = load_runs([root])
+    assert [r.ok for r in runs] == [True, True, True, False]
+    assert [r.label for r in runs] == ["0 (model.guidance_scale=2)", "1 (model.guidance_scale=4)",
+                                       "2 (model.guidance_scale=8)", "3 (model.guidance_scale=16)"]
+    out = write_report(runs, tmp_path / "out")
+    text = out.read_text()
+    assert len(drawn) == 1 and list(drawn[0]) == ["muse-tiny"]
+    points = drawn[0]["muse-tiny"]
+    assert [p["label"] for p in points] == ["g=2", "g=4", "g=8"]
+    assert [p["y"] for p in points] == [40.0, 37.0, 34.0]
+    assert [p["x"] for p in points] == pytest.approx([0.20, 0.22, 0.24])
+    assert "FID against CLIP over the guidance scale" in sections(text)
+    assert "fid-clip-guidance.png" in text
+    assert not (tmp_path / "out" / "figures" / "latency-stages.png").exists()
+    (tmp_path / "out" / "figures" / "mine.png").unlink()
+    assert_figures_are_readable_pngs(tmp_path / "out", text)
+    # The same runs give the same report, figures included (no timestamps).
+    again = write_report(load_runs([root]), tmp_path / "again", command="same")
+    first = write_report(load_runs([root]), tmp_path / "out", command="same")
+    assert again.read_text() == first.read_text()
+    assert (tmp_path / "again/figures/fid-clip-guidance.png").read_bytes() == \
+        (tmp_path / "out/figures/fid-clip-guidance.png").read_bytes()
+    failed = text.split("## Failed or incomplete runs", 1)[1].split("\n## ", 1)[0]
+    assert "3 (model.guidance_scale=16)" in failed and "no results.json" in failed and "boom: out of patience" in failed
+    assert "1 run(s) failed and are not plotted: 3 (model.guidance_scale=16)" in text
+    # The same sweep through a glob of its run folders.
+    assert [r.path.name for r in load_runs([str(root / "*")])] == ["0", "1", "2", "3"]
+
+
+def test_measured_quality_sits_beside_the_papers_tables_1_and_2(tmp_path):
+    def quality(model, dataset, fid):
+        return an_evaluation(model, dataset=dataset, weights="pretrained", metrics={
+            "fid": metric(fid, stderr=0.1, higher=False, **fid_protocol()),
+            "clip_score": metric(0.3, stderr=0.002, **clip_protocol())})
+
+    run = write_run(tmp_path / "run", evaluations=[quality("muse-3b", "coco30k", 9.5), quality("muse-632m", "cc3m", 7.5),
+                                                   quality("muse-3b", "coco5k", 24.5)], limit=None)
+    text = write_report(load_runs([run]), tmp_path / "out").read_text()
+    heads = sections(text)
+    assert "Table 1: CC3M (FID and CLIP)" in heads and "Table 2: zero-shot MS-COCO 256x256 (FID-30K and CLIP)" in heads
+    table1 = text.split("### Table 1", 1)[1].split("###", 1)[0]
+    table2 = text.split("### Table 2", 1)[1].split("##", 1)[0]
+    assert "| Muse base + super-res | 632M + 268M | 6.06 | 0.26 |" in table1
+    assert "| **measured**: muse-632m (run) | — | 7.5 ± 0.10 | 0.3 ± 0.0020 |" in table1
+    assert "coco30k" not in table1 and "| Muse-3B | 3B | 7.88 | 0.32 |" in table2
+    assert "| **measured**: muse-3b (run) | — | 9.5 ± 0.10 |" in table2 and "24.5 ± 0.10" in table2
+    # coco5k was measured: MLPerf's accepted window is shown beside it.
+    assert "23.0109–23.9501" in table2
+    # Pretrained weights, but a stand-in FID extractor and too few samples: still flagged.
+    assert "**not a paper number**: stand-in FID features, FID below 2048 samples" in table2
+
+
+def test_a_folder_without_results_is_listed_and_nothing_usable_is_an_error(tmp_path):
+    good = write_run(tmp_path / "good", evaluations=[an_evaluation("muse-tiny", metrics={
+        "clip_score": metric(0.2, **clip_protocol())})])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    runs = load_runs([good, empty])
+    assert [r.ok for r in runs] == [True, False]
+    text = write_report(runs, tmp_path / "out").read_text()
+    failed = text.split("## Failed or incomplete runs", 1)[1]
+    assert str(empty) in failed and "no results.json" in failed
+    with pytest.raises(BenchError, match=r"Nothing to report.*empty: no results\.json"):
+        load_runs([empty, tmp_path / "missing"])
+
+
+def test_another_schema_version_says_which_version_is_needed(tmp_path):
+    run = tmp_path / "v2"
+    write_json(run / "results.json", {"schema_version": 2, "provenance": {"packages": {"muse-bench": "9.0"}}})
+    with pytest.raises(BenchError) as err:
+        load_runs([run])
+    message = str(err.value)
+    assert "schema_version 2 (written by muse-bench 9.0)" in message
+    assert "this report reads schema_version 1" in message and "update muse-bench" in message
+    # Beside a usable run it is listed, not fatal.
+    good = write_run(tmp_path / "good", evaluations=[an_evaluation("muse-tiny", metrics={
+        "clip_score": metric(0.2, **clip_protocol())})])
+    text = write_report(load_runs([good, run]), tmp_path / "out").read_text()
+    assert "schema_version 2" in text.split("## Failed or incomplete runs", 1)[1]
+
+
+def test_unparsable_results_name_the_file_and_line(tmp_path):
+    run = tmp_path / "broken"
+    run.mkdir()
+    (run / "results.json").write_text('{\n  "schema_version": 1,\n  "evaluations": [\n}\n')
+    with pytest.raises(BenchError, match=r"results\.json, line 4, column 1: not valid JSON"):
+        load_runs([run])
+
+
+def test_command_line_writes_the_report_and_exits_2_on_bad_input(tmp_path, capsys):
+    run = rich_run(tmp_path / "run")
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.md").is_file()
+    assert f"python -m bench.report {run} --out {tmp_path / 'out'}" in (tmp_path / "out" / "report.md").read_text()
+    assert main([str(tmp_path / "nothing-here")]) == 2
+    assert "bench.report: error: Nothing to report" in capsys.readouterr().err
+    assert main([str(run), str(run)]) == 2  # several folders need --out
+    assert "--out DIR" in capsys.readouterr().err
+
+
+def test_trajectory_strip_paints_still_masked_tokens_grey(tmp_path):
+    white = Image.new("RGB", (64, 64), (255, 255, 255))
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[0, 1] = True  # token (0, 1) covers pixels [0:16, 16:32]
+    painted = figures.grey_masked(white, mask)
+    assert (painted[0:16, 16:32] == figures.MASK_GREY).all()
+    assert (painted[16:, :] == 255).all() and (painted[0:16, 0:16] == 255).all()
+    masks = [np.ones((4, 4), bool), mask, np.zeros((4, 4), bool)]
+    path = figures.trajectory_strip([white] * 3, tmp_path / "strip.png", masks=masks, title="a prompt")
+    with Image.open(path) as im:
+        assert round(im.info["dpi"][0]) >= 150
+    caption = figures.wrap_caption("word " * 40, width=20, max_lines=3)
+    assert len(caption.splitlines()) == 3 and caption.endswith(" ...")
+    assert all(len(line) <= 20 for line in caption.splitlines())
+    with pytest.raises(ValueError, match="one mask per step"):
+        figures.trajectory_strip([white] * 3, tmp_path / "x.png", masks=masks[:2])
+
+
+def test_render_trajectories_orders_steps_and_finds_the_prompt(tmp_path):
+    run = tmp_path / "run"
+    write_samples(run, "muse-tiny", ["a cat", "a dog"])
+    (run / "trajectory").mkdir()
+    for step in (10, 2, 1):  # numeric order, not file-name order
+        Image.new("RGB", (32, 32), (step * 20, 0, 0)).save(run / "trajectory" / trajectory_file("muse-tiny", 1, step))
+    (run / "trajectory" / "notes.txt").write_text("ignored")
+    strips = render_trajectories(run, tmp_path / "figs")
+    assert [(s.model, s.index, s.prompt, s.steps) for s in strips] == [("muse-tiny", 1, "a dog", 3)]
+    assert strips[0].path.read_bytes()[:8] == PNG_SIGNATURE
+    assert trajectory_file("muse-tiny", 1, 2) == "muse-tiny-00001-step02.png"
+
+
+def test_paper_reference_csv_holds_the_published_tables_with_sources():
+    rows = read_reference(REFERENCE_CSV)
+    by = {(r["table"], r["model"], r["metric"], r["resolution"]): r for r in rows}
+    assert all(r["source"] for r in rows)
+    muse_rows = [r for r in rows if r["table"].startswith("muse-")]
+    assert all("arXiv 2301.00704" in r["source"] for r in muse_rows)
+    assert all("arXiv 2401.01808" in r["source"] for r in rows if r["table"].startswith("amused-"))
+    assert len([r for r in rows if r["table"] == "muse-table1"]) == 14  # 7 models, FID and CLIP
+    assert float(by[("muse-table1", "Muse base + super-res", "fid", "512")]["value"]) == 6.06
+    assert float(by[("muse-table2", "Muse-3B", "fid", "256")]["value"]) == 7.88
+    assert float(by[("muse-table2", "Muse-3B", "clip_score", "256")]["value"]) == 0.32
+    # Table 3 agrees with the latency job's copy (bench/data/paper_table3.csv).
+    with (REPO / "bench" / "data" / "paper_table3.csv").open(newline="") as f:
+        job_rows = list(csv.DictReader(f))
+    assert len(job_rows) == len([r for r in rows if r["table"] == "muse-table3"])
+    for job_row in job_rows:
+        ours = by[("muse-table3", job_row["paper_model"], "latency", job_row["resolution"])]
+        assert float(ours["value"]) == float(job_row["published_s"]) and ours["ours"] == job_row["ours"]
+
+
+def test_a_bad_reference_row_names_its_line(tmp_path):
+    bad = tmp_path / "ref.csv"
+    bad.write_text(REFERENCE_CSV.read_text().splitlines()[0] + "\nmuse-table1,X,,fid,n/a,,FID,,,,,,src,\n")
+    with pytest.raises(BenchError, match=r"ref\.csv, line 2: value 'n/a' is not a number"):
+        read_reference(bad)
+
+
+def test_report_of_a_real_run_of_the_command(tmp_path):
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "dataset.limit=2", f"hydra.run.dir={run}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "bench.report", str(run)], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = (run / "report.md").read_text()  # one run folder: the report goes into it
+    assert "## Samples" in text and "muse-tiny on partiprompts, 256 px" in text
+    assert "random (not a paper number)" in text
+    assert_figures_are_readable_pngs(run, text)
