@@ -187,10 +187,12 @@ class BenchConfig:
     batch_size: int = 4
     # Resolutions to generate at; each must be one of model.resolution.
     resolutions: list[int] = field(default_factory=lambda: [256])
-    # Which job runs: "generate" (samples + manifest + metrics in results.json), "latency" (latency.csv) or
-    # "prepare" (download a dataset's reference images).
+    # Which job runs: "default" (latency, a small generation, metrics, report.md), "generate" (samples +
+    # manifest + metrics in results.json), "latency" (latency.csv) or "prepare" (a dataset's reference images).
     job: str = "generate"
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    # The default job also draws the decoding trajectories (what is unmasked at each step) of its first N samples.
+    trajectories: int = 2
     # job=prepare downloads a dataset's reference images under <data_root>/<dataset name> (bench/download.py).
     data_root: str = "${oc.env:MUSE_BENCH_DATA,'~/muse-bench-data'}"
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -67,7 +67,7 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
         ref_note = {"reference": references.protocol, "reference_stats": references.stats}
         if tools.fid is not None:
             ref_fid = _reference(tools.fid, references, cfg, resolution)
-        if "cmmd" in metrics:
+        if "cmmd" in metrics and tools.clip is not None:
             ref_clip = _reference(_ClipImages(tools.clip), references, cfg, resolution)
         for result in (ref_fid, ref_clip):
             if result is not None and result.failures:
@@ -84,7 +84,12 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
             entry["excluded"] = [{"file": f, "reason": r} for f, r in state["failures"]]
         out = entry["metrics"]
         common = {"n_generated": effective_count(state), **ref_note}
-        if "fid" in metrics or "kid" in metrics:
+        for name in metrics:
+            missing = "fid" if name in ("fid", "kid") else "clip" if name in ("clip_score", "cmmd") else None
+            if missing in tools.unavailable:
+                out.update({n: skipped(tools.unavailable[missing], n.startswith("clip"))
+                            for n in ((name, "clip_score_x100") if name == "clip_score" else (name,))})
+        if tools.fid is not None and ("fid" in metrics or "kid" in metrics):
             from bench.fid import fid_metric, fid_protocol, kid_metric
 
             gen = state["fid"]
@@ -133,7 +138,7 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
                     breakdown_rows += [{"model": model, "by": by, **g} for g in groups]
     if breakdown_rows:
         write_csv(run_dir / "parti_breakdown.csv", breakdown_rows)
-    if "win_rate" in metrics:
+    if "win_rate" in metrics and tools.clip is not None:
         _win_rate(by_model, scored, clip_cosines, cfg, run_dir)
 
 

@@ -75,6 +75,26 @@ def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, ove
     Writes samples/<model>/<dataset>/*.png with manifest.jsonl and sampling.json, and results.json (returned) in
     run_dir. Resumable (finished PNGs are kept) and shardable over processes (bench/distributed.py).
     """
+    evaluations, device, is_main = generate_and_score(cfg, run_dir=run_dir)
+    if not is_main:
+        return Path(run_dir) / "results.json"
+    results = build_results(
+        experiment=experiment,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        provenance=collect_provenance(device),
+        evaluations=evaluations,
+        latency=[],
+        overrides=overrides,
+    )
+    return write_results(run_dir, results)
+
+
+def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_weights: bool = False,
+                       keep_generator: list | None = None) -> tuple[list[dict[str, Any]], str, bool]:
+    """The generate job's work: samples of every model, then their metrics. Returns (evaluations, device,
+    whether this is the main process). With skip_missing_weights, a metric whose feature network cannot be
+    loaded is reported as skipped with the reason, not an error. keep_generator, if a list, receives the run's
+    first model (the default job draws its decoding trajectories with it)."""
     from bench.distributed import init_world, process_device
     from bench.generation import check_sampling_record, generate_samples, plan_samples, shard
     from bench.pipelines import load_generator
@@ -102,7 +122,7 @@ def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, ove
         # Checked before any image is made: missing or wrong reference images should not cost a generation run.
         # Datasets without reference images of their own (PartiPrompts) report those metrics as skipped instead.
         references = open_references(cfg.dataset, records)
-    tools = MetricTools.build(cfg.eval, metrics, device) if metrics else None
+    tools = MetricTools.build(cfg.eval, metrics, device, skip_missing=skip_missing_weights) if metrics else None
 
     dataset = cfg.dataset.name
     scored = {}
@@ -132,6 +152,8 @@ def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, ove
         log.info("%s: %d generated, %d already there (resumed)", model_cfg.name, counts["generated"], counts["resumed"])
         world.barrier()
         states = world.gather(scorer.state() if scorer else None)
+        if keep_generator is not None and not keep_generator:
+            keep_generator.append(generator)
         del generator
         if not world.is_main:
             continue
@@ -151,22 +173,12 @@ def run_generation(cfg: DictConfig, *, run_dir: str | Path, experiment: str, ove
                 requested=requested, effective=len(records) * samples_per_prompt,
                 protocol=protocols[resolution] | {"samples_dir": str(sample_dir.relative_to(run_dir))},
             ))
-    if not world.is_main:
-        return run_dir / "results.json"
-    if tools is not None:
+    if world.is_main and tools is not None:
         from bench.evaluate import score_models
 
         score_models(evaluations, scored, tools=tools, cfg=cfg, metrics=metrics, references=references,
                      resolution=eval_resolution, run_dir=run_dir)
-    results = build_results(
-        experiment=experiment,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        provenance=collect_provenance(device),
-        evaluations=evaluations,
-        latency=[],
-        overrides=overrides,
-    )
-    return write_results(run_dir, results)
+    return evaluations, device, world.is_main
 
 
 def dataset_has_references(name: str) -> bool:
@@ -206,6 +218,21 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     Every row carries its protocol: random or pretrained weights, profile, FLOPs per image counted on the meta
     device, device and dtype. results.json adds `latency_ratios` for the pairs in cfg.latency.compare.
     """
+    rows, device = time_models(cfg, run_dir=run_dir)
+    results = build_results(
+        experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
+        provenance=collect_provenance(device), evaluations=[], latency=rows, overrides=overrides,
+    )
+    results["latency_ratios"] = latency_ratios(rows, [list(pair) for pair in cfg.latency.compare])
+    if experiment == "paper_table3":
+        table = paper_table3(rows)
+        results["paper_table3"] = table
+        write_csv(Path(run_dir) / "table3.csv", table)
+    return write_results(run_dir, results)
+
+
+def time_models(cfg: DictConfig, *, run_dir: str | Path) -> tuple[list[dict[str, Any]], str]:
+    """The latency job's work: the rows of latency.csv (also written) and the device they were timed on."""
     from bench.latency import RowInfo, time_pipeline, time_pipeline_extrapolated, write_latency_csv
     from bench.runners import build_runner
 
@@ -247,16 +274,7 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
                     lambda batch, clock, runner=runner, resolution=resolution: runner.run(prompts[:batch], resolution, clock),
                     info, **sweep)
     write_latency_csv(Path(run_dir) / "latency.csv", rows)
-    results = build_results(
-        experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
-        provenance=collect_provenance(device), evaluations=[], latency=rows, overrides=overrides,
-    )
-    results["latency_ratios"] = latency_ratios(rows, [list(pair) for pair in spec.compare])
-    if experiment == "paper_table3":
-        table = paper_table3(rows)
-        results["paper_table3"] = table
-        write_csv(Path(run_dir) / "table3.csv", table)
-    return write_results(run_dir, results)
+    return rows, device
 
 
 def paper_table3(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -298,4 +316,59 @@ def run_prepare(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     return write_json(Path(run_dir) / "prepare.json", prepared)
 
 
-JOBS = {"generate": run_generation, "latency": run_latency, "prepare": run_prepare}
+def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
+    """The first command a user runs (`muse-bench`): offline, minutes on a CPU. Latency of Muse against Stable
+    Diffusion v1.4 (cfg.latency), a small PartiPrompts generation with decoding trajectories, the metrics whose
+    weights are present (the others reported as skipped, saying how to supply them), then report.md."""
+    from bench.report import report_run_dir
+
+    run_dir = Path(run_dir)
+    rows, _ = time_models(cfg, run_dir=run_dir)
+    kept: list = []
+    evaluations, device, _ = generate_and_score(cfg, run_dir=run_dir, skip_missing_weights=True, keep_generator=kept)
+    if kept and kept[0].pipeline is not None and hasattr(kept[0].pipeline, "decode_tokens"):
+        records = load_dataset(cfg.dataset.name, limit=cfg.trajectories, path=cfg.dataset.path)
+        write_trajectories(kept[0].pipeline, cfg.model.name, records, run_dir=run_dir, seed=cfg.seed,
+                           steps=cfg.model.steps, guidance_scale=cfg.model.guidance_scale)
+    results = build_results(
+        experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
+        provenance=collect_provenance(device), evaluations=evaluations, latency=rows, overrides=overrides,
+    )
+    results["latency_ratios"] = latency_ratios(rows, [list(pair) for pair in cfg.latency.compare])
+    path = write_results(run_dir, results)
+    log.info("report: %s", report_run_dir(run_dir))
+    return path
+
+
+def write_trajectories(pipe: Any, model: str, records, *, run_dir: Path, seed: int, steps: int | None = None,
+                       guidance_scale: float | None = None) -> list[Path]:
+    """Decode what is unmasked after each base decoding step of each record's sample, still-masked tokens in
+    grey, into run_dir/trajectory/ (bench.report.trajectory_file names). The sample is the one the run made:
+    same seed and sample index."""
+    from PIL import Image
+
+    from bench.figures import grey_masked
+    from bench.generation import png_bytes
+    from bench.report import TRAJECTORY_DIR, trajectory_file
+    from bench.results import atomic_write_bytes
+    from muse.pipeline import to_pil
+
+    written = []
+    side = int(pipe.base.seq_len ** 0.5)
+    for record in records:
+        with torch.inference_mode():
+            out = pipe([record.prompt], resolution=256, seed=seed, sample_indices=[record.index],
+                       return_trajectory=True, steps=steps, guidance_scale=guidance_scale)
+            for step, tokens in enumerate(out.trajectory[0], start=1):
+                masked = tokens == out.mask_token_id
+                # Masked positions hold the mask id, which is no code of the VQ codebook: decode code 0 there
+                # and paint those tokens grey.
+                image = to_pil(pipe.decode_tokens(torch.where(masked, 0, tokens)[None], 256))[0]
+                grid = masked.reshape(side, side).cpu().numpy()
+                path = run_dir / TRAJECTORY_DIR / trajectory_file(model, record.index, step)
+                atomic_write_bytes(path, png_bytes(Image.fromarray(grey_masked(image, grid))))
+                written.append(path)
+    return written
+
+
+JOBS = {"default": run_default, "generate": run_generation, "latency": run_latency, "prepare": run_prepare}

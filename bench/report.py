@@ -428,7 +428,7 @@ def _metric_facets(name: str, metric: Mapping[str, Any]) -> dict[str, str]:
     p = metric.get("protocol") or {}
     title = METRIC_NAMES.get(name, name)
     if metric.get("value") is None and p.get("skipped"):
-        return {f"{title}": f"skipped: {p['skipped']}"}
+        return {f"{title}": "skipped (why: under Not computed)"}
     ref = p.get("reference") or {}
     ref_text = (f"reference set {ref.get('dataset')} ({ref.get('source')}, {ref.get('reference_set')}, "
                 f"{ref.get('count')} images)") if ref else None
@@ -731,15 +731,16 @@ def _quality_section(runs: list[Run]) -> str | None:
     intro = "Values are mean ± standard error where one was computed; n is samples evaluated / requested."
     text = f"## Quality metrics\n\n{_table(header, rows)}\n\n{_notes(notes, intro=intro)}"
     # What was not computed and how to get it (missing weights, missing reference images), said once each.
-    missing: dict[tuple[str, str], list[str]] = {}
+    missing: dict[str, dict[str, list[str]]] = {}  # reason -> metric -> models
     for run, ev in entries:
         for n, m in ev["metrics"].items():
             reason = (m.get("protocol") or {}).get("skipped")
             if m.get("value") is None and reason:
-                missing.setdefault((METRIC_NAMES.get(n, n), str(reason)), []).append(str(ev.get("model")))
+                missing.setdefault(str(reason), {}).setdefault(METRIC_NAMES.get(n, n), []).append(str(ev.get("model")))
     if missing:
         text += "\n\n**Not computed:**\n" + "\n".join(
-            f"- {name} ({', '.join(dict.fromkeys(models))}): {reason}" for (name, reason), models in missing.items())
+            "- " + "; ".join(f"{name} ({', '.join(dict.fromkeys(models))})" for name, models in by_metric.items())
+            + f": {reason}" for reason, by_metric in missing.items())
     return text
 
 

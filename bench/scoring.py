@@ -44,18 +44,28 @@ class MetricTools:
     clip: Any = None  # bench.clip_score.ClipScorer
     fid_batch_size: int = 32
 
+    # Feature networks that could not be loaded (skip_missing): "fid" or "clip" -> the error saying how to supply them.
+    unavailable: dict[str, str] = field(default_factory=dict)
+
     @classmethod
-    def build(cls, eval_cfg: Any, metrics: Sequence[str], device: str) -> MetricTools:
-        """Build only what `metrics` need; missing weights raise BenchError saying how to supply them."""
+    def build(cls, eval_cfg: Any, metrics: Sequence[str], device: str, skip_missing: bool = False) -> MetricTools:
+        """Build only what `metrics` need. Missing weights raise BenchError saying how to supply them, or, with
+        skip_missing, are recorded in `unavailable` (their metrics are then reported as skipped, with that text)."""
+        from bench.clip_score import build_clip_scorer
+        from bench.features import build_fid_extractor
+
         tools = cls(fid_batch_size=eval_cfg.fid.batch_size)
-        if FID_METRICS & set(metrics):
-            from bench.features import build_fid_extractor
-
-            tools.fid = build_fid_extractor(eval_cfg.fid, device)
-        if CLIP_METRICS & set(metrics):
-            from bench.clip_score import build_clip_scorer
-
-            tools.clip = build_clip_scorer(eval_cfg.clip, device)
+        needs = [("fid", FID_METRICS, build_fid_extractor, eval_cfg.fid),
+                 ("clip", CLIP_METRICS, build_clip_scorer, eval_cfg.clip)]
+        for name, group, build, cfg in needs:
+            if group & set(metrics):
+                try:
+                    setattr(tools, name, build(cfg, device))
+                except BenchError as err:
+                    if not skip_missing:
+                        raise
+                    tools.unavailable[name] = " ".join(str(err).split())
+                    log.warning("%s metrics skipped: %s", name, tools.unavailable[name])
         return tools
 
 

@@ -232,7 +232,7 @@ def test_report_has_a_section_per_kind_of_data_with_protocol_notes_and_readable_
     assert checked >= 6
     # Random weights and tiny profiles are said loudly; a skipped metric gives its reason.
     assert "not a paper number" in text and "random weights" in text and "tiny profile" in text
-    assert "skipped: no reference images: set dataset.reference_dir" in text
+    assert "skipped (why: under Not computed)" in text  # the reason is said once, not in every note
     assert "**Not computed:**\n- FID (muse-tiny): no reference images: set dataset.reference_dir" in text
     oom = [line for line in text.splitlines() if line.startswith("| sd-v1-4 | 512 | 4 |")]
     assert len(oom) == 1 and "| oom |" in oom[0]
