@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test bench install
+.PHONY: run test bench install report-example
 
 run: $(STAMP)
 	$(BIN)/muse-bench $(ARGS)
@@ -20,6 +20,12 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks/ --benchmark-only $(ARGS)
 
 install: $(STAMP)
+
+# The example report committed in reports/example/: the default job (outputs/example), then its report there.
+report-example: $(STAMP)
+	rm -rf outputs/example
+	$(BIN)/muse-bench hydra.run.dir=outputs/example
+	$(BIN)/python -m bench.report outputs/example --out reports/example
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

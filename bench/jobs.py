@@ -323,13 +323,15 @@ def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     from bench.report import report_run_dir
 
     run_dir = Path(run_dir)
-    rows, _ = time_models(cfg, run_dir=run_dir)
+    # Generation first: it takes seconds and checks the model and dataset settings before minutes of timing.
     kept: list = []
     evaluations, device, _ = generate_and_score(cfg, run_dir=run_dir, skip_missing_weights=True, keep_generator=kept)
-    if kept and kept[0].pipeline is not None and hasattr(kept[0].pipeline, "decode_tokens"):
+    if cfg.trajectories > 0 and kept and kept[0].pipeline is not None and hasattr(kept[0].pipeline, "decode_tokens"):
         records = load_dataset(cfg.dataset.name, limit=cfg.trajectories, path=cfg.dataset.path)
         write_trajectories(kept[0].pipeline, cfg.model.name, records, run_dir=run_dir, seed=cfg.seed,
                            steps=cfg.model.steps, guidance_scale=cfg.model.guidance_scale)
+    kept.clear()
+    rows, _ = time_models(cfg, run_dir=run_dir)
     results = build_results(
         experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
         provenance=collect_provenance(device), evaluations=evaluations, latency=rows, overrides=overrides,
