@@ -106,7 +106,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return done
 
 
-OVERRIDES = ["dataset.limit=5", "batch_size=2", "model.steps=2", "resolutions=[256]"]
+OVERRIDES = ["job=generate", "eval.metrics=[]", "dataset.limit=5", "batch_size=2", "model.steps=2", "resolutions=[256]"]
 SAMPLES = "samples/muse-tiny/partiprompts"
 
 
