@@ -23,16 +23,18 @@ CHILD = textwrap.dedent('''
     from bench.pipelines import load_generator
     from bench.scoring import MetricTools, SampleScorer
     from bench.features import build_fid_extractor
+    from bench.clip_score import TINY_CLIP_NAME, open_clip_scorer
 
     n = int(sys.argv[1])
     gen = load_generator(OmegaConf.create({"name": "muse-tiny", "pretrained": None, "init_seed": 0, "steps": 2}), "cpu")
-    tools = MetricTools(fid=build_fid_extractor({"feature_extractor": {"_target_": "bench.features.RandomConvFeatures"}}))
+    tools = MetricTools(fid=build_fid_extractor({"feature_extractor": {"_target_": "bench.features.RandomConvFeatures"}}),
+                        clip=open_clip_scorer(TINY_CLIP_NAME, None, seed=0))
     scorer = SampleScorer(tools, 256)
     plan = plan_samples(load_dataset("partiprompts", limit=n), [256])
     with tempfile.TemporaryDirectory() as out:
         generate_samples(gen.generate, plan, seed=0, batch_size=8, out_dir=out, on_images=scorer.add, progress=False)
     state = SampleScorer.merged([scorer.state()])
-    print(json.dumps({"n": n, "scored": len(state["fid_keys"]),
+    print(json.dumps({"n": n, "scored": min(len(state["fid_keys"]), len(state["clip"])),
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 ''')
 
@@ -50,7 +52,8 @@ def test_peak_memory_of_generation_and_scoring(benchmark, n):
     result = benchmark.pedantic(run, rounds=1, iterations=1)
     assert result["scored"] == n
     benchmark.extra_info.update(model="muse-tiny", weights="random", steps=2, samples=n,
-                                peak_rss_bytes=result["peak_rss_bytes"], extractor="RandomConvFeatures")
+                                peak_rss_bytes=result["peak_rss_bytes"],
+                                extractors="RandomConvFeatures (FID/KID) + tiny random open_clip (CLIP)")
     print(f"\n{n} samples: peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB")
 
 
