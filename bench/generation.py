@@ -134,18 +134,18 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def _is_complete(path: Path) -> bool:
+def _finished_pixels(path: Path):
+    """The pixels of a finished sample's PNG, or None when it is missing or damaged (then it is made again)."""
     from bench.images import ImageLoadError, load_rgb
 
     if not path.is_file():
-        return False
+        return None
     try:
-        load_rgb(path)
+        return load_rgb(path)
     except ImageLoadError as err:
         # Files are written atomically, so this one was damaged after the fact: make it again.
         log.warning("%s; generating it again", err)
-        return False
-    return True
+        return None
 
 
 def generate_samples(
@@ -168,24 +168,29 @@ def generate_samples(
     """
     if batch_size < 1:
         raise BenchError(f"batch_size must be at least 1, got {batch_size}.")
+    from PIL import Image
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = [s for s in samples if _is_complete(out_dir / s.file)]
-    done_files = {s.file for s in done}
-    todo = [s for s in samples if s.file not in done_files]
+    # One pass over the finished PNGs: each is decoded once, both to check it and (in batches, so memory stays
+    # flat) to hand it to on_images.
+    done, todo, pending = [], [], []
+    for s in samples:
+        pixels = _finished_pixels(out_dir / s.file)
+        if pixels is None:
+            todo.append(s)
+            continue
+        done.append(s)
+        if on_images is not None:
+            pending.append((s, Image.fromarray(pixels)))
+            if len(pending) == batch_size:
+                on_images(*map(list, zip(*pending)))
+                pending = []
+    if pending:
+        on_images(*map(list, zip(*pending)))
     if done:
         log.info("%s: %d of %d samples already in %s; generating the other %d", desc, len(done), len(samples),
                  out_dir, len(todo))
-    if on_images is not None and done:
-        from PIL import Image
-
-        for start in range(0, len(done), batch_size):
-            batch = done[start : start + batch_size]
-            images = []
-            for s in batch:
-                with Image.open(out_dir / s.file) as image:
-                    images.append(image.convert("RGB"))
-            on_images(batch, images)
 
     batches = []
     for _, group in groupby(sorted(todo, key=lambda s: (s.resolution, s.replica, s.record.index)),
