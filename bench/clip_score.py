@@ -17,7 +17,6 @@ OpenAI-style ViT weights, to a transformers CLIPModel folder, which torchmetrics
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
+from bench.results import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +182,6 @@ def paired_cosines(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------------
 # Loading: open_clip arch + pretrained tag or local file, failing fast when offline.
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hf_files(tag_cfg: Mapping[str, Any]) -> tuple[str, list[str]]:
@@ -372,7 +364,7 @@ def open_clip_scorer(arch: str = "ViT-L-14", pretrained: str | None = "openai", 
         log.warning("CLIP %s has random weights (eval.clip.pretrained is null): its scores only test the "
                     "pipeline.", arch)
     if checkpoint and not tag_cfg:
-        protocol["checkpoint_sha256"] = _sha256(Path(checkpoint))
+        protocol["checkpoint_sha256"] = file_sha256(checkpoint)
     return ClipScorer(model, preprocess, tokenizer, protocol=protocol, device=device, batch_size=batch_size)
 
 

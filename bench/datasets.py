@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.results import file_sha256
 
 
 @dataclass(frozen=True)
@@ -114,15 +115,6 @@ COCO_SIZES = {"coco30k": 30000, "coco5k": 5000}
 def coco_file_name(image_id: int, split: str = "val2014") -> str:
     """The official file name of a COCO-2014 image: COCO_val2014_000000123456.jpg."""
     return f"COCO_{split}_{image_id:012d}.jpg"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _table_rows(path: Path, what: str, *, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:

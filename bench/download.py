@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.datasets import CC3M_HEADER, DATASET_NAMES, file_sha256, load_dataset
+from bench.datasets import CC3M_HEADER, DATASET_NAMES, load_dataset
 from bench.errors import BenchError
+from bench.results import file_sha256
 
 COCO_HOST = "http://images.cocodataset.org"
 

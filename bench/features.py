@@ -13,7 +13,6 @@ module (tests and offline smoke runs use `RandomConvFeatures`), or a TorchScript
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
+from bench.results import file_sha256
 
 MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
 
@@ -81,7 +81,6 @@ GENERATED_RESIZE = {
 }
 
 _DOWNLOAD_TIMEOUT_S = 20  # per socket operation: offline, name resolution fails at once anyway
-_sha256_cache: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass
@@ -198,20 +197,6 @@ class RandomConvFeatures(nn.Module):
         x = x / 127.5 - 1.0
         x = torch.tanh(self.conv2(torch.tanh(self.conv1(x))))
         return self.conv3(x).mean(dim=(2, 3))
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (remembered per path, size and mtime: weights files are ~100 MB)."""
-    path = Path(path)
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _sha256_cache:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _sha256_cache[memo] = digest.hexdigest()
-    return _sha256_cache[memo]
 
 
 def inception_search_dirs() -> list[Path]:

@@ -13,6 +13,7 @@ os.replace, so a reader never sees a half-written file, even if the run is kille
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -78,6 +79,24 @@ def csv_text(rows: Iterable[Mapping[str, Any]], fieldnames: Iterable[str] | None
 def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], fieldnames: Iterable[str] | None = None) -> Path:
     """Write rows as CSV (see csv_text), atomically."""
     return atomic_write_text(path, csv_text(rows, fieldnames))
+
+
+_sha256_memo: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks; remembered per (path, size, mtime), since weights files of
+    ~100 MB are checked more than once per run."""
+    path = Path(path)
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _sha256_memo:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _sha256_memo[memo] = digest.hexdigest()
+    return _sha256_memo[memo]
 
 
 def read_json(path: str | Path) -> Any:
