@@ -123,8 +123,8 @@ def _load_ours(cls, path: str):
         _require(path, [os.path.join("tokenizer", "tokenizer_config.json")])
         tokenizer = os.path.join(path, "tokenizer")
 
-    from .pipeline import _build_transformers
     from .text import TextEncoder, build_text_model, load_tokenizer
+    from .transformer import build_transformers
     from .vqgan import VQTokenizer
 
     text_config = dataclasses.replace(config.text, pretrained=text_dir, tokenizer=tokenizer)
@@ -132,7 +132,7 @@ def _load_ours(cls, path: str):
     with torch.device("meta"):
         vq_base = VQTokenizer.from_config(config.vq_base)
         vq_superres = VQTokenizer.from_config(config.vq_superres) if config.vq_superres else None
-        base, superres = _build_transformers(config)
+        base, superres = build_transformers(config)
     modules = {"vq_base": vq_base, "base": base, "vq_superres": vq_superres, "superres": superres}
     for name, module in modules.items():
         if module is not None:

@@ -20,6 +20,7 @@ from .errors import MuseInputError
 from .presets import preset_config
 from .sampling import make_generators, parallel_decode
 from .text import TextEmbedding, TextEncoder, build_text_model, load_tokenizer
+from .transformer import build_transformers
 from .vqgan import VQTokenizer
 
 
@@ -36,25 +37,6 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """[B, 3, H, W] floats in [0, 1] -> PIL images (rounded to 8 bits)."""
     arrays = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arrays]
-
-
-def _build_transformers(config: PipelineConfig):
-    from .transformer import BaseTransformer, SuperResTransformer
-
-    if config.family == "amused":
-        from diffusers import UVit2DModel
-
-        from .amused import AmusedTransformer
-
-        grid = config.base_resolution // config.vq_base.downsample
-        base = AmusedTransformer(
-            UVit2DModel(**config.amused.transformer), grid, config.base_resolution,
-            config.amused.aesthetic_score, config.amused.crop_coord,
-        )
-    else:
-        base = BaseTransformer(config.base)
-    superres = SuperResTransformer(config.superres) if config.superres is not None else None
-    return base, superres
 
 
 class MusePipeline:
@@ -84,7 +66,7 @@ class MusePipeline:
             text_model = build_text_model(dataclasses.replace(config.text, pretrained=None))
             vq_base = VQTokenizer.from_config(config.vq_base)
             vq_superres = VQTokenizer.from_config(config.vq_superres) if config.vq_superres else None
-            base, superres = _build_transformers(config)
+            base, superres = build_transformers(config)
         text = TextEncoder(text_model, load_tokenizer(config.text), config.text.kind, config.text.max_length)
         pipe = cls(config, text, vq_base, base, vq_superres, superres, weights="random")
         return pipe.to(device, dtype)

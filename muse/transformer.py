@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import SuperResConfig, TransformerConfig
+from .config import PipelineConfig, SuperResConfig, TransformerConfig
 from .layers import Block, MultiAxisAttention
 from .text import TextEmbedding
 
@@ -124,3 +124,22 @@ class SuperResTransformer(MaskedTokenModel):
         memory = torch.cat([self.text_proj(text.hidden), self.low_proj(low)], dim=1)
         low_mask = torch.ones(low.shape[:2], dtype=torch.bool, device=low.device)
         return Context(memory, torch.cat([text.mask, low_mask], dim=1))
+
+
+def build_transformers(config: PipelineConfig) -> tuple[nn.Module, nn.Module | None]:
+    """The (base, super-res or None) masked-token models of a pipeline config, randomly initialised on the
+    current default device (callers build under `torch.device(...)`, meta included)."""
+    if config.family == "amused":
+        from diffusers import UVit2DModel
+
+        from .amused import AmusedTransformer
+
+        grid = config.base_resolution // config.vq_base.downsample
+        base = AmusedTransformer(
+            UVit2DModel(**config.amused.transformer), grid, config.base_resolution,
+            config.amused.aesthetic_score, config.amused.crop_coord,
+        )
+    else:
+        base = BaseTransformer(config.base)
+    superres = SuperResTransformer(config.superres) if config.superres is not None else None
+    return base, superres
