@@ -78,20 +78,26 @@ class LatencyConfig:
     dtype: str = "float32"
     # Muse presets: full (as published) or scaled (widths / 16, same layers, tokens and steps; bench/profiles.py).
     profile: str = "full"
-    # measured (every step run) or extrapolated (decoding loops timed at 1 and 2 steps, fitted, evaluated at
-    # the real step counts: for models too slow to run whole here).
+    # measured (every step run), extrapolated (decoding loops timed at 1 and 2 steps, fitted, evaluated at the
+    # real step counts) or per_stage (a few full-size forwards of each part, built one role at a time so a
+    # paper-size model fits in 24 GB; bench/stagewise.py): the last two for models too slow to run whole here.
     protocol: str = "measured"
     # torch.compile the per-step forwards and the image decoders; the first warm-up run's excess over the
     # steady state is reported apart (compile_s). mode reduce-overhead captures CUDA graphs on a GPU.
     compile: bool = False
+    # Time every model eager, then compiled (compile_mode, compile_backend), in one run.
+    eager_and_compiled: bool = False
     compile_mode: str = "default"
     compile_backend: str = "inductor"
     # Stable Diffusion v1.4 (model name sd-v1-4): profile full, scaled or tiny (bench/diffusion.py), or a
     # local diffusers folder of its weights.
     sd_profile: str = "tiny"
     sd_pretrained: str | None = None
-    # [slower, faster] model pairs whose end-to-end time ratio results.json reports (latency_ratios).
+    # [slower, faster] model pairs whose end-to-end time ratio results.json reports (latency_ratios). The models
+    # of a pair are timed in rounds, back to back; the ratio is the median of per-round ratios, with its range.
     compare: list[list[str]] = field(default_factory=list)
+    # Seconds after which no new configuration is started (those left say over_budget); null = no limit.
+    budget_s: float | None = None
 
 
 @dataclass

@@ -32,13 +32,16 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from bench.flops import count_flops
 from muse.errors import MissingWeightsError, MuseInputError
 from muse.sampling import make_generators
 
 HUB_ID = "CompVis/stable-diffusion-v1-4"
 PROFILES = ("full", "scaled", "tiny")
+# diffusers' StableDiffusionPipeline defaults, the paper's comparison: 50 PNDM steps, guidance 7.5.
+SD_STEPS = 50
+SD_GUIDANCE = 7.5
 
 # The published component configs of CompVis/stable-diffusion-v1-4 (unet/, vae/, text_encoder/, scheduler/).
 _UNET = dict(
@@ -211,15 +214,13 @@ def run_stable_diffusion(pipe, prompts: Sequence[str], *, resolution: int = 512,
     return pipe.image_processor.postprocess(images, output_type=output_type)
 
 
-def _count(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
 def unet_evaluations(pipe, steps: int) -> int:
     """How many UNet evaluations the pipeline's scheduler makes in `steps` steps (PNDM: steps + 1)."""
-    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)  # leave the pipeline's state alone
+    return _evaluations(pipe.scheduler, steps)
+
+
+def _evaluations(scheduler, steps: int) -> int:
+    scheduler = type(scheduler).from_config(scheduler.config)  # leave the caller's scheduler state alone
     scheduler.set_timesteps(steps)
     return len(scheduler.timesteps)
 
@@ -245,9 +246,73 @@ def sd_stage_flops(pipe, resolution: int, steps: int = 50, guided: bool = True) 
         t = torch.tensor(999)  # an explicit tensor: nothing has to be read back from the meta device
         z = torch.zeros(1, pipe.vae.config.latent_channels, latent, latent)
     flops = {
-        "text_encoder": _count(lambda: pipe.text_encoder(ids)),
-        "denoiser": unet_evaluations(pipe, steps) * _count(lambda: pipe.unet(x, t, encoder_hidden_states=context)),
-        "decoder": _count(lambda: pipe.vae.decode(z)),
+        "text_encoder": count_flops(lambda: pipe.text_encoder(ids)),
+        "denoiser": unet_evaluations(pipe, steps) * count_flops(lambda: pipe.unet(x, t, encoder_hidden_states=context)),
+        "decoder": count_flops(lambda: pipe.vae.decode(z)),
     }
     flops["total"] = sum(flops.values())
     return flops
+
+
+def sd_stage_plan(profile: str, prompts: list[str], device, dtype, seed: int = 0, steps: int = SD_STEPS,
+                  guidance_scale: float = SD_GUIDANCE):
+    """The per_stage plan of Stable Diffusion v1.4 at `profile` (bench/stagewise.py): the CLIP text encoder
+    (prompt and negative prompt, two calls of B as encode_prompt makes), one UNet forward over 2B latents per
+    scheduler evaluation (51 for 50 PNDM steps), one VAE decode of the batch. The scheduler's element-wise
+    arithmetic and the guidance sum are not timed."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from bench.stagewise import Part, StagePlan, build_for_timing, repeat_prompts
+    from muse.text import clip_bpe_tokenizer_dir
+
+    config = sd14_config(profile)
+    build = dict(device=device, dtype=dtype, seed=seed)
+    guided = guidance_scale > 1
+    evaluations = _evaluations(PNDMScheduler(**config.scheduler), steps)
+
+    def text_role():
+        model = build_for_timing(lambda: CLIPTextModel(CLIPTextConfig(**config.text_encoder)), **build)
+        folder = clip_bpe_tokenizer_dir()
+        tokenizer = CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"),
+                                  model_max_length=77)
+
+        def encode(batch_prompts):
+            ids = tokenizer(batch_prompts, padding="max_length", max_length=77, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            return model(ids)[0]
+
+        def parts(resolution, batch):
+            batch_prompts = repeat_prompts(prompts, batch)
+            return [Part("text_encoder", f"CLIP text encoder over {batch} prompts", 2 if guided else 1,
+                         lambda: encode(batch_prompts))]
+
+        return parts
+
+    def generator_role():
+        unet = build_for_timing(lambda: UNet2DConditionModel(**config.unet), **build)
+
+        def parts(resolution, batch):
+            rows, latent = (2 * batch if guided else batch), resolution // 8
+            g = torch.Generator().manual_seed(seed)
+            x = torch.randn(rows, config.unet["in_channels"], latent, latent, generator=g).to(device, dtype)
+            context = torch.randn(rows, 77, config.unet["cross_attention_dim"], generator=g).to(device, dtype)
+            t = torch.tensor(999, device=device)
+            return [Part("denoiser", f"UNet forward over {rows} latents", evaluations,
+                         lambda: unet(x, t, encoder_hidden_states=context, return_dict=False))]
+
+        return parts
+
+    def decoder_role():
+        vae = build_for_timing(lambda: AutoencoderKL(**config.vae), **build)
+
+        def parts(resolution, batch):
+            latent = resolution // 8
+            z = torch.randn(batch, config.vae["latent_channels"], latent, latent,
+                            generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+            return [Part("decoder", f"VAE decode of {batch} latents", 1,
+                         lambda: vae.decode(z / config.vae["scaling_factor"], return_dict=False))]
+
+        return parts
+
+    return StagePlan({"text": text_role, "generator": generator_role, "decoder": decoder_role})

@@ -11,7 +11,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def _count(fn) -> int:
+def count_flops(fn) -> int:
+    """FLOPs of everything `fn()` runs, by torch's FlopCounterMode (matrix products, convolutions, attention)."""
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
@@ -33,9 +34,9 @@ def muse_stage_flops(pipe, resolution: int) -> dict[str, int]:
     model = pipe.text_encoder.model
     if pipe.text_encoder.kind == "t5":
         # No attention mask: it does not change the FLOPs, and preparing it reads a value back (impossible on meta).
-        flops["text_encoder"] = _count(lambda: model(input_ids=ids))
+        flops["text_encoder"] = count_flops(lambda: model(input_ids=ids))
     else:
-        flops["text_encoder"] = _count(lambda: model(input_ids=ids, output_hidden_states=True))
+        flops["text_encoder"] = count_flops(lambda: model(input_ids=ids, output_hidden_states=True))
     with torch.device("meta"):
         from muse.text import TextEmbedding
 
@@ -50,8 +51,8 @@ def muse_stage_flops(pipe, resolution: int) -> dict[str, int]:
         pipe.base.logits(base_tokens, pipe.base.context(text))
 
     # The context (text projection) is computed once per image; a step is the forward.
-    context_flops = _count(lambda: pipe.base.context(text))
-    flops["base"] = context_flops + config.base_sampler.steps * (_count(base_step) - context_flops)
+    context_flops = count_flops(lambda: pipe.base.context(text))
+    flops["base"] = context_flops + config.base_sampler.steps * (count_flops(base_step) - context_flops)
     tokens, vq = base_tokens[:1], pipe.vq_base
     if resolution > config.base_resolution:
         sr_batch = 2 if config.superres_sampler.guidance_scale else 1
@@ -59,10 +60,10 @@ def muse_stage_flops(pipe, resolution: int) -> dict[str, int]:
             sr_tokens = torch.zeros(sr_batch, pipe.superres.seq_len, dtype=torch.long)
         sr_text = TextEmbedding(text.hidden[:sr_batch], text.mask[:sr_batch])
         low = base_tokens[:sr_batch]
-        sr_context = _count(lambda: pipe.superres.context(sr_text, low))
-        step = _count(lambda: pipe.superres.logits(sr_tokens, pipe.superres.context(sr_text, low))) - sr_context
+        sr_context = count_flops(lambda: pipe.superres.context(sr_text, low))
+        step = count_flops(lambda: pipe.superres.logits(sr_tokens, pipe.superres.context(sr_text, low))) - sr_context
         flops["superres"] = sr_context + config.superres_sampler.steps * step
         tokens, vq = sr_tokens[:1], pipe.vq_superres
-    flops["decoder"] = _count(lambda: vq.decode(tokens, resolution // vq.downsample))
+    flops["decoder"] = count_flops(lambda: vq.decode(tokens, resolution // vq.downsample))
     flops["total"] = sum(flops.values())
     return flops

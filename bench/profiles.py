@@ -1,4 +1,5 @@
-"""Profiles of a Muse preset for timing: "full" (the preset as is) and "scaled" (narrower, same work shape).
+"""Profiles of a Muse preset for timing: "full" (the preset as is), "scaled" (narrower, same work shape) and
+"tiny" (the family's test-size preset under the preset's name: for dry runs of paper-size experiments).
 
 The scaled profile divides every width by `divisor` (transformer hidden and MLP sizes, the T5 encoder's
 d_model / d_ff / d_kv, VQGAN channels) and keeps what sets the shape of the work: layer counts, head
@@ -12,7 +13,7 @@ import dataclasses
 
 from muse.config import PipelineConfig, VQConfig
 
-PROFILES = ("full", "scaled")
+PROFILES = ("full", "scaled", "tiny")
 DIVISOR = 16
 
 
@@ -52,3 +53,15 @@ def scaled_config(config: PipelineConfig, divisor: int = DIVISOR) -> PipelineCon
         vq_base=scaled_vq(config.vq_base, divisor), base=base,
         vq_superres=scaled_vq(config.vq_superres, divisor) if config.vq_superres else None, superres=superres,
     )
+
+
+def tiny_config(config: PipelineConfig) -> PipelineConfig:
+    """The tiny profile of a preset: muse-tiny's shape (or amused-tiny's for aMUSEd) under the preset's name,
+    with the preset's samplers, so a paper-size experiment can be dry-run in seconds. Never a paper number."""
+    from muse.presets import preset_config
+
+    tiny = preset_config("amused-tiny" if config.family == "amused" else "muse-tiny")
+    if config.superres is None:
+        tiny = dataclasses.replace(tiny, vq_superres=None, superres=None)
+    return dataclasses.replace(tiny, name=f"{config.name}-tiny", base_sampler=config.base_sampler,
+                               superres_sampler=config.superres_sampler)

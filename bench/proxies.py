@@ -94,7 +94,6 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from muse.config import TextConfig, VQConfig
 from muse.errors import MuseInputError
@@ -104,6 +103,7 @@ from muse.sampling import make_generators, sample_categorical, top_k_filter
 from muse.text import TextEncoder, build_text_model, load_tokenizer
 from muse.vqgan import VQTokenizer
 
+from bench.flops import count_flops
 from bench.runners import Runner
 
 PARTI_NAME = "parti-3b-proxy"
@@ -127,12 +127,6 @@ def _narrow_t5(model: dict) -> dict:
 
 def _stage(stage_timer):
     return stage_timer or (lambda name: contextlib.nullcontext())
-
-
-def _count(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
 
 
 @contextlib.contextmanager
@@ -402,31 +396,101 @@ def parti_stage_flops(proxy: PartiProxy, tokens: int | None = None) -> dict[str,
         image_tokens = torch.zeros(1, config.seq_len, dtype=torch.long)
     memory = decoder.memory(text)
     cache = decoder.new_cache(2)
-    first, last = (_count(lambda p=p: decoder.step(token, p, cache, memory, mask)) for p in (0, n - 1))
+    first, last = (count_flops(lambda p=p: decoder.step(token, p, cache, memory, mask)) for p in (0, n - 1))
     flops = {
         # No attention mask: it does not change the FLOPs, and preparing it reads a value back (impossible on meta).
-        "text_encoder": _count(lambda: proxy.text_encoder.model(input_ids=ids)),
-        "autoregressive": _count(lambda: decoder.memory(text)) + n * (first + last) // 2,
-        "decoder": _count(lambda: proxy.vq.decode(image_tokens, config.grid)),
+        "text_encoder": count_flops(lambda: proxy.text_encoder.model(input_ids=ids)),
+        "autoregressive": count_flops(lambda: decoder.memory(text)) + n * (first + last) // 2,
+        "decoder": count_flops(lambda: proxy.vq.decode(image_tokens, config.grid)),
     }
     flops["total"] = sum(flops.values())
     return flops
 
 
-def parti_runner(profile: str, device, dtype, init_seed: int, seed: int) -> Runner:
-    """The latency Runner of the Parti-3B proxy at `profile` (full, scaled or tiny); random weights."""
+def parti_stage_plan(config: PartiConfig, prompts: list[str], device, dtype, seed: int = 0):
+    """The per_stage plan of the Parti proxy (bench/stagewise.py): the text encoder over 2B prompts; the text
+    memory once, then per token one cached decoder step at the middle position (whose cost is the mean over
+    the sequence, see the module docstring) and the guidance, top-k and draw on [B, codebook] logits; one VQ
+    decode of the batch."""
+    from bench.stagewise import Part, StagePlan, build_for_timing, random_tokens, repeat_prompts
+
+    build = dict(device=device, dtype=dtype, seed=seed)
+
+    def text_role():
+        encoder = TextEncoder(build_for_timing(lambda: build_text_model(config.text), **build),
+                              load_tokenizer(config.text), "t5", config.text.max_length)
+
+        def parts(resolution, batch):
+            both = _with_unconditional(repeat_prompts(prompts, batch))
+            return [Part("text_encoder", f"text encoder over {len(both)} prompts", 1, lambda: encoder(both))]
+
+        return parts
+
+    def generator_role():
+        decoder = build_for_timing(lambda: ARDecoder(config.codebook_size, config.seq_len, config.hidden,
+                                                     config.layers, config.heads, config.mlp,
+                                                     config.text.model["d_model"]), **build)
+
+        def parts(resolution, batch):
+            if resolution not in PartiProxy.resolutions:
+                return None
+            rows, middle = 2 * batch, config.seq_len // 2
+            g = torch.Generator().manual_seed(seed)
+            text = torch.randn(rows, config.text.max_length, config.text.model["d_model"], generator=g).to(device, dtype)
+            mask = torch.ones(rows, config.text.max_length, dtype=torch.bool, device=device)
+            token = random_tokens(rows, 1, config.codebook_size, device, seed)[:, 0]
+            cache = decoder.new_cache(rows)
+            with torch.inference_mode():
+                memory = decoder.memory(text)
+                cond, uncond = decoder.step(token, middle, cache, memory, mask).float().chunk(2)
+            generators = make_generators(seed, range(batch), device)
+
+            def draw():
+                logits = top_k_filter((uncond + config.guidance_scale * (cond - uncond)) / config.temperature,
+                                      config.top_k)
+                return sample_categorical(logits, generators)
+
+            return [Part("autoregressive", "text memory (once per image)", 1, lambda: decoder.memory(text)),
+                    Part("autoregressive", f"cached decoder step at position {middle} over {rows} rows",
+                         config.seq_len, lambda: decoder.step(token, middle, cache, memory, mask)),
+                    Part("autoregressive", "guidance, top-k and draw", config.seq_len, draw)]
+
+        return parts
+
+    def decoder_role():
+        vq = build_for_timing(lambda: VQTokenizer.from_config(config.vq), **build)
+
+        def parts(resolution, batch):
+            tokens = random_tokens(batch, config.seq_len, config.codebook_size, device, seed)
+            return [Part("decoder", f"VQ decode of {batch} samples", 1, lambda: vq.decode(tokens, config.grid))]
+
+        return parts
+
+    return StagePlan({"text": text_role, "generator": generator_role, "decoder": decoder_role})
+
+
+def parti_runner(profile: str, device, dtype, init_seed: int, seed: int, *, prompts: list[str] | None = None,
+                 materialize: bool = True) -> Runner:
+    """The latency Runner of the Parti-3B proxy at `profile` (full, scaled or tiny); random weights. With
+    materialize=False nothing is built: the runner holds the per_stage plan."""
     config = parti_config(profile)
-    proxy = PartiProxy.from_config(config, device=device, dtype=dtype, seed=init_seed)
     meta = PartiProxy.from_config(config, device="meta")
     flops = parti_stage_flops(meta)
+    full = flops if profile == "full" else parti_stage_flops(PartiProxy.from_config(parti_config("full"), device="meta"))
+    common = dict(model=PARTI_NAME, weights="random", profile=profile, resolutions=PartiProxy.resolutions,
+                  params=meta.parameter_counts()["total"], steps=lambda r: config.seq_len, flops=lambda r: dict(flops),
+                  full_steps=lambda r: {"autoregressive": config.seq_len}, arch=PARTI_NAME,
+                  full_flops=lambda r: None if profile == "tiny" else dict(full))
+    if not materialize:
+        return Runner(run=None, stage_plan=parti_stage_plan(config, prompts or [""], device, dtype, init_seed),
+                      **common)
+    proxy = PartiProxy.from_config(config, device=device, dtype=dtype, seed=init_seed)
 
     def run(prompts, resolution, clock, steps=None):
         with torch.inference_mode():
             return proxy.generate(prompts, resolution=resolution, seed=seed, steps=steps, stage_timer=clock)
 
-    return Runner(PARTI_NAME, "random", profile, proxy.resolutions, proxy.parameter_counts()["total"],
-                  lambda r: config.seq_len, lambda r: dict(flops), run,
-                  lambda r: {"autoregressive": config.seq_len}, proxy)
+    return Runner(run=run, pipeline=proxy, **common)
 
 
 # ---- Imagen proxy -----------------------------------------------------------------------------------------
@@ -614,37 +678,97 @@ def imagen_stage_flops(proxy: ImagenProxy, resolution: int, steps: dict | None =
         context = torch.zeros(2, length, proxy.text_encoder.dim)
         mask = torch.ones(2, length)
         t = torch.tensor(999)  # an explicit tensor: nothing is read back from the meta device
-    flops = {"text_encoder": _count(lambda: proxy.text_encoder.model(input_ids=ids))}
+    flops = {"text_encoder": count_flops(lambda: proxy.text_encoder.model(input_ids=ids))}
     for name in _imagen_stages(resolution):
         unet, size = proxy.unets[name], _STAGE_SIZE[name]
         with torch.device("meta"):
             x = torch.zeros(2, unet.config.in_channels, size, size)
-        flops[name] = steps[name] * _count(
+        flops[name] = steps[name] * count_flops(
             lambda: unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask))
     flops["total"] = sum(flops.values())
     return flops
 
 
-def imagen_runner(profile: str, device, dtype, init_seed: int, seed: int, steps: dict | None = None) -> Runner:
+def imagen_stage_plan(config: ImagenConfig, prompts: list[str], device, dtype, seed: int = 0):
+    """The per_stage plan of the Imagen proxy (bench/stagewise.py): T5-XXL over 2B prompts; per denoising
+    step of each stage one UNet forward over 2B images (DDIM arithmetic, thresholding and upsampling, all
+    element-wise, are not timed). Pixel-space: no image decoder."""
+    from diffusers import UNet2DConditionModel
+
+    from bench.stagewise import Part, StagePlan, build_for_timing, repeat_prompts
+
+    build = dict(device=device, dtype=dtype, seed=seed)
+
+    def text_role():
+        encoder = TextEncoder(build_for_timing(lambda: build_text_model(config.text), **build),
+                              load_tokenizer(config.text), "t5", config.text.max_length)
+
+        def parts(resolution, batch):
+            both = _with_unconditional(repeat_prompts(prompts, batch))
+            return [Part("text_encoder", f"text encoder over {len(both)} prompts", 1, lambda: encoder(both))]
+
+        return parts
+
+    def generator_role():
+        unets = build_for_timing(lambda: nn.ModuleDict(
+            {name: UNet2DConditionModel(**config.unets[name]) for name in IMAGEN_STAGES}), **build)
+
+        def parts(resolution, batch):
+            if resolution not in ImagenProxy.resolutions:
+                return None
+            rows, width = 2 * batch, config.text.model["d_model"]
+            g = torch.Generator().manual_seed(seed)
+            context = torch.randn(rows, config.text.max_length, width, generator=g).to(device, dtype)
+            mask = torch.ones(rows, config.text.max_length, device=device, dtype=dtype)
+            t = torch.tensor(999, device=device)
+            out = []
+            for name in _imagen_stages(resolution):
+                unet, size = unets[name], _STAGE_SIZE[name]
+                x = torch.randn(rows, unet.config.in_channels, size, size, generator=g).to(device, dtype)
+                out.append(Part(name, f"UNet forward over {rows} images at {size}x{size}", config.steps[name],
+                                lambda unet=unet, x=x: unet(x, t, encoder_hidden_states=context,
+                                                            encoder_attention_mask=mask, return_dict=False)))
+            return out
+
+        return parts
+
+    return StagePlan({"text": text_role, "generator": generator_role})
+
+
+def imagen_runner(profile: str, device, dtype, init_seed: int, seed: int, steps: dict | None = None, *,
+                  prompts: list[str] | None = None, materialize: bool = True) -> Runner:
     """The latency Runner of the Imagen proxy at `profile` (full, scaled or tiny); random weights.
 
-    steps overrides the default (UNKNOWN) step counts by stage.
+    steps overrides the default (UNKNOWN) step counts by stage. With materialize=False nothing is built: the
+    runner holds the per_stage plan.
     """
     config = imagen_config(profile, steps)
-    proxy = ImagenProxy.from_config(config, device=device, dtype=dtype, seed=init_seed)
     meta = ImagenProxy.from_config(config, device="meta")
-    flops = {r: imagen_stage_flops(meta, r) for r in proxy.resolutions}
+    flops = {r: imagen_stage_flops(meta, r) for r in ImagenProxy.resolutions}
+    if profile == "full":
+        full = flops
+    else:
+        full_meta = ImagenProxy.from_config(imagen_config("full", steps), device="meta")
+        full = {r: imagen_stage_flops(full_meta, r) for r in ImagenProxy.resolutions}
+
+    def full_steps(resolution):
+        return {name: config.steps[name] for name in _imagen_stages(resolution)}
+
+    common = dict(model=IMAGEN_NAME, weights="random", profile=profile, resolutions=ImagenProxy.resolutions,
+                  params=meta.parameter_counts()["total"],
+                  steps=lambda r: "+".join(str(s) for s in full_steps(r).values()), flops=lambda r: dict(flops[r]),
+                  full_steps=full_steps, arch=IMAGEN_NAME,
+                  full_flops=lambda r: None if profile == "tiny" else dict(full[r]))
+    if not materialize:
+        return Runner(run=None, stage_plan=imagen_stage_plan(config, prompts or [""], device, dtype, init_seed),
+                      **common)
+    proxy = ImagenProxy.from_config(config, device=device, dtype=dtype, seed=init_seed)
 
     def run(prompts, resolution, clock, run_steps=None):
         with torch.inference_mode():
             return proxy.generate(prompts, resolution=resolution, seed=seed, steps=run_steps, stage_timer=clock)
 
-    def full_steps(resolution):
-        return {name: config.steps[name] for name in _imagen_stages(resolution)}
-
-    return Runner(IMAGEN_NAME, "random", profile, proxy.resolutions, proxy.parameter_counts()["total"],
-                  lambda r: "+".join(str(s) for s in full_steps(r).values()), lambda r: dict(flops[r]), run,
-                  full_steps, proxy)
+    return Runner(run=run, pipeline=proxy, **common)
 
 
 RUNNERS = {PARTI_NAME: parti_runner, IMAGEN_NAME: imagen_runner}

@@ -531,18 +531,32 @@ def _eval_facets(run: Run, ev: Mapping[str, Any], metrics: Iterable[str] | None 
 
 def _latency_caveats(row: Mapping[str, Any]) -> list[str]:
     out = []
-    if row.get("profile") in ("tiny", "scaled"):
-        out.append(f"{row['profile']} profile")
+    if row.get("profile") == "scaled":
+        out.append("scaled profile (for settings of one model, not for comparing models)")
+    elif row.get("profile") == "tiny":
+        out.append("tiny profile")
     if "proxy" in str(row.get("model", "")):
         out.append("labelled proxy")
+    if str(row.get("protocol", "")).startswith("per_stage"):
+        out.append("sum of per-stage forwards")
+    if row.get("device") == "cpu" and row.get("profile") == "full":
+        out.append("timed on a CPU")
     return out
+
+
+PROFILE_TEXT = {
+    "full": "full (the published shapes)",
+    "scaled": f"scaled: every width / 16, same layers, tokens and steps; compares settings of one model (batch size, "
+              f"steps, compile), not models, whose costs it changes by different factors ({NOT_PAPER})",
+    "tiny": f"tiny: a test-size model ({NOT_PAPER})",
+}
 
 
 def _latency_facets(run: Run, row: Mapping[str, Any]) -> dict[str, str]:
     weights = row.get("weights")
     return {
         "device": f"{row.get('device')} ({row.get('dtype')}{', compiled' if row.get('compiled') else ''})",
-        "profile": str(row.get("profile")) + (f" ({NOT_PAPER})" if row.get("profile") in ("tiny", "scaled") else ""),
+        "profile": PROFILE_TEXT.get(str(row.get("profile")), str(row.get("profile"))),
         "weights": f"{weights}" + (" (times do not depend on weight values)" if weights == "random" else ""),
         "steps": str(row.get("steps")),
         "timing": str(row.get("protocol")),
@@ -1005,41 +1019,104 @@ def _latency_section(runs: list[Run], figures: _Figures) -> str | None:
     ratios = _ratios(runs)
     if ratios:
         text.append("### Speed-ups\n\n" + ratios)
+    compute = _compute_section(runs)
+    if compute:
+        text.append(compute)
     return "\n\n".join(text)
 
 
 # The paper's speed claims, by the slower model of a measured pair.
 CLAIMS = {"sd-v1-4": "about 3x (Muse-3B vs SD v1.4)", "imagen-proxy": "more than 10x (Muse-3B vs Imagen)",
           "parti-3b-proxy": "more than 10x (Muse-3B vs Parti-3B)"}
+VERDICTS = {"faster": "the second is faster", "tie": "tie (range covers 1)", "slower": "the second is slower"}
+OLD_RATIO = ("recorded by a muse-bench that did not check whether the timed profiles keep the full-size cost ratio; "
+             "rerun the latency job")
+
+
+def _floors(floor: Mapping[str, Any] | None) -> str:
+    """'A100 61 / 250 ms, H100 ...' from a ratio's floor_s, or a dash."""
+    if not floor:
+        return "—"
+    cells = []
+    for gpu, pair in floor.items():
+        if pair.get("slower") is None or pair.get("faster") is None:
+            continue
+        cells.append(f"{gpu} {_num(1e3 * pair['slower'], 3)} / {_num(1e3 * pair['faster'], 3)} ms")
+    return ", ".join(cells) or "—"
 
 
 def _ratios(runs: list[Run]) -> str | None:
+    """The compared pairs of each run as results.json records them (bench.latency.latency_ratio): a time ratio
+    only where the timed profiles keep the full-size cost ratio, always beside the FLOP ratio and floors."""
     rows, notes = [], []
     many = len([r for r in runs if r.latency]) > 1
     for run in runs:
-        pairs = list((run.results or {}).get("latency_ratios") or [])
-        if not pairs:
-            # Runs without configured pairs: each slower baseline against each Muse-style model of the same run.
-            totals = {(r["model"], r["resolution"], r["batch_size"]): r for r in _totals(run.latency)}
-            for (model, res, batch), row in totals.items():
-                if model not in CLAIMS:
-                    continue
-                for (other, res2, batch2), fast in totals.items():
-                    if (res2, batch2) == (res, batch) and ("muse" in other or "amused" in other):
-                        pairs.append({"slower": model, "faster": other, "resolution": res, "batch_size": batch,
-                                      "ratio": row["median_s"] / fast["median_s"],
-                                      "protocol": f"median end-to-end time of {model} / of {other}; profiles "
-                                                  f"{row.get('profile')} / {fast.get('profile')}; {row.get('protocol')}"})
-        for pair in pairs:
-            rows.append(([run.label] if many else []) + [pair["slower"], pair["faster"], pair["resolution"],
-                         pair["batch_size"], f"{pair['ratio']:.3g}x", CLAIMS.get(pair["slower"], "—")])
-            notes.append((f"{pair['slower']} / {pair['faster']} {pair['resolution']} px batch {pair['batch_size']}"
-                          + (f" ({run.label})" if many else ""), {"ratio": str(pair.get("protocol"))}))
+        for pair in (run.results or {}).get("latency_ratios") or []:
+            shown = pair.get("shown", False)
+            why = pair.get("why") or OLD_RATIO
+            if shown and pair.get("ratio") is not None:
+                low, high = pair.get("ratio_range") or (None, None)
+                ratio = f"{pair['ratio']:.3g}x" + (f" ({low:.3g}–{high:.3g})" if low is not None else "")
+                verdict = VERDICTS.get(pair.get("verdict"), "—")
+            else:
+                ratio, verdict = "not shown (see protocol)", "—"
+            flops = pair.get("flop_ratio_full")
+            label = (f"{pair['slower']} / {pair['faster']} {pair['resolution']} px batch {pair['batch_size']}"
+                     + (" compiled" if pair.get("compiled") else "") + (f" ({run.label})" if many else ""))
+            rows.append(([run.label] if many else []) + [
+                pair["slower"], pair["faster"], pair["resolution"], pair["batch_size"],
+                "yes" if pair.get("compiled") else "no", ratio, verdict,
+                f"{flops:.3g}" if flops else "—", _floors(pair.get("floor_s")), CLAIMS.get(pair["slower"], "—")])
+            facets = {"time ratio": str(pair.get("protocol"))}
+            if not shown:
+                facets["not shown because"] = why
+            notes.append((label, facets))
     if not rows:
         return None
-    header = (["Run"] if many else []) + ["Slower", "Faster", "Resolution", "Batch", "Ratio", "Paper's claim"]
-    intro = "Ratio of median end-to-end times (above 1: the second model is faster)."
+    header = (["Run"] if many else []) + ["Slower", "Faster", "Resolution", "Batch", "Compiled",
+                                          "Time ratio (median, range over rounds)", "Verdict",
+                                          "Full-size FLOP ratio", "Compute floor, slower / faster", "Paper's claim"]
+    intro = ("Time ratio: the first model's end-to-end time over the second's, per round (both timed back to back), "
+             "median and range over rounds; above 1 the second model is faster, a range covering 1 is a tie. Given "
+             "only where the timed profiles keep the full-size cost ratio (both full size, or one architecture "
+             "timed twice): a scaled or tiny profile changes the models' costs by different factors. Full-size "
+             "FLOP ratio: FLOPs per image, first / second (below 1 the first does less work). Compute floor: FLOPs "
+             "of the batch at the dense bf16 peak (datasheet) of each GPU, a time no implementation can beat.")
     return _table(header, rows) + "\n\n" + _notes(notes, intro=intro)
+
+
+def _compute_section(runs: list[Run]) -> str | None:
+    """Full-size FLOPs and compute floors of every model and resolution the runs' latency jobs covered, and
+    the FLOP ratio of each compared pair at each resolution (results.json `compute`)."""
+    rows, pair_rows = [], []
+    for run in runs:
+        compute = (run.results or {}).get("compute") or []
+        by = {(c["model"], c["resolution"]): c for c in compute}
+        for c in compute:
+            flops, floor = c.get("flops_full"), c.get("floor_s") or {}
+            rows.append([c["model"], c["resolution"], c.get("steps"),
+                         _num(flops["total"] / 1e12, 4) if flops else "—",
+                         *(_num(1e3 * floor[g], 3) if g in floor else "—" for g in ("A100", "H100", "H200")),
+                         c.get("note") or ""])
+        for slower, faster in (run.config.get("latency") or {}).get("compare") or []:
+            for resolution in sorted({r for (m, r) in by if m == slower} & {r for (m, r) in by if m == faster}):
+                a, b = by[(slower, resolution)].get("flops_full"), by[(faster, resolution)].get("flops_full")
+                if a and b:
+                    pair_rows.append([slower, faster, resolution, f"{a['total'] / b['total']:.3g}"])
+    if not rows:
+        return None
+    text = ["### Compute at full size",
+            _table(["Model", "Resolution", "Steps", "TFLOP per image", "Floor A100 (ms)", "Floor H100 (ms)",
+                    "Floor H200 (ms)", "Note"], rows)]
+    if pair_rows:
+        text.append(_table(["First", "Second", "Resolution", "FLOP ratio (first / second)"], pair_rows))
+    text.append("**Protocol:** FLOPs per image of the published shapes, counted exactly on the meta device by "
+                "torch's FlopCounterMode (matrix products, convolutions, attention; element-wise work not counted), "
+                "at each model's own steps and guidance (a guided step is one forward over 2 images). Floor: one "
+                "image at the dense bf16 tensor-core peak of the datasheet (A100 312, H100 989, H200 989 TFLOP/s); "
+                "measured large matrix products reach about 80% of it, and batch-1 decoding far less. These are not "
+                "times: they say which model does more work, whatever the machine.")
+    return "\n\n".join(text)
 
 
 # ---- images: sample grids and decoding trajectories --------------------------------------------------

@@ -5,7 +5,9 @@ timed region (a run, a stage) is bracketed by CUDA events and the device is sync
 are read, so queued work is neither missed nor attributed to the wrong stage, and stages need no
 synchronisation between them; elsewhere regions are timed with perf_counter. Stages inside a run (text encoder, base decoding,
 super-res, VQ decode; or text encoder, denoiser loop, VAE decode) are timed the same way through
-`StageClock`, which models receive as their `stage_timer` hook. Peak memory is CUDA's max allocated bytes
+`StageClock`, which models receive as their `stage_timer` hook. Several models are timed in rounds, each round
+running every model once (`measure_group`), so that models compared with one another share the machine's
+slow and fast spells. Peak memory is CUDA's max allocated bytes
 on a GPU, or the process's peak resident set size on a CPU (a whole-process high-water mark: it never
 goes down, so read it as an upper bound).
 """
@@ -123,35 +125,74 @@ class Measurement:
         return {"n_runs": len(values), "median_s": statistics.median(values), "p90_s": percentile(values, 90)}
 
 
-def measure(run: Callable[[Callable[[str], Any]], Any], *, device: torch.device | str, warmup: int = 1,
-            runs: int = 3) -> Measurement:
-    """Time `run(stage_timer)`: `warmup` untimed calls, then `runs` timed ones.
+def timed_run(run: Callable[[Callable[[str], Any]], Any], device: torch.device) -> tuple[float, dict[str, float]]:
+    """One run, bracketed by synchronisation: (end-to-end seconds, seconds per stage)."""
+    clock = StageClock(device)
+    synchronize(device)  # nothing queued before the run counts towards it
+    total = Interval(device)
+    total.start()
+    run(clock)
+    total.stop()
+    synchronize(device)
+    return total.seconds, clock.seconds
 
-    `run` receives a stage timer (a StageClock) to bracket its stages with; the end-to-end time of each run
-    is bracketed by synchronisation as well.
+
+class RunFailed(Exception):
+    """A model of a timed group raised: `model` says which, the original error is the cause."""
+
+    def __init__(self, model: str, error: BaseException):
+        super().__init__(f"{model}: {type(error).__name__}: {error}")
+        self.model = model
+        self.error = error
+
+
+def measure_group(runs_by_model: dict[str, Callable[[Callable[[str], Any]], Any]], *, device: torch.device | str,
+                  warmup: int = 1, runs: int = 3) -> dict[str, Measurement]:
+    """Time several models in rounds: `warmup` untimed rounds, then `runs` timed rounds, each running every model
+    once in the given order (A B A B ...), so a slow spell of a shared machine falls on every model of the
+    group alike and ratios taken per round cancel it. With one model this is the plain protocol: warm-up
+    runs of exactly the measured work, then timed runs.
+
+    Each `run` receives a stage timer (a StageClock). An error in a run is raised as RunFailed naming the model.
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     device = torch.device(device)
-    first = None
+    out = {name: Measurement([], {}) for name in runs_by_model}
+
+    def attempt(name, run):
+        try:
+            return timed_run(run, device)
+        except Exception as err:  # noqa: BLE001 - re-raised with the model's name
+            raise RunFailed(name, err) from err
+
     for i in range(warmup):
-        synchronize(device)
-        start = time.perf_counter()
-        run(StageClock(device))
-        synchronize(device)
-        if i == 0:
-            first = time.perf_counter() - start
-    reset_peak_memory(device)
-    totals, stages = [], defaultdict(list)
+        for name, run in runs_by_model.items():
+            seconds, _ = attempt(name, run)
+            if i == 0:
+                out[name].first_s = seconds
+    stages: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in runs_by_model}
     for _ in range(runs):
-        clock = StageClock(device)
-        synchronize(device)  # nothing queued before the run counts towards it
-        total = Interval(device)
-        total.start()
-        run(clock)
-        total.stop()
-        synchronize(device)
-        totals.append(total.seconds)
-        for name, seconds in clock.seconds.items():
-            stages[name].append(seconds)
-    return Measurement(totals, dict(stages), peak_memory_bytes(device), first)
+        for name, run in runs_by_model.items():
+            reset_peak_memory(device)
+            seconds, by_stage = attempt(name, run)
+            out[name].total.append(seconds)
+            for stage, value in by_stage.items():
+                stages[name][stage].append(value)
+            out[name].peak_mem_bytes = max(out[name].peak_mem_bytes, peak_memory_bytes(device))
+    for name in runs_by_model:
+        out[name].stages = dict(stages[name])
+    return out
+
+
+def measure(run: Callable[[Callable[[str], Any]], Any], *, device: torch.device | str, warmup: int = 1,
+            runs: int = 3) -> Measurement:
+    """Time `run(stage_timer)`: `warmup` untimed calls, then `runs` timed ones (measure_group of one model).
+
+    `run` receives a stage timer (a StageClock) to bracket its stages with; the end-to-end time of each run
+    is bracketed by synchronisation as well.
+    """
+    try:
+        return measure_group({"run": run}, device=device, warmup=warmup, runs=runs)["run"]
+    except RunFailed as failed:
+        raise failed.error from None

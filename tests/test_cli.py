@@ -220,17 +220,20 @@ def test_expected_errors_exit_2_without_traceback(tmp_path, override, expected):
 
 
 def test_default_job_writes_the_report_with_latency_samples_and_trajectories(tmp_path):
-    """`muse-bench` as a new user runs it, with the latency part shrunk to test-size models (the full default,
-    Muse-3B and SD v1.4 in the scaled profile, takes minutes: timed in the issue notes, not here)."""
-    small = ["latency.models=[muse-tiny,sd-v1-4]", "latency.profile=full", "latency.sd_profile=tiny",
-             "latency.protocol=measured", "latency.runs=1", "latency.resolutions=[256]", "latency.compare=[[sd-v1-4,muse-tiny]]",
+    """`muse-bench` as a new user runs it, with the latency part shrunk to test-size models under the default's
+    own protocol (the full default, Muse-3B and SD v1.4 at full size, takes minutes: timed in the issue notes)."""
+    small = ["latency.models=[muse-tiny,sd-v1-4]", "latency.sd_profile=tiny", "latency.dtype=float32",
+             "latency.runs=1", "latency.compare=[[sd-v1-4,muse-tiny]]",
              "dataset.limit=2", "trajectories=1", "model.steps=3"]
     done = muse_bench(f"hydra.run.dir={tmp_path}", *small, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["experiment"] == "default"
-    assert {(r["model"], r["batch_size"]) for r in results["latency"] if r["stage"] == "total"} == {
-        ("muse-tiny", 1), ("muse-tiny", 2), ("sd-v1-4", 1), ("sd-v1-4", 2)}
+    assert {(r["model"], r["batch_size"], r["protocol"].split(":")[0]) for r in results["latency"]
+            if r["stage"] == "total"} == {("muse-tiny", 1, "per_stage"), ("sd-v1-4", 1, "per_stage")}
+    # Two test-size models: the report gives no time ratio between them.
+    [pair] = results["latency_ratios"]
+    assert pair["ratio"] is None and not pair["shown"]
     [evaluation] = results["evaluations"]
     assert evaluation["n_samples"]["requested"] == 2
     # No CLIP weights here: the metric is reported as skipped, saying how to supply them.

@@ -4,11 +4,12 @@ import csv
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-from bench.latency import COLUMNS, RowInfo, latency_csv, peak_flops, time_pipeline
+from bench.latency import COLUMNS, RowInfo, Timing, latency_csv, peak_flops, time_pipeline
 from bench.timing import StageClock, measure, percentile
 
 CONTRACT_COLUMNS = ("model", "weights", "profile", "resolution", "batch_size", "steps", "stage", "n_runs", "median_s",
@@ -93,7 +94,11 @@ def test_other_errors_are_not_swallowed():
 
 
 def test_percent_of_floor_only_where_the_peak_is_known():
-    assert peak_flops("NVIDIA H100 80GB HBM3", torch.bfloat16) == 790e12
+    # Datasheet dense bf16 peaks; the PCIe H100 is slower than the SXM part that "H100" alone matches.
+    assert peak_flops("NVIDIA H100 80GB HBM3", torch.bfloat16) == 989e12
+    assert peak_flops("NVIDIA H100 PCIe", torch.float16) == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", torch.bfloat16) == 312e12
+    assert peak_flops("NVIDIA H100 80GB HBM3", torch.float32) is None
     assert peak_flops("cpu", torch.float32) is None
 
     def run(batch, clock):
@@ -135,7 +140,7 @@ def test_latency_job_refuses_unknown_models(tmp_path):
 
 def test_our_sampler_and_diffusers_amused_side_by_side_with_stable_diffusion(tmp_path):
     done = muse_bench(tmp_path, "experiment=latency", "latency.resolutions=[256]", "latency.batch_sizes=[1]",
-                      "latency.runs=1", "latency.warmup=0")
+                      "latency.runs=2", "latency.warmup=0")
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     stages = {(r["model"], r["stage"]) for r in results["latency"]}
@@ -145,21 +150,102 @@ def test_our_sampler_and_diffusers_amused_side_by_side_with_stable_diffusion(tmp
     assert (sd["steps"], sd["profile"], sd["weights"]) == (50, "tiny", "random")
     ratios = {(r["slower"], r["faster"]): r for r in results["latency_ratios"]}
     assert set(ratios) == {("amused-tiny+diffusers", "amused-tiny"), ("sd-v1-4", "muse-tiny")}
-    for ratio in ratios.values():
-        assert ratio["ratio"] > 0 and "tiny" in ratio["protocol"] and "random" in ratio["protocol"]
+    # One architecture timed twice: a ratio of implementations, at any profile.
+    samplers = ratios[("amused-tiny+diffusers", "amused-tiny")]
+    assert samplers["shown"] and samplers["ratio"] > 0 and samplers["rounds"] == 2
+    assert samplers["ratio_range"][0] <= samplers["ratio"] <= samplers["ratio_range"][1]
+    # Two test-size models: no time ratio at all, and no full size to compare FLOPs at.
+    models = ratios[("sd-v1-4", "muse-tiny")]
+    assert models["ratio"] is None and not models["shown"] and "do not preserve" in models["why"]
+    assert models["flop_ratio_full"] is None and models["flop_ratio_timed"] > 0
+    compute = {(c["model"], c["resolution"]): c for c in results["compute"]}
+    assert compute[("sd-v1-4", 512)]["flops_full"]["total"] > 8e13 and compute[("muse-tiny", 256)]["flops_full"] is None
 
 
-def test_ratios_pair_rows_at_the_same_resolution_and_batch():
-    from bench.jobs import latency_ratios
+def timing(model, totals, *, profile="full", arch=None, flops=100, full=100, batch=1, status="ok"):
+    info = RowInfo(model, "random", profile, 256, 24, "cpu", torch.float32, 10, {"total": flops}, arch=arch or model,
+                   full_flops_per_image={"total": full} if full else None)
+    return Timing(info, batch, "measured; p", totals, {"base": totals}, 0, status=status)
 
-    def row(model, resolution, batch, median, status="ok"):
-        return dict(model=model, resolution=resolution, batch_size=batch, stage="total", status=status,
-                    median_s=median, profile="tiny", weights="random", protocol="p")
 
-    rows = [row("a", 256, 1, 4.0), row("b", 256, 1, 2.0), row("a", 256, 8, 8.0), row("b", 256, 8, 1.0, "oom"),
-            row("a", 512, 1, 9.0), row("b", 512, 1, 3.0)]
-    ratios = latency_ratios(rows, [["a", "b"]])
-    assert [(r["resolution"], r["batch_size"], r["ratio"]) for r in ratios] == [(256, 1, 2.0), (512, 1, 3.0)]
+def test_a_ratio_is_the_median_of_per_round_ratios_with_its_range():
+    from bench.latency import latency_ratio
+
+    # Round 2 hit a busy spell on both models: per-round ratios 2, 2, 2.2. The ratio of medians would be 3.
+    slow, fast = timing("a", [2.0, 20.0, 4.4]), timing("b", [1.0, 10.0, 2.0])
+    entry = latency_ratio(slow, fast)
+    assert entry["ratio"] == pytest.approx(2.0) and entry["ratio_range"] == pytest.approx([2.0, 2.2])
+    assert entry["verdict"] == "faster" and entry["shown"] and entry["rounds"] == 3
+    # A spread that covers 1 is a tie; entirely below 1 means the "faster" model was the slower one.
+    assert latency_ratio(timing("a", [1.2, 0.9, 1.1]), timing("b", [1.0, 1.0, 1.0]))["verdict"] == "tie"
+    assert latency_ratio(timing("a", [0.5, 0.6]), timing("b", [1.0, 1.0]))["verdict"] == "slower"
+
+
+def test_ratios_stand_beside_the_full_size_flop_ratio_and_gpu_floors():
+    from bench.latency import FLOOR_GPUS, latency_ratio
+
+    entry = latency_ratio(timing("sd", [1.0], full=19e12, flops=19e12, batch=2),
+                          timing("muse", [2.0], full=78e12, flops=78e12, batch=2))
+    assert entry["flop_ratio_full"] == pytest.approx(19 / 78)
+    for gpu, peak in FLOOR_GPUS.items():
+        assert entry["floor_s"][gpu]["slower"] == pytest.approx(2 * 19e12 / peak)
+        assert entry["floor_s"][gpu]["faster"] == pytest.approx(2 * 78e12 / peak)
+
+
+def test_no_cross_model_ratio_from_profiles_that_break_the_cost_ratio():
+    from bench.latency import latency_ratio
+
+    # Scaled widths change two architectures' costs by different factors: SD costs 0.24x Muse-3B at full size but
+    # 2x at the scaled profile, so a scaled time ratio would say the opposite of the FLOP count.
+    scaled = latency_ratio(timing("sd", [2.0], profile="scaled", flops=2e11, full=19e12),
+                           timing("muse", [1.0], profile="scaled", flops=1e11, full=78e12))
+    assert scaled["ratio"] is None and scaled["ratio_range"] is None and not scaled["shown"]
+    assert "scaled" in scaled["why"] and "2 at the timed profiles but 0.244 at full size" in scaled["why"]
+    assert scaled["flop_ratio_full"] == pytest.approx(19 / 78)
+    # One architecture at one profile (ours and diffusers' aMUSEd): the ratio compares implementations.
+    same = latency_ratio(timing("amused+diffusers", [2.0], profile="tiny", arch="amused"),
+                         timing("amused", [1.0], profile="tiny", arch="amused"))
+    assert same["shown"] and same["ratio"] == 2.0
+    # A model that ran out of memory (or was not started) gives no ratio.
+    oom = latency_ratio(timing("a", [], status="oom"), timing("b", [1.0]))
+    assert oom["ratio"] is None and "oom" in oom["why"]
+
+
+def test_full_size_flops_put_stable_diffusion_below_muse_3b_and_the_scaled_profile_breaks_the_ratio():
+    """The fact behind the ratio rule (REFERENCE.md section 8): counted on the meta device, SD v1.4 costs about
+    a quarter of Muse-3B per image at 256 and half at 512; narrowing every width by 16 does not keep that."""
+    from types import SimpleNamespace
+
+    from bench.runners import build_runner
+
+    def runner(name, profile):
+        spec = SimpleNamespace(compile=False, compile_mode="default", compile_backend="inductor", profile=profile,
+                               sd_profile=profile, sd_pretrained=None, protocol="per_stage")
+        return build_runner(name, spec, "cpu", torch.bfloat16, 0, 0)
+
+    muse, sd = runner("muse-3b", "full"), runner("sd-v1-4", "full")
+    for resolution, (sd_tflop, muse_tflop) in {256: (19.0, 77.9), 512: (84.5, 154.4)}.items():
+        assert sd.full_flops(resolution)["total"] / 1e12 == pytest.approx(sd_tflop, abs=0.05)
+        assert muse.full_flops(resolution)["total"] / 1e12 == pytest.approx(muse_tflop, abs=0.05)
+    muse_scaled, sd_scaled = runner("muse-3b", "scaled"), runner("sd-v1-4", "scaled")
+    for resolution in (256, 512):
+        full = sd.full_flops(resolution)["total"] / muse.full_flops(resolution)["total"]
+        scaled = sd_scaled.flops(resolution)["total"] / muse_scaled.flops(resolution)["total"]
+        assert scaled / full > 1.5, (resolution, scaled, full)
+    assert muse_scaled.full_flops(256) == muse.full_flops(256)  # full size whatever the profile timed
+
+
+def test_compared_models_are_timed_in_rounds():
+    from bench.latency import compare_groups
+    from bench.timing import measure_group
+
+    order = []
+    measured = measure_group({name: (lambda clock, name=name: order.append(name)) for name in "ab"},
+                             device="cpu", warmup=1, runs=3)
+    assert "".join(order) == "ab" * 4  # one warm-up round, then three rounds, each model once per round
+    assert all(len(m.total) == 3 for m in measured.values())
+    assert compare_groups(["a", "b", "c", "d"], [["c", "a"]]) == [["a", "c"], ["b"], ["d"]]
+    assert compare_groups(["a", "b", "c"], [["a", "b"], ["b", "c"]]) == [["a", "b", "c"]]
 
 
 def test_extrapolation_fits_fixed_plus_per_step():
@@ -222,12 +308,15 @@ def test_paper_table3_puts_measured_beside_published():
     assert {r["paper_model"] for r in table} >= {"Imagen", "Parti-3B", "LDM, 50 steps"}
 
 
-def test_paper_table3_job_on_a_scaled_model(tmp_path):
+def test_paper_table3_job_writes_the_published_table_beside_per_stage_rows(tmp_path):
+    # The preset's protocol (per_stage) with test-size shapes: the full preset builds T5-XXL.
     done = muse_bench(tmp_path, "experiment=paper_table3", "latency.models=[muse-632m]", "latency.resolutions=[256]",
-                      "latency.compare=[]", "latency.runs=1", "latency.warmup=0")
+                      "latency.compare=[]", "latency.runs=1", "latency.warmup=0", "latency.profile=tiny",
+                      "latency.dtype=float32")
     assert done.returncode == 0, done.stderr
     rows = read_csv(tmp_path / "latency.csv")
-    assert {r["profile"] for r in rows} == {"scaled"} and all("extrapolated" in r["protocol"] for r in rows)
+    assert {r["profile"] for r in rows} == {"tiny"} and all(r["protocol"].startswith("per_stage") for r in rows)
+    assert {r["stage"] for r in rows} == {"text_encoder", "base", "decoder", "total"}
     table = read_csv(tmp_path / "table3.csv")
     assert len(table) == 7 and all(r["source"] for r in table)
 
@@ -275,21 +364,129 @@ def test_extrapolation_shrugs_off_one_disturbed_pair(monkeypatch):
     import bench.latency as latency
     from bench.timing import Measurement
 
-    # Fixed 0.5 s + 0.1 s a step; the second measured pair's 2-step run was slowed by 5 s (a busy machine).
-    calls = []
+    # Fixed 0.5 s + 0.1 s a step; in the second timed round the 2-step run was slowed by 5 s (a busy machine).
+    def fake_measure_group(runs_by_key, *, device, warmup, runs):
+        assert warmup == 1 and runs == 3
+        out = {}
+        for (model, steps) in runs_by_key:
+            base = [0.5 + 0.1 * steps + (5.0 if (steps, r) == (2, 1) else 0.0) for r in range(runs)]
+            out[(model, steps)] = Measurement([b + 0.2 for b in base], {"text_encoder": [0.2] * runs, "base": base})
+        return out
 
-    def fake_measure(run, *, device, warmup, runs):
-        calls.append(None)
-        steps = 1 if len(calls) % 2 else 2
-        base = 0.5 + 0.1 * steps + (5.0 if len(calls) == 6 else 0.0)  # calls 1-2: warm-up pair
-        return Measurement([base + 0.2], {"text_encoder": [0.2], "base": [base]}, 1)
-
-    monkeypatch.setattr(latency, "measure", fake_measure)
+    monkeypatch.setattr(latency, "measure_group", fake_measure_group)
     rows = latency.time_pipeline_extrapolated(lambda b, k, c: None, info("m"), full_steps={"base": 24},
                                               batch_sizes=[1], runs=3, warmup=1)
     by_stage = {r["stage"]: r for r in rows}
-    assert len(calls) == 8
     assert by_stage["base"]["median_s"] == pytest.approx(0.5 + 24 * 0.1)
     assert by_stage["text_encoder"]["median_s"] == pytest.approx(0.2)
     assert by_stage["total"]["median_s"] == pytest.approx(0.2 + 2.9)
-    assert by_stage["total"]["p90_s"] > by_stage["total"]["median_s"]  # the disturbed pair shows in the tail
+    assert by_stage["total"]["p90_s"] > by_stage["total"]["median_s"]  # the disturbed round shows in the tail
+
+
+def test_per_stage_sums_count_times_call_time_per_round_and_rounds_interleave_models():
+    from bench.latency import time_per_stage
+    from bench.stagewise import Part, StagePlan
+
+    calls = []
+
+    def part(model, stage, count, seconds):
+        def call():
+            calls.append((model, stage))
+            time.sleep(seconds)
+        return Part(stage, f"{stage} call", count, call)
+
+    def plan(model, scale):
+        return StagePlan({"text": lambda: (lambda r, b: [part(model, "text_encoder", 2, 0.001 * scale)]),
+                          "generator": lambda: (lambda r, b: [part(model, "base", 24, 0.002 * scale)])})
+
+    plans = {m: (plan(m, s), {256: info(m)}) for m, s in (("a", 1), ("b", 3))}
+    timed = time_per_stage(plans, resolutions=[256], batch_sizes=[1], runs=2, warmup=1)
+    a, b = timed[("a", 256, 1)], timed[("b", 256, 1)]
+    assert set(a.stages) == {"text_encoder", "base"} and len(a.totals) == 2
+    for t in (a, b):
+        for r in range(2):
+            assert t.totals[r] == pytest.approx(t.stages["text_encoder"][r] + t.stages["base"][r])
+    # count x call time: 24 calls of >= 2 ms (a) and 6 ms (b) per round
+    assert min(a.stages["base"]) >= 24 * 0.002 and min(b.stages["base"]) >= 24 * 0.006
+    # within a role, each round calls every model once, in turn: warm-up round then two rounds
+    assert [m for m, s in calls if s == "base"] == ["a", "b"] * 3
+    # a spent budget leaves configurations untimed, and says so
+    over = time_per_stage(plans, resolutions=[256], batch_sizes=[1], runs=2, warmup=1, deadline=0.0)
+    assert {t.status for t in over.values()} == {"over_budget"}
+    assert over[("a", 256, 1)].rows()[0]["status"] == "over_budget"
+
+
+def test_timing_modules_get_values_of_the_usual_scale_and_their_position_ids():
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from bench.stagewise import build_for_timing
+
+    config = CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                            num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=2,
+                            pad_token_id=1)
+    model = build_for_timing(lambda: CLIPTextModel(config), device="cpu", dtype=torch.bfloat16, seed=0)
+    params = dict(model.named_parameters())
+    assert all(p.dtype == torch.bfloat16 for p in params.values())
+    layer = "encoder.layers.0."
+    # gains 1 and biases 0 (gains of 0.02 shrink activations into denormals: several times slower on a CPU)
+    assert torch.all(params[layer + "layer_norm1.weight"] == 1) and torch.all(params[layer + "mlp.fc1.bias"] == 0)
+    fc1 = params[layer + "mlp.fc1.weight"].float()
+    assert fc1.abs().max() <= 32 ** -0.5 and fc1.std() > 0.1 * 32 ** -0.5
+    ids = dict(model.named_buffers())["embeddings.position_ids"]
+    assert torch.equal(ids[0], torch.arange(77))
+    out = model(torch.tensor([[1, 2, 3]])).last_hidden_state
+    assert torch.isfinite(out).all() and out.float().std() > 0.1
+
+    class WithBuffer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.ones(3))
+
+    with pytest.raises(NotImplementedError, match="scale"):
+        build_for_timing(WithBuffer, device="cpu", dtype=torch.float32)
+
+
+def test_the_gpu_preset_composes_as_a_gpu_user_runs_it():
+    from hydra import compose, initialize_config_dir
+
+    from bench.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=latency_gpu"])
+    spec = cfg.latency
+    assert (cfg.job, cfg.device, spec.dtype, spec.profile, spec.sd_profile, spec.protocol) == (
+        "latency", "cuda", "bfloat16", "full", "full", "measured")
+    assert list(spec.models) == ["muse-632m", "muse-3b", "amused-256", "amused-256+diffusers", "sd-v1-4"]
+    assert (list(spec.resolutions), list(spec.batch_sizes), spec.eager_and_compiled) == ([256, 512], [1, 8], True)
+    assert 0 < spec.budget_s <= 480  # the preset must end within 8 minutes on one GPU
+
+
+def test_the_gpu_preset_dry_runs_on_test_size_shapes(tmp_path):
+    """experiment=latency_gpu with test-size shapes on this CPU: every model built and timed eager and compiled,
+    every compared pair. To keep the suite fast it times one resolution and batch size, and decoding loops at 1 and
+    2 steps (protocol extrapolated; the measured protocol runs whole in test_latency_job_writes_latency_csv_...)."""
+    done = muse_bench(tmp_path, "experiment=latency_gpu", "device=cpu", "latency.dtype=float32", "latency.profile=tiny",
+                      "latency.sd_profile=tiny", "latency.compile_backend=eager", "latency.runs=1",
+                      "latency.resolutions=[256]", "latency.batch_sizes=[1]", "latency.budget_s=null",
+                      "latency.protocol=extrapolated")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["latency"]["eager_and_compiled"]
+    totals = {(r["model"], r["compiled"]) for r in results["latency"] if r["stage"] == "total" and r["status"] == "ok"}
+    models = ("muse-632m", "muse-3b", "amused-256", "amused-256+diffusers", "sd-v1-4")
+    assert totals == {(model, compiled) for model in models for compiled in (False, True)}
+    ratios = results["latency_ratios"]
+    assert {(r["slower"], r["faster"], r["compiled"]) for r in ratios} == {
+        (a, b, c) for a, b in (("sd-v1-4", "muse-3b"), ("sd-v1-4", "muse-632m"), ("sd-v1-4", "amused-256"),
+                               ("amused-256+diffusers", "amused-256")) for c in (False, True)}
+    # Full-size FLOP ratios are reported even for the tiny dry run; time ratios only between implementations.
+    assert all(r["flop_ratio_full"] for r in ratios)
+    assert {(r["slower"], r["shown"]) for r in ratios} == {("sd-v1-4", False), ("amused-256+diffusers", True)}
+
+
+def test_latency_settings_are_refused_before_anything_runs(tmp_path):
+    done = muse_bench(tmp_path, "experiment=latency", "latency.protocol=per_stage", "latency.compile=true")
+    assert done.returncode == 2 and "per_stage" in done.stderr and "Traceback" not in done.stderr
+    done = muse_bench(tmp_path, "experiment=latency", "latency.compare=[[sd-v1-4,muse-632m]]")
+    assert done.returncode == 2 and "latency.compare" in done.stderr and "muse-632m" in done.stderr
+    assert not (tmp_path / "latency.csv").exists()

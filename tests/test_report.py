@@ -420,7 +420,10 @@ def test_a_bad_reference_row_names_its_line(tmp_path):
 
 def test_report_of_a_real_run_of_the_command(tmp_path):
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "dataset.limit=2", f"hydra.run.dir={run}"],
+    # The default job with its latency part on test-size shapes (the default times Muse-3B at full size).
+    small = ["latency.models=[muse-tiny,sd-v1-4]", "latency.sd_profile=tiny", "latency.dtype=float32",
+             "latency.runs=1", "latency.compare=[[sd-v1-4,muse-tiny]]"]
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "dataset.limit=2", f"hydra.run.dir={run}", *small],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr
     done = subprocess.run([sys.executable, "-m", "bench.report", str(run)], capture_output=True, text=True,
@@ -430,3 +433,45 @@ def test_report_of_a_real_run_of_the_command(tmp_path):
     assert "## Samples" in text and "muse-tiny on partiprompts, 256 px" in text
     assert "random (not a paper number)" in text
     assert_figures_are_readable_pngs(run, text)
+
+
+def test_speed_ups_show_time_ratios_only_where_the_cost_ratio_is_kept_beside_flops_and_floors(tmp_path):
+    import torch
+
+    from bench.latency import RowInfo, Timing, compute_row, latency_ratio
+
+    def timing(model, profile, totals, flops, full, arch=None):
+        info = RowInfo(model, "random", profile, 256, 24, "cpu", torch.bfloat16, 10, {"total": flops},
+                       arch=arch or model, full_flops_per_image={"total": full})
+        return Timing(info, 1, "per_stage: p", totals, {"base": totals})
+
+    shown = latency_ratio(timing("sd-v1-4", "full", [1.0, 1.1, 1.2], 19e12, 19e12),
+                          timing("muse-3b", "full", [2.0, 2.0, 2.0], 78e12, 78e12))
+    scaled = latency_ratio(timing("sd-v1-4", "scaled", [9.0, 9.0], 2.9e11, 19e12),
+                           timing("muse-632m", "scaled", [3.0, 3.0], 1.1e11, 18.7e12))
+    old = {"slower": "parti-3b-proxy", "faster": "muse-3b", "resolution": 256, "batch_size": 1, "ratio": 3.8,
+           "protocol": "old"}
+    run = write_run(tmp_path / "run", latency=latency_rows("muse-3b", 256, 1, {"base": 2.0}, profile="full"), extra={
+        "latency_ratios": [shown, scaled, old],
+        "compute": [compute_row("muse-3b", 256, 24, {"total": 77.9e12}), compute_row("sd-v1-4", 256, 50, {"total": 19e12}),
+                    compute_row("muse-tiny", 256, 24, None)],
+    })
+    results = json.loads((run / "results.json").read_text())
+    results["config"]["latency"] = {"compare": [["sd-v1-4", "muse-3b"]]}
+    write_json(run / "results.json", results)
+    text = write_report(load_runs([run]), tmp_path / "out").read_text()
+    lines = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in text.splitlines()
+             if " | 256 | 1 | no | " in line}
+    assert "| 0.55x (0.5–0.6) | the second is slower | 0.244 |" in lines[("sd-v1-4", "muse-3b")]
+    assert "A100 60.9 / 250 ms" in lines[("sd-v1-4", "muse-3b")]
+    # The scaled pair measured 3x: that number must not appear as a speed-up, but its FLOP ratio does.
+    assert "not shown (see protocol)" in lines[("sd-v1-4", "muse-632m")] and "| 3x" not in lines[("sd-v1-4", "muse-632m")]
+    assert "| 1.02 |" in lines[("sd-v1-4", "muse-632m")]
+    assert "not shown because: profiles scaled / scaled do not preserve the full-size cost ratio" in text
+    # An entry from before this check is not shown either.
+    parti = lines[("parti-3b-proxy", "muse-3b")]
+    assert "not shown (see protocol)" in parti and "3.8" not in parti
+    assert "### Compute at full size" in text
+    assert "| muse-3b | 256 | 24 | 77.9 | 250 | 78.8 | 78.8 |" in text
+    assert "| sd-v1-4 | muse-3b | 256 | 0.244 |" in text
+    assert "| muse-tiny | 256 | 24 | — | — | — | — | test-size model: no full size |" in text
