@@ -290,7 +290,7 @@ def time_per_stage(plans: Mapping[str, tuple[Any, Mapping[int, RowInfo]]], *, re
         if not members:
             continue
         log.info("per_stage: building the %s of %s", role, ", ".join(members))
-        built = {name: build() for name, build in members.items()}
+        built = {name: build([r for r in resolutions if r in plans[name][1]]) for name, build in members.items()}
         for resolution in resolutions:
             for batch in batch_sizes:
                 parts = {name: at(resolution, batch) for name, at in built.items()
@@ -304,12 +304,13 @@ def time_per_stage(plans: Mapping[str, tuple[Any, Mapping[int, RowInfo]]], *, re
                     key = (name, resolution, batch)
                     if timed is None:
                         over.add(key)
-                        log.warning("per_stage: %s at %d px, batch %d not timed: latency.budget_s is spent",
+                        log.warning("per_stage: %s at %d px, batch %d not timed: latency.budget_s would be passed",
                                     name, resolution, batch)
                         continue
-                    for stage, values in timed[name].stage_rounds().items():
-                        collected.setdefault(key, {})[stage] = values
+                    collected.setdefault(key, {}).update(timed[name].stage_rounds())
                     peaks[key] = max(peaks.get(key, 0), peak_memory_bytes(device))
+                # The parts hold the role's modules (their calls close over them): drop them with the role.
+                del parts, timed
         built.clear()
         release_memory(device)
     out = {}

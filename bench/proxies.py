@@ -416,7 +416,7 @@ def parti_stage_plan(config: PartiConfig, prompts: list[str], device, dtype, see
 
     build = dict(device=device, dtype=dtype, seed=seed)
 
-    def text_role():
+    def text_role(resolutions):
         encoder = TextEncoder(build_for_timing(lambda: build_text_model(config.text), **build),
                               load_tokenizer(config.text), "t5", config.text.max_length)
 
@@ -426,7 +426,7 @@ def parti_stage_plan(config: PartiConfig, prompts: list[str], device, dtype, see
 
         return parts
 
-    def generator_role():
+    def generator_role(resolutions):
         decoder = build_for_timing(lambda: ARDecoder(config.codebook_size, config.seq_len, config.hidden,
                                                      config.layers, config.heads, config.mlp,
                                                      config.text.model["d_model"]), **build)
@@ -457,7 +457,7 @@ def parti_stage_plan(config: PartiConfig, prompts: list[str], device, dtype, see
 
         return parts
 
-    def decoder_role():
+    def decoder_role(resolutions):
         vq = build_for_timing(lambda: VQTokenizer.from_config(config.vq), **build)
 
         def parts(resolution, batch):
@@ -699,7 +699,7 @@ def imagen_stage_plan(config: ImagenConfig, prompts: list[str], device, dtype, s
 
     build = dict(device=device, dtype=dtype, seed=seed)
 
-    def text_role():
+    def text_role(resolutions):
         encoder = TextEncoder(build_for_timing(lambda: build_text_model(config.text), **build),
                               load_tokenizer(config.text), "t5", config.text.max_length)
 
@@ -709,9 +709,10 @@ def imagen_stage_plan(config: ImagenConfig, prompts: list[str], device, dtype, s
 
         return parts
 
-    def generator_role():
+    def generator_role(resolutions):
+        stages = {stage for r in resolutions if r in ImagenProxy.resolutions for stage in _imagen_stages(r)}
         unets = build_for_timing(lambda: nn.ModuleDict(
-            {name: UNet2DConditionModel(**config.unets[name]) for name in IMAGEN_STAGES}), **build)
+            {name: UNet2DConditionModel(**config.unets[name]) for name in IMAGEN_STAGES if name in stages}), **build)
 
         def parts(resolution, batch):
             if resolution not in ImagenProxy.resolutions:

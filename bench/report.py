@@ -912,6 +912,14 @@ def _win_rate_part(entries: list[tuple[Run, Mapping[str, Any]]], figures: _Figur
         _notes(notes, intro=intro)
 
 
+def _achieved(row: Mapping[str, Any]) -> str:
+    """TFLOP/s a latency row reached: FLOPs per image x batch / median time."""
+    flops, median, batch = row.get("flops"), row.get("median_s"), row.get("batch_size")
+    if not flops or not median or not batch:
+        return "—"
+    return _num(float(flops) * int(batch) / float(median) / 1e12, 3)
+
+
 def _pct(value: Any) -> str:
     return "—" if value is None else f"{100 * float(value):.1f}%"
 
@@ -993,7 +1001,8 @@ def _latency_section(runs: list[Run], figures: _Figures) -> str | None:
         text.append(figures.link(path, "throughput against batch size"))
 
     header = (["Run"] if many else []) + ["Model", "Resolution", "Batch", "Steps", "Profile", "Weights", "Median (s)",
-                                          "p90 (s)", "Images/s", "Params", "Peak memory (GiB)", "% of compute floor",
+                                          "p90 (s)", "Images/s", "Params", "Peak memory (GiB)", "TFLOP/s achieved",
+                                          "% of compute floor",
                                           "Status", "Note"]
     rows, notes, seen = [], [], set()
     order = {id(run): i for i, run in enumerate(runs)}
@@ -1006,14 +1015,16 @@ def _latency_section(runs: list[Run], figures: _Figures) -> str | None:
             row.get("model"), row.get("resolution"), row.get("batch_size"), row.get("steps"), row.get("profile"),
             row.get("weights"), _num(row.get("median_s")), _num(row.get("p90_s")), _num(row.get("images_per_s")),
             _params(row.get("params")), _num(mem / 2**30, 3) if isinstance(mem, (int, float)) else "—",
-            _num(row.get("percent_of_floor"), 3), row.get("status", "ok"), _flag(_latency_caveats(row))])
+            _achieved(row), _num(row.get("percent_of_floor"), 3), row.get("status", "ok"), _flag(_latency_caveats(row))])
         key = (id(run), row.get("model"), row.get("resolution"))
         if key not in seen:
             seen.add(key)
             notes.append((f"{row.get('model')} {row.get('resolution')} px" + (f" ({run.label})" if many else ""),
                           _latency_facets(run, row)))
-    intro = ("End-to-end (stage total) rows; every stage is in each run's latency.csv. % of compute floor: FLOPs over "
-             "the device's dense peak, blank where the peak is not known (CPUs, fp32).")
+    intro = ("End-to-end (stage total) rows; every stage is in each run's latency.csv. TFLOP/s achieved: the timed "
+             "profile's FLOPs of the batch over the median time, which says how well a model's kernels use this "
+             "device (models with equal FLOPs can differ several-fold). % of compute floor: FLOPs over the device's "
+             "dense peak, blank where the peak is not known (CPUs, fp32).")
     text.append(_table(header, rows) + "\n\n" + _notes(notes, intro=intro))
 
     ratios = _ratios(runs)

@@ -183,7 +183,7 @@ def muse_stage_plan(config, prompts: list[str], device, dtype, seed: int = 0) ->
     def guided(stage: str) -> bool:
         return bool(samplers[stage].guidance_scale)
 
-    def text_role():
+    def text_role(resolutions):
         encoder = TextEncoder(build_for_timing(lambda: build_text_model(text_cfg), **build), load_tokenizer(text_cfg),
                               text_cfg.kind, text_cfg.max_length)
 
@@ -218,9 +218,11 @@ def muse_stage_plan(config, prompts: list[str], device, dtype, seed: int = 0) ->
                 Part(stage, f"transformer forward over {rows} rows", sampler.steps, lambda: model.logits(tokens, context)),
                 Part(stage, "sampler: 2 steps on fixed logits", sampler.steps / 2, two_sampler_steps)]
 
-    def generator_role():
-        built = build_for_timing(lambda: torch.nn.ModuleList([m for m in build_transformers(config) if m is not None]),
-                                 **build)
+    def generator_role(resolutions):
+        # The super-res transformer only where a resolution needs it (0.85B parameters for Muse-3B).
+        need_superres = any(r > config.base_resolution for r in resolutions)
+        built = build_for_timing(lambda: torch.nn.ModuleList(
+            [m for m in build_transformers(config) if m is not None][: 2 if need_superres else 1]), **build)
         base, superres = built[0], (built[1] if len(built) > 1 else None)
 
         def parts(resolution, batch):
@@ -235,9 +237,11 @@ def muse_stage_plan(config, prompts: list[str], device, dtype, seed: int = 0) ->
 
         return parts
 
-    def decoder_role():
-        vqs = {config.base_resolution: build_for_timing(lambda: VQTokenizer.from_config(config.vq_base), **build)}
-        if config.vq_superres is not None:
+    def decoder_role(resolutions):
+        vqs = {}
+        if config.base_resolution in resolutions:
+            vqs[config.base_resolution] = build_for_timing(lambda: VQTokenizer.from_config(config.vq_base), **build)
+        if config.vq_superres is not None and 2 * config.base_resolution in resolutions:
             vqs[2 * config.base_resolution] = build_for_timing(lambda: VQTokenizer.from_config(config.vq_superres),
                                                                **build)
 

@@ -58,13 +58,14 @@ PartsAt = Callable[[int, int], "list[Part] | None"]
 
 @dataclass
 class StagePlan:
-    """How to build each role of one model at timing size: role -> a builder returning PartsAt.
+    """How to build each role of one model at timing size: role -> a builder taking the resolutions to be
+    timed and returning PartsAt.
 
-    Builders allocate the role's modules (full size, the run's dtype and device) and are called one role at
-    a time; what they return is dropped before the next role is built.
+    Builders allocate the role's modules (full size, the run's dtype and device; only those the resolutions
+    need) and are called one role at a time; what they return is dropped before the next role is built.
     """
 
-    roles: dict[str, Callable[[], PartsAt]] = field(default_factory=dict)
+    roles: dict[str, Callable[[Sequence[int]], PartsAt]] = field(default_factory=dict)
 
 
 def build_for_timing(make: Callable[[], nn.Module], *, device: torch.device | str, dtype: torch.dtype,
@@ -80,7 +81,8 @@ def build_for_timing(make: Callable[[], nn.Module], *, device: torch.device | st
     device = torch.device(device)
     with torch.device("meta"):
         module = make()
-    module = module.to(dtype=dtype).to_empty(device=device).eval().requires_grad_(False)
+    # nn.Module.to, not a library override (diffusers warns on every cast of a model it did not load).
+    module = nn.Module.to(module, dtype=dtype).to_empty(device=device).eval().requires_grad_(False)
     # Values of the scale a fresh module has (weights values do not change timing, but their scale does on
     # a CPU: norm gains of 0.02 shrink activations into float32 denormals, 8x slower): matrices and
     # convolutions U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as torch.nn.Linear's default, 1-D gains 1, biases 0.
