@@ -506,6 +506,14 @@ def _flag(caveats: Sequence[str]) -> str:
     return f"**{NOT_PAPER}**: " + ", ".join(caveats) if caveats else ""
 
 
+def _resized_text(protocol: Mapping[str, Any]) -> str:
+    """How samples made at another (the model's native) resolution were brought to the evaluated one; "" if not."""
+    made_at, resized = protocol.get("generated_at"), protocol.get("resized_with")
+    if not made_at or not isinstance(resized, Mapping):
+        return ""
+    return f" (made at {made_at}x{made_at}, resized with {resized.get('library')} {resized.get('filter')})"
+
+
 def _eval_facets(run: Run, ev: Mapping[str, Any], metrics: Iterable[str] | None = None) -> dict[str, str]:
     protocol = ev.get("protocol") or {}
     n = ev.get("n_samples") or {}
@@ -513,8 +521,8 @@ def _eval_facets(run: Run, ev: Mapping[str, Any], metrics: Iterable[str] | None 
     facets = {
         "data": f"{ev.get('dataset')}, {n.get('effective')} samples evaluated of {n.get('requested')} requested"
                 + (f" (dataset.limit={limit})" if limit is not None else ""),
-        "samples": f"{protocol.get('resolution')}x{protocol.get('resolution')} px, seed {protocol.get('seed')}, "
-                   f"{protocol.get('samples_per_prompt', 1)} per prompt",
+        "samples": f"{protocol.get('resolution')}x{protocol.get('resolution')} px{_resized_text(protocol)}, "
+                   f"seed {protocol.get('seed')}, {protocol.get('samples_per_prompt', 1)} per prompt",
         "sampler": _sampler_text(protocol),
         "weights": ("random (" + NOT_PAPER + ")") if ev.get("weights") == "random" else str(ev.get("weights")),
     }
