@@ -301,6 +301,18 @@ def test_guidance_sweep_draws_the_fid_clip_curve_and_lists_the_failed_run(tmp_pa
     assert [r.path.name for r in load_runs([str(root / "*")])] == ["0", "1", "2", "3"]
 
 
+def test_a_sweep_member_killed_before_it_committed_to_its_folder_is_listed_with_its_overrides(tmp_path):
+    root = sweep(tmp_path, guidances=(2.0,), failed_guidance=4.0)
+    # Killed while loading its model: Hydra's record is still pending (bench/rundir.py), nothing else written.
+    pending = root / "2" / ".hydra-pending"
+    pending.mkdir(parents=True)
+    (pending / "overrides.yaml").write_text("- model.guidance_scale=8\n- dataset.limit=4\n")
+    runs = load_runs([root])
+    assert [r.label for r in runs] == ["0 (model.guidance_scale=2)", "1 (model.guidance_scale=4)",
+                                       "2 (model.guidance_scale=8)"]
+    assert [r.ok for r in runs] == [True, False, False]
+
+
 def test_measured_quality_sits_beside_the_papers_tables_1_and_2(tmp_path):
     def quality(model, dataset, fid):
         return an_evaluation(model, dataset=dataset, weights="pretrained", metrics={
