@@ -43,9 +43,8 @@ def _is_expected(err: Exception) -> bool:
 def app(cfg: DictConfig) -> None:
     """Run the experiment the composed config describes and print where its results are."""
     # Imported here, not at module level, so that --help and --cfg do not pay for importing torch.
-    from bench.jobs import JOBS
-
     from bench.distributed import init_world
+    from bench.jobs import JOBS
     from bench.results import remove_stale_temporaries
     from bench.rundir import promote_record, settle_failed_record
 
