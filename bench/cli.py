@@ -43,23 +43,38 @@ def _is_expected(err: Exception) -> bool:
 def app(cfg: DictConfig) -> None:
     """Run the experiment the composed config describes and print where its results are."""
     # Imported here, not at module level, so that --help and --cfg do not pay for importing torch.
+    from bench.distributed import init_world
     from bench.jobs import JOBS
+    from bench.results import remove_stale_temporaries
+    from bench.rundir import promote_record, settle_failed_record
 
     hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    world = init_world()
+    if world.is_main:
+        # Leftovers of atomic writes a killed run could not finish. Removed before the barrier: no process of
+        # this run writes before it, so no file in flight is taken for a leftover.
+        remove_stale_temporaries(run_dir)
+    world.barrier()
     try:
         if cfg.job not in JOBS:
             raise BenchError(f"Unknown job {cfg.job!r}. Known jobs: {', '.join(JOBS)}.")
         results = JOBS[cfg.job](
             cfg,
-            run_dir=hydra_cfg.runtime.output_dir,
+            run_dir=run_dir,
             experiment=hydra_cfg.runtime.choices.get("experiment") or "default",
             overrides=list(hydra_cfg.overrides.task),
         )
-    except Exception as err:
-        if not _is_expected(err):
+    except BaseException as err:
+        # A refused or failed run leaves the folder's .hydra/ record as it was (bench/rundir.py).
+        if world.is_main:
+            settle_failed_record(run_dir)
+        if not isinstance(err, Exception) or not _is_expected(err):
             raise
         print(f"muse-bench: error: {_one_paragraph(str(err))}", file=sys.stderr)
         sys.exit(EXIT_EXPECTED_ERROR)
+    if world.is_main:
+        promote_record(run_dir)
     print(f"results: {results}")
 
 

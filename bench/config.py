@@ -28,6 +28,10 @@ class ModelConfig:
     pretrained: str | None = None
     # The output resolutions this pipeline supports (256: base model; 512: base + super-res).
     resolution: list[int] = field(default_factory=lambda: [256])
+    # The resolutions the model was trained at (null = all of `resolution`). An image asked for at another one is
+    # made at a native one and resized with PIL bicubic (SD v1.4: made at 512, resized to 256, as published SD
+    # FIDs at 256 are); the protocol records generated_at and resized_with.
+    native_resolutions: list[int] | None = None
     # Seed of the random weights when pretrained is null, so that runs of a random-init model are
     # comparable across processes; separate from the sampling seed.
     init_seed: int = 0

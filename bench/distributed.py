@@ -3,7 +3,8 @@
 Every process makes a disjoint shard of the samples (bench.generation.shard); images depend only on
 (seed, replica, index), so the files are the same as a one-process run's. Coordination goes through
 torch.distributed on a gloo group (it carries Python objects between CPU processes, and works beside NCCL):
-a barrier before the main process writes the manifest, and a gather of each shard's streamed features.
+barriers after the main process has removed the run folder's stale temporaries (bench/cli.py) and written
+sampling.json, and before it writes the manifest, and a gather of each shard's streamed features.
 
 torchrun starts N copies of the script and Hydra would give each its own timestamped output directory (a
 known pitfall), so before Hydra starts, `pin_run_dir` has rank 0 choose the directory and every rank use it.

@@ -102,7 +102,7 @@ def shard(samples: Sequence[Sample], rank: int, world_size: int) -> list[Sample]
 
 
 def check_sampling_record(out_dir: str | Path, record: dict[str, Any]) -> None:
-    """Refuse to add samples to a folder made under other choices; write `record` there when it is new.
+    """Refuse to add samples to a folder made under other choices. Reads only: write_sampling_record writes.
 
     `record` holds every choice that moves an image (model and weights, sampler settings, dataset, seed).
     A folder that has PNGs but no sampling.json was not made by this runner and is refused too.
@@ -124,7 +124,13 @@ def check_sampling_record(out_dir: str | Path, record: dict[str, Any]) -> None:
             f"{out_dir} already holds PNG files but no {SAMPLING_FILE}, so nothing says how they were made. Point "
             "hydra.run.dir at a new folder, or move those files away."
         )
-    write_json(path, record)
+
+
+def write_sampling_record(out_dir: str | Path, record: dict[str, Any]) -> None:
+    """Write sampling.json into a folder that check_sampling_record accepted, unless it is there already."""
+    path = Path(out_dir) / SAMPLING_FILE
+    if not path.is_file():
+        write_json(path, record)
 
 
 def png_bytes(image) -> bytes:

@@ -124,3 +124,15 @@ def to_square(img: np.ndarray, size: int) -> np.ndarray:
         return np.ascontiguousarray(square)
     resized = Image.fromarray(np.ascontiguousarray(square)).resize((size, size), resample=Image.BICUBIC)
     return np.array(resized)
+
+
+# How an image a model made at its native resolution is brought to the resolution that is evaluated (SD v1.4 makes
+# 512 x 512 images; its published FIDs at 256 downsample them). The same PIL bicubic as the reference images:
+# PIL widens the filter's support by the scale factor, so a downsample is antialiased. Recorded, with the sizes,
+# as `resized_with` in every protocol and sampling.json; Pillow's version is in results.json's provenance.
+GENERATED_RESIZE = {"library": "Pillow", "filter": "bicubic", "antialias": True, "function": "bench.images.to_square"}
+
+
+def resize_generated(image: Image.Image, size: int) -> Image.Image:
+    """A generated square image resized to size x size as GENERATED_RESIZE says (to_square: no crop is needed)."""
+    return Image.fromarray(to_square(np.asarray(image.convert("RGB")), size))

@@ -19,25 +19,13 @@ from bench.results import MANIFEST_FILE, build_results, evaluation, write_csv, w
 log = logging.getLogger(__name__)
 
 
-def _check_job(cfg: DictConfig) -> None:
-    if cfg.batch_size < 1:
-        raise BenchError(f"batch_size must be at least 1, got {cfg.batch_size}.")
-    if not cfg.resolutions:
-        raise BenchError("resolutions is empty: list at least one, e.g. resolutions=[256].")
-    supported = list(cfg.model.resolution)
-    unsupported = [r for r in cfg.resolutions if r not in supported]
-    if unsupported:
-        raise BenchError(
-            f"Model {cfg.model.name} generates at {supported} only, not at {unsupported}: set resolutions "
-            f"to a subset of {supported} (e.g. resolutions=[{supported[0]}]), or pick another model."
-        )
-
-
 def sampling_protocol(generator: Any, *, resolution: int, seed: int, samples_per_prompt: int = 1) -> dict[str, Any]:
     """Every choice that moves a sample: resolution, seed, images per prompt and the model's decoding settings.
 
     `steps` and `guidance` are the first stage's decoding steps and guidance scale; `sampler` holds every
-    stage's full settings as the model reports them (base, and superres above 256, for Muse).
+    stage's full settings as the model reports them (base, and superres above 256, for Muse). `generated_at` and
+    `resized_with` say at which resolution the model made the image and how it was resized to `resolution`
+    (both None when it was made at `resolution`, its native one).
     """
     settings = generator.settings(resolution)
     first = next(iter(settings.values()))
@@ -49,6 +37,7 @@ def sampling_protocol(generator: Any, *, resolution: int, seed: int, samples_per
         "steps": first["steps"],
         "guidance": first["guidance_scale"],
         "sampler": settings,
+        **generator.resize_protocol(resolution),
     }
 
 
@@ -96,16 +85,17 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     whether this is the main process). With skip_missing_weights, a metric whose feature network cannot be
     loaded is reported as skipped with the reason, not an error. keep_generator, if a list, receives the run's
     first model (the default job draws its decoding trajectories with it)."""
+    from bench.checks import check_generate_settings
     from bench.distributed import init_world, process_device
-    from bench.generation import check_sampling_record, generate_samples, plan_samples, shard
+    from bench.generation import check_sampling_record, generate_samples, plan_samples, shard, write_sampling_record
     from bench.pipelines import load_generator
+    from bench.rundir import promote_record
     from bench.scoring import REFERENCE_METRICS, MetricTools, SampleScorer, check_metrics
 
-    _check_job(cfg)
+    models = _model_configs(cfg)
+    check_generate_settings(cfg, models)
     metrics = check_metrics(cfg.eval.metrics)
     eval_resolution = cfg.eval.resolution or cfg.resolutions[0]
-    if eval_resolution not in cfg.resolutions:
-        raise BenchError(f"eval.resolution={eval_resolution} is not one of resolutions={list(cfg.resolutions)}.")
     if "win_rate" in metrics and not cfg.eval.compare_to:
         raise BenchError("eval.metrics asks for win_rate, which compares two models: name the second with "
                          "eval.compare_to=PRESET (e.g. sd-v1-4), or drop win_rate.")
@@ -126,24 +116,44 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     tools = MetricTools.build(cfg.eval, metrics, device, skip_missing=skip_missing_weights) if metrics else None
 
     dataset = cfg.dataset.name
-    scored = {}
-    evaluations = []
-    for model_cfg in _model_configs(cfg):
+    samples = plan_samples(records, cfg.resolutions, samples_per_prompt)
+    # Every model's folder is checked before anything is written, so that no setting is refused after the first
+    # model's samples (or any sampling.json) are on disk. Last model first: the run's own model, loaded last,
+    # is kept for generation, so only eval.compare_to's model is loaded twice.
+    plans, generator = {}, None
+    for i, model_cfg in reversed(list(enumerate(models))):
         generator = load_generator(model_cfg, device)
         unsupported = [r for r in cfg.resolutions if r not in generator.resolutions]
         if unsupported:
             raise BenchError(f"Model {model_cfg.name} generates at {list(generator.resolutions)} only, not at "
                              f"{unsupported}: set resolutions to a subset of those.")
-        sample_dir = run_dir / "samples" / model_cfg.name / dataset
-        samples = plan_samples(records, cfg.resolutions, samples_per_prompt)
         protocols = {r: sampling_protocol(generator, resolution=r, seed=cfg.seed, samples_per_prompt=samples_per_prompt)
                      for r in cfg.resolutions}
-        check_sampling_record(sample_dir, {
+        sample_dir = run_dir / "samples" / model_cfg.name / dataset
+        record = {
             "model": OmegaConf.to_container(model_cfg, resolve=True) | {"weights": generator.weights},
             "dataset": {"name": dataset, "path": cfg.dataset.path, "caption_seed": cfg.dataset.caption_seed},
             "seed": cfg.seed,
             "sampler": {str(r): p["sampler"] for r, p in protocols.items()},
-        })
+            "generated_at": {str(r): p["generated_at"] for r, p in protocols.items()},
+            "resized_with": {str(r): p["resized_with"] for r, p in protocols.items()},
+        }
+        check_sampling_record(sample_dir, record)
+        plans[i] = (sample_dir, protocols, record)
+        if i > 0:
+            generator = None
+    if world.is_main:
+        # Every check passed: the run commits to this folder. Hydra's record of it becomes the folder's.
+        promote_record(run_dir)
+        for sample_dir, _, record in plans.values():
+            write_sampling_record(sample_dir, record)
+    world.barrier()  # sampling.json is on disk before any process writes a sample
+
+    scored = {}
+    evaluations = []
+    for i, model_cfg in enumerate(models):
+        sample_dir, protocols, _ = plans[i]
+        generator = generator or load_generator(model_cfg, device)
         scorer = SampleScorer(tools, eval_resolution) if tools is not None and cfg.eval.stream else None
         counts = generate_samples(
             generator.generate, shard(samples, world.rank, world.world_size), seed=cfg.seed,
@@ -155,7 +165,7 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
         states = world.gather(scorer.state() if scorer else None)
         if keep_generator is not None and not keep_generator:
             keep_generator.append(generator)
-        del generator
+        generator = None
         if not world.is_main:
             continue
         write_jsonl(sample_dir / MANIFEST_FILE, [s.row(cfg.seed) for s in samples])

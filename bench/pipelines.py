@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bench.errors import BenchError
+from bench.images import GENERATED_RESIZE, resize_generated
 
 if TYPE_CHECKING:
     from muse import MusePipeline
@@ -67,17 +68,47 @@ class ImageGenerator:
     """One interface over every model the generate job runs: Muse presets and checkpoints (incl. aMUSEd) through
     MusePipeline, and Stable Diffusion v1.4 through diffusers' StableDiffusionPipeline (bench/diffusion.py).
 
-    `generate(prompts, resolution, seed, sample_indices)` returns PIL images, each depending only on (seed, its
-    sample index); `settings(resolution)` is the sampling protocol behind them; `weights` is random|pretrained.
+    `generate(prompts, resolution, seed, sample_indices)` returns PIL images at `resolution`, each depending only
+    on (seed, its sample index); `settings(resolution)` is the sampling protocol behind them; `weights` is
+    random|pretrained. A model makes every image at a resolution it was trained at (`native_resolutions`, by
+    default all it supports): an image asked for at another one is made at `generated_at(resolution)` and
+    resized (bench.images.resize_generated), as `resize_protocol(resolution)` records.
     """
 
-    def __init__(self, name: str, weights: str, resolutions, generate, settings, pipeline=None):
+    def __init__(self, name: str, weights: str, resolutions, generate, settings, pipeline=None,
+                 native_resolutions=None):
         self.name = name
         self.weights = weights
         self.resolutions = tuple(resolutions)
-        self.generate = generate
-        self.settings = settings
+        self.native_resolutions = tuple(native_resolutions or resolutions)
+        self._generate = generate
+        self._settings = settings
         self.pipeline = pipeline
+
+    def generated_at(self, resolution: int) -> int:
+        """The native resolution an image at `resolution` is made at: itself when native, else the smallest
+        native one above it (a downsample, as published SD v1.x FIDs at 256 are made), else the largest."""
+        native = sorted(self.native_resolutions)
+        if resolution in native:
+            return resolution
+        return next((r for r in native if r > resolution), native[-1])
+
+    def generate(self, prompts: list[str], resolution: int, seed: int, sample_indices: list[int]) -> list:
+        """PIL images of `prompts` at `resolution`, made at generated_at(resolution)."""
+        made_at = self.generated_at(resolution)
+        images = self._generate(prompts, made_at, seed, sample_indices)
+        return list(images) if made_at == resolution else [resize_generated(im, resolution) for im in images]
+
+    def settings(self, resolution: int) -> dict:
+        """Every stage's decoding settings behind an image at `resolution` (those of the resolution made)."""
+        return self._settings(self.generated_at(resolution))
+
+    def resize_protocol(self, resolution: int) -> dict:
+        """{generated_at, resized_with}: both None when the image is made at `resolution` itself."""
+        made_at = self.generated_at(resolution)
+        if made_at == resolution:
+            return {"generated_at": None, "resized_with": None}
+        return {"generated_at": made_at, "resized_with": {**GENERATED_RESIZE, "from": made_at, "to": resolution}}
 
 
 def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
@@ -102,7 +133,8 @@ def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
                     values["steps"] = steps
             return out
 
-        return ImageGenerator(model_cfg.name, pipe.weights, pipe.config.resolutions, generate, settings, pipe)
+        return ImageGenerator(model_cfg.name, pipe.weights, pipe.config.resolutions, generate, settings, pipe,
+                              model_cfg.get("native_resolutions"))
     if family == SD_FAMILY:
         from bench.diffusion import build_stable_diffusion, run_stable_diffusion
 
@@ -110,7 +142,7 @@ def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
             raise BenchError(f"model.name={model_cfg.name!r} must be a plain name (letters, digits, '.', '_', '-').")
         pipe = build_stable_diffusion(model_cfg.get("profile", "full"), model_cfg.pretrained, device,
                                       seed=model_cfg.init_seed)
-        sd_steps, sd_guidance = steps or 50, 7.5 if guidance is None else guidance
+        sd_steps, sd_guidance = 50 if steps is None else steps, 7.5 if guidance is None else guidance
 
         def generate(prompts, resolution, seed, indices):
             return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=sd_steps,
@@ -121,5 +153,6 @@ def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
                                  "guidance_scale": sd_guidance, "profile": model_cfg.get("profile", "full")}}
 
         weights = "pretrained" if model_cfg.pretrained else "random"
-        return ImageGenerator(model_cfg.name, weights, tuple(model_cfg.resolution), generate, settings, pipe)
+        return ImageGenerator(model_cfg.name, weights, tuple(model_cfg.resolution), generate, settings, pipe,
+                              model_cfg.get("native_resolutions"))
     raise BenchError(f"model.family={family!r} is not one of {', '.join(FAMILIES)}.")

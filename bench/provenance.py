@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 # Distributions whose version moves a number or a timing.
-TRACKED_PACKAGES = ("muse-bench", "torch", "torchvision", "diffusers", "transformers", "hydra-core", "omegaconf")
+TRACKED_PACKAGES = ("muse-bench", "torch", "torchvision", "diffusers", "transformers", "hydra-core", "omegaconf",
+                    "pillow")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

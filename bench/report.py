@@ -38,6 +38,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.results import MANIFEST_FILE, RESULTS_FILE, SCHEMA_VERSION, atomic_write_text
+from bench.rundir import PENDING_DIR, RECORD_DIR
 
 # reports/ sits at the repository root beside bench/, as conf/ does: muse-bench runs from its checkout.
 REFERENCE_CSV = Path(__file__).resolve().parent.parent / "reports" / "paper_reference.csv"
@@ -50,7 +51,7 @@ FIGURE_PREFIXES = ("latency-", "throughput-", "fid-clip-", "parti-", "win-rate-"
 
 # Depth of run folders below a given folder: multirun/<date>/<time>/<n> is three levels below multirun/.
 MAX_DEPTH = 4
-SKIP_DIRS = {"samples", FIGURES_DIR, TRAJECTORY_DIR, ".hydra", "__pycache__", ".git"}
+SKIP_DIRS = {"samples", FIGURES_DIR, TRAJECTORY_DIR, RECORD_DIR, PENDING_DIR, "__pycache__", ".git"}
 MAX_GRIDS = 6
 GRID_IMAGES = 8
 MAX_STRIPS = 6
@@ -117,8 +118,9 @@ def _natural_key(path: Path | str) -> list[Any]:
 
 
 def _is_run_dir(path: Path) -> bool:
-    # .hydra is written when a Hydra job starts, results.json when it ends: either marks a run folder.
-    return (path / RESULTS_FILE).is_file() or (path / ".hydra").is_dir()
+    # Hydra's record is written when a job starts (into .hydra-pending until the job commits to the folder, see
+    # bench/rundir.py), results.json when it ends: any of them marks a run folder.
+    return (path / RESULTS_FILE).is_file() or (path / RECORD_DIR).is_dir() or (path / PENDING_DIR).is_dir()
 
 
 def _find_run_dirs(path: Path) -> list[Path]:
@@ -143,9 +145,10 @@ def _find_run_dirs(path: Path) -> list[Path]:
 
 
 def _hydra_overrides(run_dir: Path) -> list[str]:
-    """The command-line overrides Hydra recorded for the run (.hydra/overrides.yaml), if any."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
+    """The command-line overrides Hydra recorded for the run (.hydra/overrides.yaml; for a run killed before it
+    committed to the folder, .hydra-pending/overrides.yaml), if any."""
+    path = next((p for p in (run_dir / d / "overrides.yaml" for d in (RECORD_DIR, PENDING_DIR)) if p.is_file()), None)
+    if path is None:
         return []
     import yaml
 
@@ -506,6 +509,14 @@ def _flag(caveats: Sequence[str]) -> str:
     return f"**{NOT_PAPER}**: " + ", ".join(caveats) if caveats else ""
 
 
+def _resized_text(protocol: Mapping[str, Any]) -> str:
+    """How samples made at another (the model's native) resolution were brought to the evaluated one; "" if not."""
+    made_at, resized = protocol.get("generated_at"), protocol.get("resized_with")
+    if not made_at or not isinstance(resized, Mapping):
+        return ""
+    return f" (made at {made_at}x{made_at}, resized with {resized.get('library')} {resized.get('filter')})"
+
+
 def _eval_facets(run: Run, ev: Mapping[str, Any], metrics: Iterable[str] | None = None) -> dict[str, str]:
     protocol = ev.get("protocol") or {}
     n = ev.get("n_samples") or {}
@@ -513,8 +524,8 @@ def _eval_facets(run: Run, ev: Mapping[str, Any], metrics: Iterable[str] | None 
     facets = {
         "data": f"{ev.get('dataset')}, {n.get('effective')} samples evaluated of {n.get('requested')} requested"
                 + (f" (dataset.limit={limit})" if limit is not None else ""),
-        "samples": f"{protocol.get('resolution')}x{protocol.get('resolution')} px, seed {protocol.get('seed')}, "
-                   f"{protocol.get('samples_per_prompt', 1)} per prompt",
+        "samples": f"{protocol.get('resolution')}x{protocol.get('resolution')} px{_resized_text(protocol)}, "
+                   f"seed {protocol.get('seed')}, {protocol.get('samples_per_prompt', 1)} per prompt",
         "sampler": _sampler_text(protocol),
         "weights": ("random (" + NOT_PAPER + ")") if ev.get("weights") == "random" else str(ev.get("weights")),
     }

@@ -7,7 +7,9 @@ results.json (schema_version 1) holds:
                  metrics {NAME: {value, higher_is_better, stderr, protocol}}, protocol {...}}],
   latency: [rows as in latency.csv].
 Every file is written to a temporary file in its destination folder and moved into place with
-os.replace, so a reader never sees a half-written file, even if the run is killed.
+os.replace, so a reader never sees a half-written file, even if the run is killed. A kill (SIGKILL, a node
+lost) between the two leaves the temporary behind: remove_stale_temporaries clears them when a run starts.
+Files get the mode a plain open() gives (0666 less the umask), so colleagues can read a shared run folder.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,11 +31,32 @@ RESULTS_FILE = "results.json"
 MANIFEST_FILE = "manifest.jsonl"
 
 
+# Temporary names: ".<name>.<8 characters>.tmp", the alphabet and length tempfile.mkstemp uses, so that the
+# leftovers of earlier versions (which used mkstemp) are recognised too.
+_TEMP_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def _open_temporary(folder: Path, name: str) -> tuple[int, Path]:
+    """Create and open a new temporary file for `name` in `folder`, exclusively (O_EXCL, as mkstemp does).
+
+    Created with mode 0666 so the kernel applies the umask (and a default ACL of the folder) as for a plain
+    open(); mkstemp's 0600 would hide results and samples from colleagues on a shared cluster.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = folder / f".{name}.{''.join(secrets.choice(_TEMP_ALPHABET) for _ in range(8))}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same folder and os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _open_temporary(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -40,9 +64,38 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def is_atomic_temporary(name: str) -> bool:
+    """Whether a file name is that of atomic_write_bytes's temporary files."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that killed atomic writes left under `folder` (recursively, not into hidden
+    folders or through links); returns them.
+
+    Only safe while nothing writes under `folder`: a run calls it on its main process before any process of
+    the run starts writing (bench.cli), so no process's file in flight is taken for a leftover.
+    """
+    removed = []
+    stack = [Path(folder)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith("."):
+                    stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False) and is_atomic_temporary(entry.name):
+                Path(entry.path).unlink(missing_ok=True)
+                removed.append(Path(entry.path))
+    return sorted(removed)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

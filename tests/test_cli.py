@@ -56,7 +56,8 @@ def test_cfg_job_prints_the_resolved_config_with_overrides(tmp_path):
     assert done.returncode == 0, done.stderr
     cfg = yaml.safe_load(done.stdout)
     assert cfg["model"] == {"name": "muse-632m", "family": "muse", "pretrained": None, "resolution": [256, 512],
-                            "init_seed": 0, "profile": "full", "steps": None, "guidance_scale": None}
+                            "native_resolutions": [256, 512], "init_seed": 0, "profile": "full", "steps": None,
+                            "guidance_scale": None}
     assert cfg["dataset"]["name"] == "partiprompts" and cfg["dataset"]["limit"] == 3
     assert (cfg["seed"], cfg["device"], cfg["resolutions"]) == (5, "cpu", [256])
     assert not (tmp_path / "outputs").exists()  # --cfg composes and prints; it runs nothing
@@ -78,6 +79,10 @@ def test_every_model_preset_has_a_config_that_matches_the_pipeline():
         assert cfg.name == name
         assert cfg.pretrained is None
         assert list(cfg.resolution) == list(preset_config(name).resolutions), name
+        assert list(cfg.native_resolutions) == list(cfg.resolution), name  # Muse models: every size is native
+    for name in ("sd-v1-4", "sd-v1-4-tiny"):  # trained at 512: 256 images are made at 512 and resized
+        cfg = OmegaConf.load(files[name])
+        assert (list(cfg.resolution), list(cfg.native_resolutions)) == ([256, 512], [512]), name
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +255,69 @@ def test_default_job_writes_the_report_with_latency_samples_and_trajectories(tmp
         with Image.open(tmp_path / figure) as image:
             assert image.format == "PNG"
     assert "not a paper number" in report and "eval.clip.pretrained" in report
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (Hydra's record included) and its bytes, except logs, which every run appends to."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix != ".log"}
+
+
+SMALL = ("dataset.limit=2", "batch_size=2", *GENERATE)
+
+
+def test_a_bad_setting_writes_nothing_and_the_corrected_rerun_into_the_same_folder_succeeds(tmp_path):
+    run_dir = tmp_path / "run"
+    done = muse_bench(f"hydra.run.dir={run_dir}", "model.steps=0", *SMALL, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "model.steps=0" in done.stderr
+    # Only Hydra's record of the failed run and its log: no samples, no sampling.json, no results.
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "muse-bench.log"]
+    done = muse_bench(f"hydra.run.dir={run_dir}", "model.steps=2", *SMALL, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((run_dir / "samples/muse-tiny/partiprompts").glob("*.png"))) == 2
+    assert "- model.steps=2" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_a_refused_resume_leaves_the_folder_and_its_hydra_record_as_they_were(tmp_path):
+    run_dir = tmp_path / "run"
+    done = muse_bench(f"hydra.run.dir={run_dir}", "model.steps=2", *SMALL, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = folder_state(run_dir)
+    assert ".hydra/overrides.yaml" in before and not (run_dir / ".hydra-pending").exists()
+    for other in ("model.steps=3", "model.guidance_scale=-1"):  # refused resume; refused setting
+        done = muse_bench(f"hydra.run.dir={run_dir}", other, *SMALL, cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert folder_state(run_dir) == before, other
+        assert not (run_dir / ".hydra-pending").exists()
+
+
+def test_a_rerun_removes_what_killed_writes_left_and_resumes(tmp_path):
+    from test_results import killed_write
+
+    run_dir = tmp_path / "run"
+    done = muse_bench(f"hydra.run.dir={run_dir}", "model.steps=2", *SMALL, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    samples = run_dir / "samples/muse-tiny/partiprompts"
+    (samples / "00001.png").unlink()
+    killed_write(samples / "00001.png")  # killed while writing a sample ...
+    killed_write(run_dir / "results.json")  # ... and while writing the results
+    assert len(list(run_dir.rglob(".*.tmp"))) == 2
+    done = muse_bench(f"hydra.run.dir={run_dir}", "model.steps=2", *SMALL, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 generated, 1 already there" in done.stdout + done.stderr
+    assert not list(run_dir.rglob(".*.tmp"))
+
+
+def test_a_refused_multirun_member_leaves_its_hydra_record_as_it_was(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = muse_bench("-m", f"hydra.sweep.dir={sweep}", "model.steps=2,3", "dataset.limit=1", *GENERATE, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    members = [sweep / "0", sweep / "1"]
+    before = [folder_state(member) for member in members]
+    assert "- model.steps=2\n" in before[0][".hydra/overrides.yaml"].decode()
+    # The same sweep with the values swapped: its first member resumes folder 0 under other settings.
+    done = muse_bench("-m", f"hydra.sweep.dir={sweep}", "model.steps=3,2", "dataset.limit=1", *GENERATE, cwd=tmp_path)
+    assert done.returncode == 2 and "holds samples made with other settings" in done.stderr, done.stderr[-3000:]
+    assert [folder_state(member) for member in members] == before
+    assert not list(sweep.rglob(".hydra-pending"))

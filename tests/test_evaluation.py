@@ -72,6 +72,12 @@ def test_partiprompts_writes_samples_manifest_and_every_metric(parti_run):
             assert math.isfinite(metric["value"]), name
             assert metric["higher_is_better"] == name.startswith("clip")
         assert {b["group"] for b in entry["breakdown"]["category"]} == {r["category"] for r in rows}
+    # SD v1.4 (tiny) is made at 512, its native size, and resized to the 256 that is scored; Muse makes 256 itself.
+    assert (muse["protocol"]["generated_at"], muse["protocol"]["resized_with"]) == (None, None)
+    assert sd["protocol"]["generated_at"] == 512 and sd["protocol"]["resized_with"]["filter"] == "bicubic"
+    assert (sd["protocol"]["resized_with"]["from"], sd["protocol"]["resized_with"]["to"]) == (512, 256)
+    sampling = json.loads((run_dir / sd["protocol"]["samples_dir"] / "sampling.json").read_text())
+    assert sampling["generated_at"] == {"256": 512} and sampling["resized_with"] == {"256": sd["protocol"]["resized_with"]}
     fid = muse["metrics"]["fid"]["protocol"]
     assert "RandomConvFeatures" in fid["feature_extractor"] and fid["below_minimum"] is True
     assert fid["n_reference"] == len(PHOTOS) and fid["reference"]["source"] == "folder"

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from bench.cli import CONF_DIR
+from bench.config import ModelConfig
 from bench.datasets import load_dataset
 from bench.errors import BenchError
-from bench.generation import check_sampling_record, generate_samples, plan_samples, sample_file_name, shard
+from bench.images import resize_generated
+from bench.jobs import generate_and_score
+from bench.generation import (
+    check_sampling_record, generate_samples, plan_samples, sample_file_name, shard, write_sampling_record,
+)
 from bench.pipelines import load_generator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +97,8 @@ def test_a_damaged_png_is_made_again(generator, tmp_path):
 def test_resuming_with_other_settings_is_refused(tmp_path):
     record = {"model": {"name": "muse-tiny"}, "seed": 0, "sampler": {"256": {"steps": 2}}}
     check_sampling_record(tmp_path, record)
+    assert not list(tmp_path.iterdir())  # checking writes nothing
+    write_sampling_record(tmp_path, record)
     check_sampling_record(tmp_path, dict(record))  # the same settings: fine
     with pytest.raises(BenchError, match="seed"):
         check_sampling_record(tmp_path, {**record, "seed": 1})
@@ -96,6 +107,63 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     (other / "00000.png").write_bytes(b"")
     with pytest.raises(BenchError, match="sampling.json"):
         check_sampling_record(other, record)
+
+
+def compose_config(*overrides: str):
+    """The job config `muse-bench OVERRIDES` runs with, composed in-process by Hydra."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=["job=generate", "eval.metrics=[]", "dataset.limit=1",
+                                                        *overrides])
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["model.steps=0"], "model.steps"),
+    (["model.guidance_scale=-1"], "model.guidance_scale"),
+    (["model.guidance_scale=nan"], "model.guidance_scale"),
+    (["batch_size=0"], "batch_size"),
+    (["eval.samples_per_prompt=0"], "eval.samples_per_prompt"),
+    (["seed=-1"], "seed"),
+    (["resolutions=[]"], "resolutions"),
+    (["resolutions=[256,256]"], "resolutions"),
+    (["resolutions=[1024]"], "resolutions"),
+    (["eval.resolution=512"], "eval.resolution"),
+    (["model.native_resolutions=[384]"], "model.native_resolutions"),
+    # eval.compare_to's model has no 512: refused before the run's own model makes its 512 samples.
+    (["resolutions=[512]", "eval.compare_to=amused-tiny"], "amused-tiny"),
+])
+def test_a_bad_sampler_setting_is_refused_by_its_key_before_anything_is_written(tmp_path, overrides, key):
+    cfg = compose_config(*overrides)
+    with pytest.raises(BenchError, match=re.escape(key)):
+        generate_and_score(cfg, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def preset_generator(name: str, steps: int = 2):
+    """The generator of a conf/model/ preset as the job builds it, with few decoding steps."""
+    preset = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
+    return load_generator(OmegaConf.merge(OmegaConf.structured(ModelConfig), preset, {"steps": steps}), "cpu")
+
+
+def test_stable_diffusion_makes_256_images_at_512_and_resizes_them_with_pil_bicubic():
+    sd = preset_generator("sd-v1-4-tiny")
+    prompts, indices = ["a red cube on a blue sphere", "an owl"], [3, 8]
+    at_256, at_512 = sd.generate(prompts, 256, 0, indices), sd.generate(prompts, 512, 0, indices)
+    for small, large in zip(at_256, at_512):
+        assert (small.size, large.size) == ((256, 256), (512, 512))
+        assert np.array_equal(np.asarray(small), np.asarray(resize_generated(large, 256)))
+    assert (sd.generated_at(256), sd.generated_at(512)) == (512, 512)
+    assert sd.resize_protocol(256) == {"generated_at": 512, "resized_with": {
+        "library": "Pillow", "filter": "bicubic", "antialias": True, "function": "bench.images.to_square",
+        "from": 512, "to": 256}}
+    assert sd.resize_protocol(512) == {"generated_at": None, "resized_with": None}
+
+
+def test_muse_generates_natively_at_256_and_512():
+    generator = preset_generator("muse-tiny")
+    assert generator.native_resolutions == (256, 512)
+    for resolution in (256, 512):
+        assert generator.generated_at(resolution) == resolution
+        assert generator.resize_protocol(resolution) == {"generated_at": None, "resized_with": None}
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -126,14 +194,20 @@ def test_two_torchrun_processes_write_the_files_of_one(one_process, tmp_path):
     [run_dir] = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
     assert digests(run_dir / SAMPLES) == one_process
     assert (run_dir / "results.json").is_file() and (run_dir / ".hydra").is_dir()
+    assert not (run_dir / ".hydra-pending").exists()  # rank 0 moved Hydra's record into place
     assert (run_dir / "muse-bench-rank1.log").is_file()  # rank 1 logs beside rank 0, not in a directory of its own
 
 
 def test_two_submitit_tasks_write_the_files_of_one(one_process, tmp_path):
+    from test_results import killed_write
+
+    # A write killed in an earlier run of this folder: the main task removes it before either task writes.
+    killed_write(tmp_path / "sweep" / "0" / SAMPLES / "00000.png")
     # hydra-submitit-launcher's local executor runs the tasks of a job as SLURM would (same job environment).
     _run([str(BIN / "muse-bench"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
           f"hydra.sweep.dir={tmp_path}/sweep", *OVERRIDES], cwd=tmp_path)
     run_dir = tmp_path / "sweep" / "0"
-    assert digests(run_dir / SAMPLES) == one_process
+    assert digests(run_dir / SAMPLES) == one_process  # hidden files included: no leftover temporary
+    assert (run_dir / ".hydra").is_dir() and not (run_dir / ".hydra-pending").exists()
     logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.err"))
     assert "rank 0/2" in logs and "rank 1/2" in logs  # both tasks made a shard

@@ -246,6 +246,18 @@ def test_report_has_a_section_per_kind_of_data_with_protocol_notes_and_readable_
     assert "steps shown: 3" in text
 
 
+def test_quality_notes_say_which_samples_were_made_at_another_resolution_and_resized(tmp_path):
+    muse = an_evaluation("muse-tiny", metrics={"clip_score": metric(0.2, **clip_protocol())})
+    sd = an_evaluation("sd-v1-4-tiny", guidance=7.5, metrics={"clip_score": metric(0.15, **clip_protocol())})
+    sd["protocol"] |= {"generated_at": 512, "resized_with": {"library": "Pillow", "filter": "bicubic",
+                                                             "antialias": True, "from": 512, "to": 256}}
+    muse["protocol"] |= {"generated_at": None, "resized_with": None}
+    text = write_report(load_runs([write_run(tmp_path / "run", evaluations=[muse, sd])]), tmp_path / "out").read_text()
+    notes = text.split("## Quality metrics", 1)[1].split("\n## ", 1)[0]
+    assert notes.count("made at 512x512, resized with Pillow bicubic") == 1
+    assert "256x256 px (made at 512x512, resized with Pillow bicubic), seed 0" in notes
+
+
 def test_guidance_sweep_draws_the_fid_clip_curve_and_lists_the_failed_run(tmp_path, monkeypatch):
     root = sweep(tmp_path)
     drawn = []
@@ -287,6 +299,18 @@ def test_guidance_sweep_draws_the_fid_clip_curve_and_lists_the_failed_run(tmp_pa
     assert "1 run(s) failed and are not plotted: 3 (model.guidance_scale=16)" in text
     # The same sweep through a glob of its run folders.
     assert [r.path.name for r in load_runs([str(root / "*")])] == ["0", "1", "2", "3"]
+
+
+def test_a_sweep_member_killed_before_it_committed_to_its_folder_is_listed_with_its_overrides(tmp_path):
+    root = sweep(tmp_path, guidances=(2.0,), failed_guidance=4.0)
+    # Killed while loading its model: Hydra's record is still pending (bench/rundir.py), nothing else written.
+    pending = root / "2" / ".hydra-pending"
+    pending.mkdir(parents=True)
+    (pending / "overrides.yaml").write_text("- model.guidance_scale=8\n- dataset.limit=4\n")
+    runs = load_runs([root])
+    assert [r.label for r in runs] == ["0 (model.guidance_scale=2)", "1 (model.guidance_scale=4)",
+                                       "2 (model.guidance_scale=8)"]
+    assert [r.ok for r in runs] == [True, False, False]
 
 
 def test_measured_quality_sits_beside_the_papers_tables_1_and_2(tmp_path):

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
+import stat
+import subprocess
+import sys
 from datetime import datetime, timezone
 from importlib import metadata
 
@@ -18,6 +23,8 @@ from bench.results import (
     SCHEMA_VERSION,
     atomic_write_bytes,
     build_results,
+    remove_stale_temporaries,
+    write_csv,
     evaluation,
     read_jsonl,
     write_json,
@@ -46,6 +53,50 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
         write_json(path, {"value": math.nan})  # NaN is not JSON
     assert json.loads(path.read_text()) == {"value": 1.0}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=["022", "077", "002"])
+def test_written_files_get_the_mode_a_plain_open_gives_under_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        with open(tmp_path / "plain", "wb"):
+            pass
+        written = [atomic_write_bytes(tmp_path / "sample.png", b"png"), write_json(tmp_path / "results.json", {}),
+                   write_csv(tmp_path / "latency.csv", [{"a": 1}])]
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == expected
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} == {p.name: expected for p in written}
+
+
+# A process killed between writing its temporary file and moving it into place: SIGKILL at os.replace.
+_KILLED_WRITE = """
+import os, signal, sys
+from bench import results
+results.os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
+results.atomic_write_bytes(sys.argv[1], b"half a run")
+"""
+
+
+def killed_write(path) -> None:
+    """Run an atomic write of `path` in a child process that is SIGKILLed before the file is moved into place."""
+    done = subprocess.run([sys.executable, "-c", _KILLED_WRITE, str(path)], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def test_stale_temporaries_of_killed_writes_are_removed_and_nothing_else(tmp_path):
+    killed_write(tmp_path / "results.json")
+    killed_write(tmp_path / "samples" / "m" / "d" / "00000.png")
+    leftovers = sorted(p for p in tmp_path.rglob(".*.tmp"))
+    assert {p.parent.name for p in leftovers} == {"d", tmp_path.name} and not (tmp_path / "results.json").exists()
+    keep = [tmp_path / ".notes.tmp", tmp_path / "x.abcdefgh.tmp", tmp_path / ".hydra" / ".config.yaml.abcdefgh.tmp",
+            tmp_path / "samples" / "00000.png"]
+    for path in keep:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    assert remove_stale_temporaries(tmp_path) == leftovers
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(keep)
 
 
 def test_jsonl_round_trip_keeps_unicode(tmp_path):
