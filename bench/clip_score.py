@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.datasets import packaged_data_path
 from bench.errors import BenchError
 from bench.results import file_sha256
 
@@ -38,13 +38,11 @@ log = logging.getLogger(__name__)
 TINY_CLIP_NAME = "muse-bench-tiny-clip"
 # An OpenAI-style CLIP (ViT image tower, causal text transformer, QuickGELU as in OpenAI's weights), small
 # enough for a CPU test. The text tower keeps CLIP's 77-token context and 49408-token vocabulary so that
-# open_clip's bundled BPE tokenizer, and its truncation, are the real ones.
-TINY_CLIP_CONFIG: dict[str, Any] = {
-    "embed_dim": 32,
-    "quick_gelu": True,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+# open_clip's bundled BPE tokenizer, and its truncation, are the real ones. open_clip reads model configs
+# only from JSON files, so the config ships as package data (bench/data/) rather than being written to a
+# temporary folder at run time (which left a folder behind in every process).
+TINY_CLIP_FILE = packaged_data_path(f"{TINY_CLIP_NAME}.json")
+TINY_CLIP_CONFIG: dict[str, Any] = json.loads(TINY_CLIP_FILE.read_text(encoding="utf-8"))
 
 # What open_clip's SimpleTokenizer does with a prompt longer than the context (77 for CLIP): keep the start
 # token and the first 75 BPE tokens, and end with the end token. HEIM truncates to 75 tokens the same way.
@@ -60,19 +58,15 @@ _tiny_registered = False
 
 
 def register_tiny_clip() -> str:
-    """Register TINY_CLIP_CONFIG with open_clip under TINY_CLIP_NAME (once per process); returns the name.
+    """Register TINY_CLIP_FILE with open_clip under TINY_CLIP_NAME (once per process); returns the name.
 
-    open_clip reads model configs from JSON files (add_model_config), so the dict is written to a file in
-    a temporary folder that lives as long as the process needs it.
+    Nothing is written: open_clip reads the packaged JSON file in place.
     """
     global _tiny_registered
     if not _tiny_registered:
         import open_clip
 
-        folder = Path(tempfile.mkdtemp(prefix="muse-bench-clip-"))
-        path = folder / f"{TINY_CLIP_NAME}.json"
-        path.write_text(json.dumps(TINY_CLIP_CONFIG), encoding="utf-8")
-        open_clip.add_model_config(path)
+        open_clip.add_model_config(TINY_CLIP_FILE)
         _tiny_registered = True
     return TINY_CLIP_NAME
 

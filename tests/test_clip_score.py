@@ -242,6 +242,22 @@ def test_a_cached_tag_is_loaded_from_the_cache_without_the_network(monkeypatch, 
     np.testing.assert_array_equal(cached.text_embeddings(["a cat"])[0], direct.text_embeddings(["a cat"])[0])
 
 
+def test_registering_the_tiny_clip_leaves_nothing_in_the_temp_folder(monkeypatch, tmp_path):
+    """The tiny CLIP's config is read from the package: no per-process folder is left in the temp folder."""
+    import tempfile
+
+    import open_clip
+
+    import bench.clip_score as clip_score
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(clip_score, "_tiny_registered", False)
+    assert clip_score.register_tiny_clip() == TINY_CLIP_NAME
+    assert open_clip.get_model_config(TINY_CLIP_NAME) == clip_score.TINY_CLIP_CONFIG
+    assert open_clip_scorer(TINY_CLIP_NAME, None, seed=0).protocol["embed_dim"] == 32
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_build_clip_scorer_from_config(tiny_checkpoint, photos):
     from omegaconf import OmegaConf
 
