@@ -1,8 +1,8 @@
 """FID and KID on features from bench.features: streaming, folders, cached reference features, metric entries.
 
 Features are computed per image exactly as clean-fid computes them, and the distances are
-clean-fid's own (cleanfid.fid.frechet_distance; kernel_distance with a seeded generator), so a
-number here equals clean-fid's on the same images. What can differ between published FIDs is
+clean-fid's (frechet_distance restated so that it runs on SciPy 1.18, see _sqrtm; kernel_distance
+with a seeded generator), so a number here equals clean-fid's on the same images. What can differ between published FIDs is
 recorded in each metric's protocol: mode, feature network, resize of generated and reference
 images, sample counts, and whether the counts are below the level where the metric is reliable.
 
@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import logging
-import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -299,19 +298,41 @@ def _gaussian(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
 
 
-def _frechet(gen_stats: tuple[np.ndarray, np.ndarray], ref_stats: tuple[np.ndarray, np.ndarray]) -> float:
-    from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
+def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    # scipy.linalg.sqrtm called with the matrix alone: clean-fid 0.1.35 passes disp=False, which SciPy 1.16-1.17
+    # deprecate and SciPy 1.18 (the release pip installs on Python 3.12+) removed, so its own frechet_distance
+    # raises TypeError there. Without the argument every SciPy version runs the same Schur algorithm and returns
+    # the root alone, which is the first element of what clean-fid gets back.
+    from scipy import linalg
 
-    try:
-        with warnings.catch_warnings():
-            # clean-fid passes scipy's deprecated sqrtm(disp=False); the result is unchanged, the warning is noise.
-            warnings.filterwarnings("ignore", message=".*`disp` argument is deprecated", category=DeprecationWarning)
-            value = float(cleanfid_frechet_distance(*gen_stats, *ref_stats))
-    except ValueError as exc:  # clean-fid refuses a covariance square root with a large imaginary part
-        raise BenchError(
-            f"FID is numerically undefined here ({exc}): the feature covariances are too degenerate, "
-            "usually because there are far fewer images than feature dimensions. Use more images."
-        ) from exc
+    return linalg.sqrtm(matrix)
+
+
+def _frechet(gen_stats: tuple[np.ndarray, np.ndarray], ref_stats: tuple[np.ndarray, np.ndarray],
+             eps: float = 1e-6) -> float:
+    """cleanfid.fid.frechet_distance (0.1.35) step for step, with a square root that every SciPy accepts."""
+    (mu1, sigma1), (mu2, sigma2) = gen_stats, ref_stats
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"FID: statistics of different dimensions ({mu1.shape} vs {mu2.shape})")
+    diff = mu1 - mu2
+    covmean = _sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        # The product is almost singular: clean-fid retries with eps on both diagonals.
+        log.warning("FID: singular covariance product; adding %g to the diagonal of both covariances", eps)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        # Numerical error may leave a small imaginary part; a large one means the root is meaningless.
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise BenchError(
+                f"FID is numerically undefined here (imaginary component {np.max(np.abs(covmean.imag)):.3g} in the "
+                "covariance square root): the feature covariances are too degenerate, usually because there are "
+                "far fewer images than feature dimensions. Use more images."
+            )
+        covmean = covmean.real
+    value = float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
     if not np.isfinite(value):
         raise BenchError("FID came out non-finite: the feature covariances are degenerate. Use more images.")
     return value
@@ -320,7 +341,8 @@ def _frechet(gen_stats: tuple[np.ndarray, np.ndarray], ref_stats: tuple[np.ndarr
 def frechet_distance(gen: np.ndarray, ref: np.ndarray) -> float:
     """FID between two feature sets [n, d], exactly as clean-fid's fid_from_feats computes it.
 
-    Gaussians fitted with np.mean and np.cov(rowvar=False), distance by cleanfid.fid.frechet_distance.
+    Gaussians fitted with np.mean and np.cov(rowvar=False); the distance is clean-fid's frechet_distance
+    (0.1.35), restated so that it runs on every SciPy (see _sqrtm).
     """
     _check_features(gen, ref, "FID")
     return _frechet(_gaussian(gen), _gaussian(ref))
@@ -430,7 +452,8 @@ def fid_metric(
     proto = _base_protocol(protocol, gen, ref, min_samples)
     proto.update(
         {
-            "implementation": f"{_implementation()}: cleanfid.fid.frechet_distance on np.mean, np.cov(rowvar=False)",
+            "implementation": f"{_implementation()} features; cleanfid.fid.frechet_distance restated (scipy.linalg.sqrtm "
+                              "without disp) on np.mean, np.cov(rowvar=False)",
             "stderr": (
                 f"bootstrap: std of FID over {bootstrap} resamples of the generated features with replacement "
                 f"(seed {seed}); reference set fixed"
