@@ -22,7 +22,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -418,15 +418,19 @@ def build_clip_scorer(cfg: Any, device: str | torch.device) -> ClipScorer:
 
 
 def clip_score_metrics(cosines: np.ndarray, *, truncated: int, protocol: Mapping[str, Any], bootstrap: int,
-                       seed: int) -> dict[str, dict[str, Any]]:
+                       seed: int, prompts: Sequence[Hashable] | None = None) -> dict[str, dict[str, Any]]:
     """results.json entries "clip_score" (mean cosine, the Muse paper's convention) and "clip_score_x100"
     (mean of 100 * max(cos, 0) per sample: CLIPScore of Hessel et al. 2021 with w = 100, torchmetrics'
     documented formula).
 
-    stderr: with `bootstrap` > 0, the standard deviation of the mean over that many resamples of the
-    samples (drawn from `seed`), else std / sqrt(n); null for a single sample. torchmetrics 1.9's
-    CLIPScore.compute clamps the mean instead of each sample (max(mean(100 cos), 0)); the two agree when
-    no cosine is negative, and the protocol counts the negative ones (n_negative).
+    `prompts` names the prompt of each sample (e.g. its dataset index); None = every sample its own prompt.
+    The value is the mean over samples. stderr is clustered by prompt, because the K images of one prompt are
+    not independent draws (they share the prompt's difficulty): with `bootstrap` > 0, the standard deviation
+    of the mean over that many resamples of the prompts with replacement, each bringing all its images (drawn
+    from `seed`); else the std of the per-prompt means / sqrt(n_prompts), as bench.parti.group_means. With one
+    image per prompt both are the usual per-sample errors. null for a single prompt. torchmetrics 1.9's
+    CLIPScore.compute clamps the mean instead of each sample (max(mean(100 cos), 0)); the two agree when no
+    cosine is negative, and the protocol counts the negative ones (n_negative).
     """
     cos = np.asarray(cosines, dtype=np.float64)
     if cos.ndim != 1 or cos.size == 0:
@@ -435,18 +439,30 @@ def clip_score_metrics(cosines: np.ndarray, *, truncated: int, protocol: Mapping
         raise ValueError("CLIP cosines contain NaN or infinity")
     x100 = 100.0 * np.maximum(cos, 0.0)
     n = cos.size
-    if n < 2:
-        stderrs = (None, None)
-        method = "none (one sample)"
+    if prompts is None:
+        cluster = np.arange(n)
+    else:
+        if len(prompts) != n:
+            raise ValueError(f"{n} cosines but {len(prompts)} prompt ids: one per sample is needed")
+        first_seen: dict[Hashable, int] = {}
+        cluster = np.array([first_seen.setdefault(p, len(first_seen)) for p in prompts], dtype=np.int64)
+    n_prompts = int(cluster.max()) + 1
+    counts = np.bincount(cluster, minlength=n_prompts).astype(np.float64)
+    sums = [np.bincount(cluster, weights=v, minlength=n_prompts) for v in (cos, x100)]
+    if n_prompts < 2:
+        stderrs: tuple[float | None, float | None] = (None, None)
+        method = "none (one prompt)"
     elif bootstrap > 0:
         rng = np.random.default_rng(seed)
-        idx = rng.integers(0, n, size=(bootstrap, n))
-        stderrs = (float(cos[idx].mean(axis=1).std(ddof=1)), float(x100[idx].mean(axis=1).std(ddof=1)))
-        method = f"bootstrap over samples ({bootstrap} resamples, seed {seed})"
+        idx = rng.integers(0, n_prompts, size=(bootstrap, n_prompts))
+        totals = counts[idx].sum(axis=1)
+        stderrs = tuple(float((s[idx].sum(axis=1) / totals).std(ddof=1)) for s in sums)  # type: ignore[assignment]
+        method = (f"bootstrap over prompts: {bootstrap} resamples of the {n_prompts} prompts with replacement, each "
+                  f"with all its images (seed {seed})")
     else:
-        stderrs = (float(cos.std(ddof=1) / np.sqrt(n)), float(x100.std(ddof=1) / np.sqrt(n)))
-        method = "std / sqrt(n)"
-    common = {**protocol, "n": n, "n_truncated": int(truncated), "stderr_method": method}
+        stderrs = tuple(float((s / counts).std(ddof=1) / np.sqrt(n_prompts)) for s in sums)  # type: ignore[assignment]
+        method = "over prompts: std of the per-prompt means / sqrt(n_prompts)"
+    common = {**protocol, "n": n, "n_prompts": n_prompts, "n_truncated": int(truncated), "stderr_method": method}
     return {
         "clip_score": {
             "value": float(cos.mean()), "higher_is_better": True, "stderr": stderrs[0],

@@ -167,7 +167,8 @@ class EvalConfig:
     resolution: int | None = None
     # Where reference features are cached (keyed by every choice that moves them).
     cache_dir: str = "${oc.env:MUSE_BENCH_CACHE,'~/.cache/muse-bench'}"
-    # Bootstrap resamples for the standard error of FID and CLIP score (0 = none); drawn from `seed`.
+    # Bootstrap resamples for the standard error of FID and CLIP score, drawn from `seed`: prompts are resampled,
+    # each with all its images (0 = none for FID; CLIP score then uses std of per-prompt means / sqrt(n_prompts)).
     bootstrap: int = 100
     fid: FidConfig = field(default_factory=FidConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)

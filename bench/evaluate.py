@@ -103,7 +103,7 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
             else:
                 if "fid" in metrics:
                     out["fid"] = fid_metric(gen, ref_fid.features, protocol=fid_common, min_samples=cfg.eval.fid.min_samples,
-                                            bootstrap=bootstrap, seed=seed)
+                                            bootstrap=bootstrap, seed=seed, groups=[k[0] for k in state["fid_keys"]])
                 if "kid" in metrics:
                     out["kid"] = kid_metric(gen, ref_fid.features, protocol=fid_common,
                                             min_samples=cfg.eval.fid.kid_min_samples,
@@ -116,8 +116,8 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
                 from bench.clip_score import clip_score_metrics
 
                 out.update(clip_score_metrics(np.array(list(cos.values())), truncated=len(state["truncated"]),
-                                              protocol={**tools.clip.protocol, "n_prompts": len({k[0] for k in cos})},
-                                              bootstrap=bootstrap, seed=seed))
+                                              protocol=tools.clip.protocol, bootstrap=bootstrap, seed=seed,
+                                              prompts=[k[0] for k in cos]))
             if "cmmd" in metrics:
                 from bench.cmmd import cmmd_metric
 

@@ -384,19 +384,34 @@ def kernel_inception_distance(
 
 
 def bootstrap_stderr(
-    statistic: Callable[[np.ndarray, np.ndarray], float], gen: np.ndarray, ref: np.ndarray, n: int, seed: int = 0
+    statistic: Callable[[np.ndarray, np.ndarray], float], gen: np.ndarray, ref: np.ndarray, n: int, seed: int = 0,
+    groups: Sequence[Hashable] | None = None,
 ) -> float | None:
     """Standard error of statistic(gen, ref) by `n` bootstrap resamples of the generated features.
 
-    Each resample draws len(gen) rows of `gen` with replacement (numpy default_rng(seed)); the result is
-    the standard deviation (ddof=1) of the n statistics. It captures the sampling variance of the
-    generated set only: the reference set is held fixed, and the spread over generation seeds is a
-    separate matter. Returns None when n < 2.
+    Without `groups` each resample draws len(gen) rows of `gen` with replacement. With `groups` (one id per row,
+    e.g. the prompt of each image) it draws as many groups as there are, with replacement, and takes every row
+    of each: the K images of one prompt are correlated, so they are resampled together. Draws come from numpy
+    default_rng(seed); the result is the standard deviation (ddof=1) of the n statistics. It captures the
+    sampling variance of the generated set only: the reference set is held fixed, and the spread over
+    generation seeds is a separate matter. Returns None when n < 2.
     """
     if n < 2:
         return None
     rng = np.random.default_rng(seed)
-    values = [statistic(gen[rng.integers(0, len(gen), size=len(gen))], ref) for _ in range(n)]
+    if groups is None:
+        members = [np.array([i]) for i in range(len(gen))]
+    else:
+        if len(groups) != len(gen):
+            raise ValueError(f"{len(gen)} feature rows but {len(groups)} group ids: one per row is needed")
+        by_group: dict[Hashable, list[int]] = {}
+        for row, group in enumerate(groups):
+            by_group.setdefault(group, []).append(row)
+        members = [np.array(rows) for rows in by_group.values()]
+    values = []
+    for _ in range(n):
+        rows = np.concatenate([members[i] for i in rng.integers(0, len(members), size=len(members))])
+        values.append(statistic(gen[rows], ref))
     stderr = float(np.std(values, ddof=1))
     return stderr if np.isfinite(stderr) else None
 
@@ -439,23 +454,26 @@ def fid_metric(
     min_samples: int = 2048,
     bootstrap: int = 0,
     seed: int = 0,
+    groups: Sequence[Hashable] | None = None,
 ) -> dict[str, Any]:
     """A results.json metric entry for FID: value, higher_is_better False, stderr, protocol.
 
     `protocol` must hold fid_protocol's keys; counts, the minimum and the stderr method are added.
     Below `min_samples` images on either side the value is still computed but flagged (below_minimum,
-    note). stderr is bootstrap_stderr over `bootstrap` resamples of the generated set (seeded), or None.
+    note). stderr is bootstrap_stderr over `bootstrap` resamples of the generated set (seeded; by
+    `groups`, e.g. the prompt of each row, when given), or None.
     """
     value = frechet_distance(gen, ref)
     ref_stats = _gaussian(ref)  # fixed across resamples: compute once
-    stderr = bootstrap_stderr(lambda g, _r: _frechet(_gaussian(g), ref_stats), gen, ref, bootstrap, seed)
+    stderr = bootstrap_stderr(lambda g, _r: _frechet(_gaussian(g), ref_stats), gen, ref, bootstrap, seed, groups)
+    unit = "rows" if groups is None else f"prompts ({len(set(groups))}, each with all its images)"
     proto = _base_protocol(protocol, gen, ref, min_samples)
     proto.update(
         {
             "implementation": f"{_implementation()} features; cleanfid.fid.frechet_distance restated (scipy.linalg.sqrtm "
                               "without disp) on np.mean, np.cov(rowvar=False)",
             "stderr": (
-                f"bootstrap: std of FID over {bootstrap} resamples of the generated features with replacement "
+                f"bootstrap: std of FID over {bootstrap} resamples of the generated {unit} with replacement "
                 f"(seed {seed}); reference set fixed"
                 if stderr is not None
                 else None

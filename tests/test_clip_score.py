@@ -151,6 +151,31 @@ def test_clip_score_bootstrap_stderr_is_seeded_and_sensible():
         clip_score_metrics(np.array([]), truncated=0, protocol={}, bootstrap=0, seed=0)
 
 
+def test_clip_score_stderr_is_over_prompts_when_replicas_are_correlated():
+    """K images per prompt share the prompt's difficulty: the stderr is that of the per-prompt means over
+    n_prompts, not the per-image one that would treat the K correlated images as independent (half as large
+    at K = 4)."""
+    rng = np.random.default_rng(0)
+    n_prompts, k = 60, 4
+    per_prompt = rng.normal(0.25, 0.05, size=n_prompts)
+    cos = np.repeat(per_prompt, k) + rng.normal(0.0, 1e-3, size=n_prompts * k)
+    prompts = np.repeat(np.arange(n_prompts), k).tolist()
+    by_prompt = cos.reshape(n_prompts, k).mean(axis=1).std(ddof=1) / np.sqrt(n_prompts)
+    per_image = cos.std(ddof=1) / np.sqrt(cos.size)
+    assert by_prompt > 1.9 * per_image
+
+    plain = clip_score_metrics(cos, prompts=prompts, truncated=0, protocol={}, bootstrap=0, seed=0)
+    assert plain["clip_score"]["stderr"] == pytest.approx(by_prompt, rel=1e-12)
+    x100 = (100 * np.maximum(cos, 0)).reshape(n_prompts, k).mean(axis=1)
+    assert plain["clip_score_x100"]["stderr"] == pytest.approx(x100.std(ddof=1) / np.sqrt(n_prompts), rel=1e-12)
+    boot = clip_score_metrics(cos, prompts=prompts, truncated=0, protocol={}, bootstrap=2000, seed=0)
+    assert boot["clip_score"]["stderr"] == pytest.approx(by_prompt, rel=0.1)
+    for entry in (plain, boot):
+        proto = entry["clip_score"]["protocol"]
+        assert (proto["n"], proto["n_prompts"]) == (n_prompts * k, n_prompts) and "prompts" in proto["stderr_method"]
+        assert entry["clip_score"]["value"] == pytest.approx(cos.mean())
+
+
 def test_torchmetrics_agrees_through_the_converter(scorer, photos, tmp_path):
     """torchmetrics' CLIPScore (transformers CLIPModel) on the converted weights gives our numbers.
 

@@ -454,6 +454,26 @@ def test_the_running_python_is_one_the_package_declares():
     assert f"Programming Language :: Python :: {version}" in project["classifiers"]
 
 
+def test_fid_bootstrap_resamples_prompts_with_all_their_images(photos, noise):
+    """With K near-identical images per prompt, resampling rows treats them as independent; resampling prompts
+    (each with its K rows) is what the protocol then says, and gives a larger error. With one image per
+    prompt the two are the same draws."""
+    extractor = _extractor()
+    base, ref = extractor(photos[:12] + noise[:6]), extractor(photos[12:])
+    k = 3
+    rng = np.random.default_rng(0)
+    gen = np.repeat(base, k, axis=0) + rng.normal(0.0, 1e-3 * base.std(), size=(len(base) * k, base.shape[1]))
+    prompts = np.repeat(np.arange(len(base)), k).tolist()
+    protocol = fid_protocol(extractor, resolution=SIZE)
+    by_row = fid_metric(gen, ref, protocol=protocol, bootstrap=40, seed=0)
+    by_prompt = fid_metric(gen, ref, protocol=protocol, bootstrap=40, seed=0, groups=prompts)
+    assert by_prompt["value"] == by_row["value"]
+    assert by_prompt["stderr"] > 1.4 * by_row["stderr"]
+    assert "prompts (18, each with all its images)" in by_prompt["protocol"]["stderr"]
+    single = fid_metric(base, ref, protocol=protocol, bootstrap=5, seed=0, groups=list(range(len(base))))
+    assert single["stderr"] == fid_metric(base, ref, protocol=protocol, bootstrap=5, seed=0)["stderr"]
+
+
 def test_kid_is_seeded_and_equals_clean_fid(photos, noise):
     from cleanfid.fid import kernel_distance
 
