@@ -7,7 +7,9 @@ recorded in each metric's protocol: mode, feature network, resize of generated a
 images, sample counts, and whether the counts are below the level where the metric is reliable.
 
 Reference features are expensive (30K COCO images) and depend on every choice that moves them, so
-they are cached under a name derived from all those choices (`reference_cache_key`).
+they are cached under a name derived from all those choices (`reference_cache_key`), the images
+themselves included (the caller's key holds bench.references' content fingerprint). Whether a run read
+the cache or wrote it, and under which key, is in its FeatureResult (and so in results.json).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from bench.results import atomic_write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+# 2: the key includes the reference images' content fingerprint, and the cache counts images smaller than the
+# resolution (n_smaller).
+CACHE_FORMAT = 2
 # Keys fid_metric / kid_metric need in the protocol they are given (fid_protocol provides them).
 REQUIRED_PROTOCOL_KEYS = ("mode", "feature_extractor", "generated_resize", "reference_resize")
 
@@ -42,7 +46,8 @@ class FeatureResult:
     """Features of a set of images, row i belonging to keys[i], and the images that could not be read.
 
     `failures` lists (file or name, reason). `cache_file` is the reference cache used or written, if any,
-    and `cached` is true when the features were loaded from it without reading any image.
+    `cache_key` its sha256 key, and `cached` is true when the features were loaded from it without reading
+    any image. `n_smaller`: reference images whose centre square was smaller than the resolution (upsampled).
     """
 
     features: np.ndarray
@@ -50,6 +55,12 @@ class FeatureResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
     cache_file: Path | None = None
     cached: bool = False
+    cache_key: str | None = None
+    n_smaller: int = 0
+
+    def cache_record(self) -> dict[str, Any]:
+        """What a metric's protocol records about the reference cache: key, file and whether it was a hit."""
+        return {"key": self.cache_key, "file": str(self.cache_file) if self.cache_file else None, "hit": self.cached}
 
 
 class FeatureAccumulator:
@@ -201,6 +212,8 @@ def _load_cache(path: Path, digest: str) -> FeatureResult | None:
                 failures=[(str(n), str(r)) for n, r in zip(data["failure_names"], data["failure_reasons"])],
                 cache_file=path,
                 cached=True,
+                cache_key=digest,
+                n_smaller=int(data["n_smaller"]),
             )
     except Exception as exc:  # a damaged cache file is rebuilt, not fatal
         log.warning("Ignoring unreadable reference cache %s (%s: %s); recomputing", path, type(exc).__name__, exc)
@@ -221,8 +234,10 @@ def reference_features(
     `images` yields (name, load): load() returns the encoded file bytes or a uint8 H x W x 3 array, and
     is only called on a cache miss. The cache file under `cache_dir` is named by reference_cache_key,
     written atomically as .npz with a .json sidecar describing it; a second call with the same key,
-    extractor, mode and resolution reads it without touching the images. Unreadable images are skipped
-    and listed in `failures` (also cached). No readable reference image at all raises BenchError.
+    extractor, mode and resolution reads it without touching the images (and logs that it did). `key`
+    should name the images by content (bench.references.ReferenceSet.protocol does), or a changed folder
+    would get the old features. Unreadable images are skipped and listed in `failures` (also cached). No
+    readable reference image at all raises BenchError.
     """
     digest, payload = reference_cache_key(extractor, resolution=resolution, key=key)
     cache_dir = Path(cache_dir).expanduser()
@@ -230,9 +245,13 @@ def reference_features(
     if cache_file.is_file():
         cached = _load_cache(cache_file, digest)
         if cached is not None:
+            log.info("Reference features of %s read from the cache %s (key %s)", extractor.name, cache_file,
+                     digest[:16])
             return cached
+    n_smaller = 0
 
     def prepared(name: str, load: Callable[[], bytes | np.ndarray]) -> np.ndarray:
+        nonlocal n_smaller
         try:
             data = load()
         except OSError as exc:  # a missing or unreadable file among many: report it like a corrupt one
@@ -242,6 +261,8 @@ def reference_features(
             raise ValueError(
                 f"reference loader for {name} returned {type(img).__name__}, not encoded bytes or a uint8 HxWx3 array"
             )
+        if min(img.shape[:2]) < resolution:
+            n_smaller += 1
         return to_square(img, resolution)
 
     result = _extract_all(
@@ -264,6 +285,7 @@ def reference_features(
         failure_names=np.array([n for n, _ in result.failures], dtype=str),
         failure_reasons=np.array([r for _, r in result.failures], dtype=str),
         digest=np.array(digest),
+        n_smaller=np.array(n_smaller),
     )
     atomic_write_bytes(cache_file, buffer.getvalue())
     write_json(
@@ -274,12 +296,14 @@ def reference_features(
             "file": cache_file.name,
             "n_images": len(result.keys),
             "n_failures": len(result.failures),
+            "n_smaller": n_smaller,
             "feature_dims": int(result.features.shape[1]),
             "device": extractor.device,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
-    result.cache_file = cache_file
+    log.info("Reference features of %s computed and cached in %s (key %s)", extractor.name, cache_file, digest[:16])
+    result.cache_file, result.cache_key, result.n_smaller = cache_file, digest, n_smaller
     return result
 
 

@@ -378,6 +378,73 @@ def test_cmmd_metric_entry(scorer, photos):
         cmmd(emb, emb[:, :8])
 
 
+def test_cmmd_records_its_small_sample_bias_and_flags_it_where_it_matters():
+    """The reference's estimator is biased (V-statistic): on two samples of one distribution its value is about
+    its bias. The entry records the bias estimate as biased minus unbiased (a hand-computed U-statistic) and
+    flags it against the value: not negligible there, negligible against a large distance."""
+    rng = np.random.default_rng(0)
+    x, y = _unit(rng.normal(size=(300, 16))), _unit(rng.normal(size=(250, 16)))
+    far = _unit(rng.normal(size=(250, 16)) + 1.5)
+
+    def unbiased(a, b, sigma=10.0, scale=1000.0):
+        k = lambda u, v: np.exp(-((u[:, None, :] - v[None, :, :]) ** 2).sum(-1) / (2 * sigma**2))  # noqa: E731
+        kaa, kbb = k(a, a), k(b, b)
+        off = lambda m: (m.sum() - np.trace(m)) / (len(m) * (len(m) - 1))  # noqa: E731
+        return scale * (off(kaa) + off(kbb) - 2 * k(a, b).mean())
+
+    same = cmmd_metric(x, y)
+    bias = same["protocol"]["small_sample_bias"]
+    assert bias["unbiased_value"] == pytest.approx(unbiased(x, y), rel=1e-9, abs=1e-12)
+    assert bias["estimate"] == pytest.approx(same["value"] - unbiased(x, y), rel=1e-9)
+    assert bias["estimate"] > 0 and abs(bias["unbiased_value"]) < 0.5 * bias["estimate"]
+    assert bias["negligible"] is False and "Small-sample bias" in same["protocol"]["note"]
+    apart = cmmd_metric(x, far)
+    assert apart["protocol"]["small_sample_bias"]["negligible"] is True and "note" not in apart["protocol"]
+    assert cmmd_metric(x, far, max_relative_bias=1e-4)["protocol"]["small_sample_bias"]["negligible"] is False
+
+
+def test_cmmd_embeds_the_whole_image_resized_bicubic_without_a_crop(tiny_checkpoint):
+    """As google-research's cmmd (embedding.py): the whole image is resized to the CLIP input size, bicubic,
+    with no crop; CLIP score's preprocessing (shorter side, then a centre crop) would embed another image."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    from torchvision.transforms.functional import normalize, to_tensor
+
+    from bench.cmmd import build_cmmd_scorer
+    from bench.config import CmmdConfig
+
+    assert (CmmdConfig().arch, CmmdConfig().pretrained) == ("ViT-L-14-336", "openai")
+    cmmd_scorer = build_cmmd_scorer({"arch": TINY_CLIP_NAME, "pretrained": str(tiny_checkpoint)}, "cpu")
+    pre = cmmd_scorer.protocol["image_preprocess"]
+    wide = Image.open(CC_IMAGES[0]).convert("RGB") if CC_IMAGES else Image.open(PHOTO).convert("RGB")
+    wide = wide.crop((0, 0, wide.width, wide.height // 2))  # certainly not square: a crop would drop a lot
+    assert wide.width >= 2 * wide.height
+
+    def embed(pixels: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            out = cmmd_scorer.model.encode_image(pixels[None], normalize=True)
+        return out.numpy()[0]
+
+    squashed = wide.resize((32, 32), Image.BICUBIC)
+    whole = embed(normalize(to_tensor(squashed), pre["mean"], pre["std"]))
+    cropped_cfg = PreprocessCfg(**{**cmmd_scorer.model.visual.preprocess_cfg, "resize_mode": "shortest"})
+    cropped = embed(image_transform_v2(cropped_cfg, is_train=False)(wide))
+    ours = cmmd_scorer.image_embeddings([wide])[0]
+    np.testing.assert_allclose(ours, whole, atol=1e-6)
+    assert not np.allclose(ours, cropped, atol=1e-3)
+    assert pre["resize_mode"] == "squash" and cmmd_scorer.image_size == 32
+
+
+def test_cmmd_missing_weights_offline_name_the_cmmd_settings(monkeypatch, tmp_path):
+    from huggingface_hub import constants as hf_constants
+
+    from bench.cmmd import build_cmmd_scorer
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BenchError, match=r"eval\.cmmd\.arch=ViT-L-14-336 eval\.cmmd\.pretrained=openai") as info:
+        build_cmmd_scorer({"arch": "ViT-L-14-336", "pretrained": "openai", "cache_dir": str(tmp_path)}, "cpu")
+    assert "eval.clip" not in str(info.value)
+
+
 # ---------------------------------------------------------------------------- PartiPrompts re-scoring judge
 
 
