@@ -2,10 +2,9 @@
 
 A SampleScorer holds, per sample at the evaluation resolution, its FID feature vector (bench.features), its
 CLIP image embedding and image-prompt cosine (bench.clip_score), and its CMMD image embedding (bench.cmmd, its
-own CLIP model). It is fed either in-process as images are
-generated ("streaming": no PNG is read back) or from the written PNGs; both see the same pixels (PNG is
-lossless), so both give the same numbers. Memory grows with the number of samples only by their feature
-vectors: images are never kept. Shards of a distributed run merge by sample key, so the result does not
+own CLIP model). It is fed either in-process as images are generated ("streaming": no PNG is read back) or
+from the written PNGs; both see the same pixels (PNG is lossless), so both give the same numbers. Memory grows
+with the number of samples only by their feature vectors: images are never kept. Shards of a distributed run merge by sample key, so the result does not
 depend on the number of processes.
 """
 
@@ -24,14 +23,11 @@ from bench.errors import BenchError
 log = logging.getLogger(__name__)
 
 METRICS = ("fid", "kid", "clip_score", "cmmd", "parti", "win_rate")
-FID_METRICS = {"fid", "kid"}
-CLIP_METRICS = {"clip_score", "parti", "win_rate"}
-CMMD_METRICS = {"cmmd"}
-# Metrics that compare with reference images: without any they are reported as skipped, and their feature
-# networks are not loaded (nor their weights asked for).
-REFERENCE_METRICS = FID_METRICS | CMMD_METRICS
 # The feature network each metric needs (a MetricTools field): a metric is skipped when its network is unavailable.
 TOOL_OF = {"fid": "fid", "kid": "fid", "clip_score": "clip", "parti": "clip", "win_rate": "clip", "cmmd": "cmmd"}
+# Metrics that compare with reference images: without any they are reported as skipped, and their feature
+# networks are not loaded (nor their weights asked for).
+REFERENCE_METRICS = {"fid", "kid", "cmmd"}
 
 
 def runnable_metrics(metrics: Sequence[str], has_references: bool) -> list[str]:
