@@ -8,6 +8,7 @@ preset, an override of the wrong type) the same way, with exit status 1.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -76,6 +77,15 @@ def app(cfg: DictConfig) -> None:
     if world.is_main:
         promote_record(run_dir)
     print(f"results: {results}")
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `muse-bench OVERRIDES` runs with, composed in-process with Hydra's compose API (no run directory,
+    no `hydra` node): for tests and notebooks. Composition errors are Hydra's, as on the command line."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="muse-bench"):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 def main() -> None:

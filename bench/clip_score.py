@@ -20,16 +20,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.datasets import packaged_data_path
 from bench.errors import BenchError
 from bench.results import file_sha256
 
@@ -38,13 +38,11 @@ log = logging.getLogger(__name__)
 TINY_CLIP_NAME = "muse-bench-tiny-clip"
 # An OpenAI-style CLIP (ViT image tower, causal text transformer, QuickGELU as in OpenAI's weights), small
 # enough for a CPU test. The text tower keeps CLIP's 77-token context and 49408-token vocabulary so that
-# open_clip's bundled BPE tokenizer, and its truncation, are the real ones.
-TINY_CLIP_CONFIG: dict[str, Any] = {
-    "embed_dim": 32,
-    "quick_gelu": True,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+# open_clip's bundled BPE tokenizer, and its truncation, are the real ones. open_clip reads model configs
+# only from JSON files, so the config ships as package data (bench/data/) rather than being written to a
+# temporary folder at run time (which left a folder behind in every process).
+TINY_CLIP_FILE = packaged_data_path(f"{TINY_CLIP_NAME}.json")
+TINY_CLIP_CONFIG: dict[str, Any] = json.loads(TINY_CLIP_FILE.read_text(encoding="utf-8"))
 
 # What open_clip's SimpleTokenizer does with a prompt longer than the context (77 for CLIP): keep the start
 # token and the first 75 BPE tokens, and end with the end token. HEIM truncates to 75 tokens the same way.
@@ -60,19 +58,15 @@ _tiny_registered = False
 
 
 def register_tiny_clip() -> str:
-    """Register TINY_CLIP_CONFIG with open_clip under TINY_CLIP_NAME (once per process); returns the name.
+    """Register TINY_CLIP_FILE with open_clip under TINY_CLIP_NAME (once per process); returns the name.
 
-    open_clip reads model configs from JSON files (add_model_config), so the dict is written to a file in
-    a temporary folder that lives as long as the process needs it.
+    Nothing is written: open_clip reads the packaged JSON file in place.
     """
     global _tiny_registered
     if not _tiny_registered:
         import open_clip
 
-        folder = Path(tempfile.mkdtemp(prefix="muse-bench-clip-"))
-        path = folder / f"{TINY_CLIP_NAME}.json"
-        path.write_text(json.dumps(TINY_CLIP_CONFIG), encoding="utf-8")
-        open_clip.add_model_config(path)
+        open_clip.add_model_config(TINY_CLIP_FILE)
         _tiny_registered = True
     return TINY_CLIP_NAME
 
@@ -87,9 +81,9 @@ class ClipScorer:
     """
 
     def __init__(self, model: Any, preprocess: Callable, tokenizer: Callable, *, protocol: Mapping[str, Any],
-                 device: str | torch.device = "cpu", batch_size: int = _DEFAULT_BATCH_SIZE):
+                 device: str | torch.device = "cpu", batch_size: int = _DEFAULT_BATCH_SIZE, setting: str = "eval.clip"):
         if batch_size < 1:
-            raise BenchError(f"eval.clip.batch_size must be at least 1, got {batch_size}.")
+            raise BenchError(f"{setting}.batch_size must be at least 1, got {batch_size}.")
         self.model = model.eval().requires_grad_(False).to(device)
         self.preprocess = preprocess
         self.tokenizer = tokenizer
@@ -102,6 +96,12 @@ class ClipScorer:
         self.device = torch.device(device)
         self.model.to(self.device)
         return self
+
+    @property
+    def image_size(self) -> int | None:
+        """The square input size of the image tower as its preprocessing records it, or None when unknown."""
+        size = (self.protocol.get("image_preprocess") or {}).get("size")
+        return int(size[0] if isinstance(size, (list, tuple)) else size) if size else None
 
     @property
     def context_length(self) -> int | None:
@@ -226,7 +226,7 @@ def _unreachable(url: str) -> str | None:
 
 
 def _missing_weights_error(arch: str, tag: str, tag_cfg: Mapping[str, Any], why: str,
-                           cache_dir: str | None) -> BenchError:
+                           cache_dir: str | None, setting: str = "eval.clip") -> BenchError:
     import huggingface_hub
 
     sources = []
@@ -240,24 +240,25 @@ def _missing_weights_error(arch: str, tag: str, tag_cfg: Mapping[str, Any], why:
         sources.append(f"{os.path.basename(url)} from {url}{sha}")
     import open_clip
 
-    local = f"eval.clip.arch={arch}"
+    local = f"{setting}.arch={arch}"
     if tag_cfg.get("quick_gelu") and not arch.endswith("-quickgelu"):
         # A local file is loaded with the arch's own activation; OpenAI's weights need QuickGELU.
         quick = f"{arch}-quickgelu"
-        local = (f"eval.clip.arch={quick}" if open_clip.get_model_config(quick) is not None
-                 else f"eval.clip.arch={arch} eval.clip.quick_gelu=true")
+        local = (f"{setting}.arch={quick}" if open_clip.get_model_config(quick) is not None
+                 else f"{setting}.arch={arch} {setting}.quick_gelu=true")
     hf_cache = cache_dir or huggingface_hub.constants.HF_HUB_CACHE
     return BenchError(
-        f"The CLIP weights for eval.clip.arch={arch} eval.clip.pretrained={tag} are not on this machine and "
+        f"The CLIP weights for {setting}.arch={arch} {setting}.pretrained={tag} are not on this machine and "
         f"cannot be downloaded ({why}). open_clip fetches {'; or '.join(sources)}. To supply them: download "
-        f"that file elsewhere and set {local} eval.clip.pretrained=/path/to/the/file; or "
+        f"that file elsewhere and set {local} {setting}.pretrained=/path/to/the/file; or "
         f"copy a Hugging Face cache that holds it to {hf_cache} (or point HF_HOME at one); or inject your own "
-        "scorer with eval.clip.model._target_=... (see bench/clip_score.py). For an offline smoke run, "
-        f"eval.clip.arch={TINY_CLIP_NAME} eval.clip.pretrained=null uses a tiny random CLIP."
+        f"scorer with {setting}.model._target_=... (see bench/clip_score.py). For an offline smoke run, "
+        f"{setting}.arch={TINY_CLIP_NAME} {setting}.pretrained=null uses a tiny random CLIP."
     )
 
 
-def _resolve_weights(arch: str, pretrained: str | None, cache_dir: str | None) -> tuple[str | None, dict[str, Any]]:
+def _resolve_weights(arch: str, pretrained: str | None, cache_dir: str | None,
+                     setting: str = "eval.clip") -> tuple[str | None, dict[str, Any]]:
     """(local checkpoint path or None for random weights, the tag's open_clip config or {}).
 
     A tag's weights are looked up in the caches first and handed to open_clip as a file, because open_clip
@@ -277,10 +278,10 @@ def _resolve_weights(arch: str, pretrained: str | None, cache_dir: str | None) -
         looks_like_path = os.sep in str(pretrained) or path.suffix in (".bin", ".pt", ".pth", ".safetensors")
         what = "is not a file" if looks_like_path else f"is not an open_clip pretrained tag for {arch}"
         raise BenchError(
-            f"eval.clip.pretrained={pretrained} {what}. Known tags for {arch}: {', '.join(tags) or 'none'}. Set "
-            "eval.clip.pretrained to one of them (downloaded on first use, or read from the Hugging Face cache), "
+            f"{setting}.pretrained={pretrained} {what}. Known tags for {arch}: {', '.join(tags) or 'none'}. Set "
+            f"{setting}.pretrained to one of them (downloaded on first use, or read from the Hugging Face cache), "
             "to a local checkpoint file, or to null for random weights; or inject a scorer with "
-            "eval.clip.model._target_=..."
+            f"{setting}.model._target_=..."
         )
     cached = _cached_weights(tag_cfg, cache_dir)
     if cached:
@@ -293,18 +294,22 @@ def _resolve_weights(arch: str, pretrained: str | None, cache_dir: str | None) -
         if why is None:
             return None, dict(tag_cfg)  # online: let open_clip download it by tag
         why = f"{probe} is unreachable: {why}"
-    raise _missing_weights_error(arch, str(pretrained), tag_cfg, why, cache_dir)
+    raise _missing_weights_error(arch, str(pretrained), tag_cfg, why, cache_dir, setting)
 
 
 def open_clip_scorer(arch: str = "ViT-L-14", pretrained: str | None = "openai", *, device: str = "cpu",
                      batch_size: int = _DEFAULT_BATCH_SIZE, quick_gelu: bool | None = None,
-                     cache_dir: str | None = None, seed: int = 0) -> ClipScorer:
+                     cache_dir: str | None = None, seed: int = 0, resize_mode: str | None = None,
+                     setting: str = "eval.clip") -> ClipScorer:
     """A ClipScorer for an open_clip arch and weights.
 
     `pretrained`: an open_clip tag (e.g. "openai"; downloaded on first use), a local checkpoint file
     (open_clip's format, .bin/.pt/.safetensors), or None for random weights drawn from `seed` (smoke runs).
     `quick_gelu`: None = as the tag says (OpenAI weights use QuickGELU), else forced; for a local file of
     OpenAI weights use an arch ending in "-quickgelu" or quick_gelu=True.
+    `resize_mode`: None = the model's own ("shortest": shorter side resized, then a centre crop), or open_clip's
+    "squash" (the whole image resized to the input size, no crop: CMMD's reference preprocessing) or "longest".
+    `setting` is the config key error messages name (eval.clip, eval.cmmd).
     Offline with the weights missing raises BenchError saying which file to supply and where.
     """
     import open_clip
@@ -314,10 +319,12 @@ def open_clip_scorer(arch: str = "ViT-L-14", pretrained: str | None = "openai", 
         register_tiny_clip()
     if open_clip.get_model_config(arch) is None:
         raise BenchError(
-            f"eval.clip.arch={arch} is not an open_clip architecture. Known: {', '.join(open_clip.list_models())}, "
+            f"{setting}.arch={arch} is not an open_clip architecture. Known: {', '.join(open_clip.list_models())}, "
             f"and {TINY_CLIP_NAME} (a tiny random CLIP for tests)."
         )
-    checkpoint, tag_cfg = _resolve_weights(arch, pretrained, cache_dir)
+    if resize_mode not in (None, "shortest", "squash", "longest"):
+        raise BenchError(f"resize_mode={resize_mode!r} for {setting}: use shortest, squash or longest.")
+    checkpoint, tag_cfg = _resolve_weights(arch, pretrained, cache_dir, setting)
     force_quick_gelu = bool(tag_cfg.get("quick_gelu", False)) if quick_gelu is None else bool(quick_gelu)
     # A tag's own preprocessing (mean, std, interpolation, resize mode) also applies when its file comes from
     # the cache, exactly as open_clip merges it when given the tag.
@@ -331,11 +338,13 @@ def open_clip_scorer(arch: str = "ViT-L-14", pretrained: str | None = "openai", 
                                            force_preprocess_cfg=force_pp, cache_dir=cache_dir, device="cpu")
     except (RuntimeError, FileNotFoundError, OSError) as err:
         raise BenchError(
-            f"open_clip could not build eval.clip.arch={arch} with eval.clip.pretrained={pretrained}: {err}. Check "
+            f"open_clip could not build {setting}.arch={arch} with {setting}.pretrained={pretrained}: {err}. Check "
             "that the checkpoint matches the arch (an OpenAI checkpoint needs quick_gelu), or supply the weights as "
-            "a local file with eval.clip.pretrained=/path/to/file."
+            f"a local file with {setting}.pretrained=/path/to/file."
         ) from err
     pp = dict(model.visual.preprocess_cfg)
+    if resize_mode is not None:
+        pp["resize_mode"] = resize_mode
     preprocess = image_transform_v2(PreprocessCfg(**pp), is_train=False)
     tokenizer = open_clip.get_tokenizer(arch)
     protocol: dict[str, Any] = {
@@ -348,7 +357,8 @@ def open_clip_scorer(arch: str = "ViT-L-14", pretrained: str | None = "openai", 
         "embed_dim": getattr(model.visual, "output_dim", None),
         "image_preprocess": {
             "size": list(pp["size"]) if isinstance(pp["size"], (tuple, list)) else pp["size"],
-            "resize_mode": pp["resize_mode"],  # "shortest": resize the shorter side, then centre crop
+            # "shortest": resize the shorter side, then centre crop; "squash": the whole image to size x size
+            "resize_mode": pp["resize_mode"],
             "interpolation": pp["interpolation"],
             "antialias": True,  # torchvision Resize on PIL images resamples with PIL, which filters
             "mean": list(pp["mean"]),
@@ -361,11 +371,12 @@ def open_clip_scorer(arch: str = "ViT-L-14", pretrained: str | None = "openai", 
     }
     if source is None:
         protocol["init_seed"] = seed
-        log.warning("CLIP %s has random weights (eval.clip.pretrained is null): its scores only test the "
-                    "pipeline.", arch)
+        log.warning("CLIP %s has random weights (%s.pretrained is null): its scores only test the "
+                    "pipeline.", arch, setting)
     if checkpoint and not tag_cfg:
         protocol["checkpoint_sha256"] = file_sha256(checkpoint)
-    return ClipScorer(model, preprocess, tokenizer, protocol=protocol, device=device, batch_size=batch_size)
+    return ClipScorer(model, preprocess, tokenizer, protocol=protocol, device=device, batch_size=batch_size,
+                      setting=setting)
 
 
 def _uses_quick_gelu(model: Any) -> bool:
@@ -380,14 +391,16 @@ def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
     return default if value is None and default is not None else value
 
 
-def build_clip_scorer(cfg: Any, device: str | torch.device) -> ClipScorer:
-    """The ClipScorer that `eval.clip` asks for.
+def build_clip_scorer(cfg: Any, device: str | torch.device, *, setting: str = "eval.clip",
+                      resize_mode: str | None = None, default_arch: str = "ViT-L-14") -> ClipScorer:
+    """The ClipScorer that `eval.clip` (or another node of the same keys, named by `setting`) asks for.
 
     Keys: `arch` (default "ViT-L-14"), `pretrained` (default "openai": an open_clip tag, a local checkpoint
     file, or null for random weights), `batch_size` (32), optional `quick_gelu` (null = from the tag) and
     `cache_dir` (null = the Hugging Face cache), and `model`: null, or a Hydra node whose `_target_` returns
     either a ClipScorer or an open_clip-style (model, preprocess, tokenizer) triple, e.g.
     `{_target_: bench.clip_score.open_clip_scorer, arch: muse-bench-tiny-clip, pretrained: /tmp/tiny.bin}`.
+    `resize_mode` is passed to open_clip_scorer (an injected scorer brings its own preprocessing).
     """
     batch_size = int(_cfg_get(cfg, "batch_size", _DEFAULT_BATCH_SIZE))
     injected = _cfg_get(cfg, "model")
@@ -398,7 +411,7 @@ def build_clip_scorer(cfg: Any, device: str | torch.device) -> ClipScorer:
         spec = OmegaConf.to_container(injected, resolve=True) if OmegaConf.is_config(injected) else dict(injected)
         target = spec.get("_target_")
         if not target:
-            raise BenchError("eval.clip.model must be null or a node with a _target_ that returns a ClipScorer "
+            raise BenchError(f"{setting}.model must be null or a node with a _target_ that returns a ClipScorer "
                              "or a (model, preprocess, tokenizer) triple.")
         built = instantiate(spec)
         if isinstance(built, ClipScorer):
@@ -408,14 +421,16 @@ def build_clip_scorer(cfg: Any, device: str | torch.device) -> ClipScorer:
             protocol = {"backend": "injected", "target": target,
                         **{k: v for k, v in spec.items() if k != "_target_"},
                         "context_length": getattr(tokenizer, "context_length", None), "truncation": TRUNCATION_RULE}
-            return ClipScorer(model, preprocess, tokenizer, protocol=protocol, device=device, batch_size=batch_size)
-        raise BenchError(f"eval.clip.model._target_={target} returned a {type(built).__name__}; it must return a "
+            return ClipScorer(model, preprocess, tokenizer, protocol=protocol, device=device, batch_size=batch_size,
+                              setting=setting)
+        raise BenchError(f"{setting}.model._target_={target} returned a {type(built).__name__}; it must return a "
                          "bench.clip_score.ClipScorer or a (model, preprocess, tokenizer) triple.")
     # An absent `pretrained` means OpenAI's weights; an explicit null means random weights (smoke runs).
     pretrained = cfg.get("pretrained", "openai") if hasattr(cfg, "get") else getattr(cfg, "pretrained", "openai")
     return open_clip_scorer(
-        str(_cfg_get(cfg, "arch", "ViT-L-14")), pretrained, device=str(device),
+        str(_cfg_get(cfg, "arch", default_arch)), pretrained, device=str(device),
         batch_size=batch_size, quick_gelu=_cfg_get(cfg, "quick_gelu"), cache_dir=_cfg_get(cfg, "cache_dir"),
+        resize_mode=resize_mode, setting=setting,
     )
 
 
@@ -424,15 +439,19 @@ def build_clip_scorer(cfg: Any, device: str | torch.device) -> ClipScorer:
 
 
 def clip_score_metrics(cosines: np.ndarray, *, truncated: int, protocol: Mapping[str, Any], bootstrap: int,
-                       seed: int) -> dict[str, dict[str, Any]]:
+                       seed: int, prompts: Sequence[Hashable] | None = None) -> dict[str, dict[str, Any]]:
     """results.json entries "clip_score" (mean cosine, the Muse paper's convention) and "clip_score_x100"
     (mean of 100 * max(cos, 0) per sample: CLIPScore of Hessel et al. 2021 with w = 100, torchmetrics'
     documented formula).
 
-    stderr: with `bootstrap` > 0, the standard deviation of the mean over that many resamples of the
-    samples (drawn from `seed`), else std / sqrt(n); null for a single sample. torchmetrics 1.9's
-    CLIPScore.compute clamps the mean instead of each sample (max(mean(100 cos), 0)); the two agree when
-    no cosine is negative, and the protocol counts the negative ones (n_negative).
+    `prompts` names the prompt of each sample (e.g. its dataset index); None = every sample its own prompt.
+    The value is the mean over samples. stderr is clustered by prompt, because the K images of one prompt are
+    not independent draws (they share the prompt's difficulty): with `bootstrap` > 0, the standard deviation
+    of the mean over that many resamples of the prompts with replacement, each bringing all its images (drawn
+    from `seed`); else the std of the per-prompt means / sqrt(n_prompts), as bench.parti.group_means. With one
+    image per prompt both are the usual per-sample errors. null for a single prompt. torchmetrics 1.9's
+    CLIPScore.compute clamps the mean instead of each sample (max(mean(100 cos), 0)); the two agree when no
+    cosine is negative, and the protocol counts the negative ones (n_negative).
     """
     cos = np.asarray(cosines, dtype=np.float64)
     if cos.ndim != 1 or cos.size == 0:
@@ -441,18 +460,30 @@ def clip_score_metrics(cosines: np.ndarray, *, truncated: int, protocol: Mapping
         raise ValueError("CLIP cosines contain NaN or infinity")
     x100 = 100.0 * np.maximum(cos, 0.0)
     n = cos.size
-    if n < 2:
-        stderrs = (None, None)
-        method = "none (one sample)"
+    if prompts is None:
+        cluster = np.arange(n)
+    else:
+        if len(prompts) != n:
+            raise ValueError(f"{n} cosines but {len(prompts)} prompt ids: one per sample is needed")
+        first_seen: dict[Hashable, int] = {}
+        cluster = np.array([first_seen.setdefault(p, len(first_seen)) for p in prompts], dtype=np.int64)
+    n_prompts = int(cluster.max()) + 1
+    counts = np.bincount(cluster, minlength=n_prompts).astype(np.float64)
+    sums = [np.bincount(cluster, weights=v, minlength=n_prompts) for v in (cos, x100)]
+    if n_prompts < 2:
+        stderrs: tuple[float | None, float | None] = (None, None)
+        method = "none (one prompt)"
     elif bootstrap > 0:
         rng = np.random.default_rng(seed)
-        idx = rng.integers(0, n, size=(bootstrap, n))
-        stderrs = (float(cos[idx].mean(axis=1).std(ddof=1)), float(x100[idx].mean(axis=1).std(ddof=1)))
-        method = f"bootstrap over samples ({bootstrap} resamples, seed {seed})"
+        idx = rng.integers(0, n_prompts, size=(bootstrap, n_prompts))
+        totals = counts[idx].sum(axis=1)
+        stderrs = tuple(float((s[idx].sum(axis=1) / totals).std(ddof=1)) for s in sums)  # type: ignore[assignment]
+        method = (f"bootstrap over prompts: {bootstrap} resamples of the {n_prompts} prompts with replacement, each "
+                  f"with all its images (seed {seed})")
     else:
-        stderrs = (float(cos.std(ddof=1) / np.sqrt(n)), float(x100.std(ddof=1) / np.sqrt(n)))
-        method = "std / sqrt(n)"
-    common = {**protocol, "n": n, "n_truncated": int(truncated), "stderr_method": method}
+        stderrs = tuple(float((s / counts).std(ddof=1) / np.sqrt(n_prompts)) for s in sums)  # type: ignore[assignment]
+        method = "over prompts: std of the per-prompt means / sqrt(n_prompts)"
+    common = {**protocol, "n": n, "n_prompts": n_prompts, "n_truncated": int(truncated), "stderr_method": method}
     return {
         "clip_score": {
             "value": float(cos.mean()), "higher_is_better": True, "stderr": stderrs[0],

@@ -143,10 +143,20 @@ class ClipConfig:
 
 @dataclass
 class CmmdConfig:
-    """CMMD (bench/cmmd.py) over the CLIP image embeddings of eval.clip."""
+    """CMMD (bench/cmmd.py) over the image embeddings of its own CLIP model, as google-research's cmmd."""
 
+    # The reference's CLIP ViT-L/14 at 336 px with OpenAI weights; same keys as eval.clip. Images are resized
+    # whole (bicubic, no crop) to the model's input size. Loaded only when CMMD is computed (reference images set).
+    arch: str = "ViT-L-14-336"
+    pretrained: str | None = "openai"
+    quick_gelu: bool | None = None
+    cache_dir: str | None = None
+    model: Any = None
+    batch_size: int = 32
     sigma: float = 10.0
     scale: float = 1000.0
+    # The estimator is biased at small counts: the bias estimate is flagged when above this fraction of the value.
+    max_relative_bias: float = 0.01
 
 
 @dataclass
@@ -177,7 +187,8 @@ class EvalConfig:
     resolution: int | None = None
     # Where reference features are cached (keyed by every choice that moves them).
     cache_dir: str = "${oc.env:MUSE_BENCH_CACHE,'~/.cache/muse-bench'}"
-    # Bootstrap resamples for the standard error of FID and CLIP score (0 = none); drawn from `seed`.
+    # Bootstrap resamples for the standard error of FID and CLIP score, drawn from `seed`: prompts are resampled,
+    # each with all its images (0 = none for FID; CLIP score then uses std of per-prompt means / sqrt(n_prompts)).
     bootstrap: int = 100
     fid: FidConfig = field(default_factory=FidConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)

@@ -8,7 +8,9 @@
   and the step fails, so the next run starts that archive afresh.
 - cc3m: the images exist only as URLs, many of them dead; img2dataset is the tool for that, so this
   step writes the caption list with the header img2dataset needs and returns the img2dataset command
-  line (it does not download the images itself).
+  line (it does not download the images itself). img2dataset resizes as it downloads, so the command
+  asks for the resolution that will be evaluated (`image_size`; the prepare job passes the run's):
+  references smaller than that would be upsampled, which the evaluation warns about.
 
 Run it as `python -m bench.download coco30k --root /data/coco`. Only the standard library (urllib) and
 tqdm are used.
@@ -278,7 +280,7 @@ def img2dataset_command(
     return command
 
 
-def _prepare_cc3m(root: Path, *, path: str | None, output_format: str) -> dict[str, Any]:
+def _prepare_cc3m(root: Path, *, path: str | None, output_format: str, image_size: int) -> dict[str, Any]:
     # img2dataset reads the TSV with pyarrow, which takes column names from the first line: the official file
     # has none. csv's minimal quoting matches pyarrow's default parsing.
     url_list = root / "cc3m_validation.tsv"
@@ -289,11 +291,12 @@ def _prepare_cc3m(root: Path, *, path: str | None, output_format: str) -> dict[s
         writer.writerow(CC3M_HEADER)
         writer.writerows([r.prompt, r.metadata["url"]] for r in records)
     reference_dir = root / "cc3m_validation"
-    command = img2dataset_command(url_list, reference_dir, output_format=output_format)
+    command = img2dataset_command(url_list, reference_dir, output_format=output_format, image_size=image_size)
     return {
         "dataset": "cc3m",
         "url_list": str(url_list),
         "rows": len(records),
+        "image_size": image_size,
         "reference_dir": str(reference_dir),
         "command": command,
         "command_line": shlex.join(command),
@@ -312,6 +315,7 @@ def prepare_dataset(
     timeout: float = 60.0,
     path: str | None = None,
     output_format: str = "files",
+    image_size: int = 256,
 ) -> dict[str, Any]:
     """Prepare the reference images of dataset `name` under `root`; return the config values to use.
 
@@ -321,14 +325,17 @@ def prepare_dataset(
     replaces the known sha256 per archive key of COCO_ARCHIVES (None = do not verify: recorded as
     verified False). The archives are deleted after extraction unless `keep_archives`.
     CC3M: writes <root>/cc3m_validation.tsv (the caption list of `path` or the shipped one, with a
-    header) and returns the img2dataset `command` that downloads its images to reference_dir.
+    header) and returns the img2dataset `command` that downloads its images to reference_dir, centre-cropped
+    and resized to `image_size` (the resolution to be evaluated).
     """
     root = Path(root)
     if name in ("coco30k", "coco5k"):
         return _prepare_coco(name, root, progress=progress, mirror=mirror, checksums=checksums,
                              keep_archives=keep_archives, timeout=timeout)
     if name == "cc3m":
-        return _prepare_cc3m(root, path=path, output_format=output_format)
+        if image_size < 1:
+            raise BenchError(f"image_size must be a positive number of pixels, got {image_size}.")
+        return _prepare_cc3m(root, path=path, output_format=output_format, image_size=image_size)
     if name in DATASET_NAMES:
         raise BenchError(f"{name} has no reference images to prepare: only coco30k, coco5k and cc3m do.")
     raise BenchError(f"Unknown dataset {name!r}. Datasets with reference images: coco30k, coco5k, cc3m.")
@@ -343,17 +350,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-archives", action="store_true", help="keep the zip files after extraction")
     parser.add_argument("--output-format", default="files", choices=["files", "webdataset"],
                         help="cc3m: img2dataset layout")
+    parser.add_argument("--image-size", type=int, default=256,
+                        help="cc3m: side in pixels of the downloaded images: the resolution to be evaluated")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
         result = prepare_dataset(args.name, args.root, progress=not args.no_progress, mirror=args.mirror,
-                                 keep_archives=args.keep_archives, output_format=args.output_format)
+                                 keep_archives=args.keep_archives, output_format=args.output_format,
+                                 image_size=args.image_size)
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if "command_line" in result:
-        print(f"Wrote {result['url_list']} ({result['rows']} rows). Download the images with img2dataset "
-              "(pip install img2dataset):\n")
+        print(f"Wrote {result['url_list']} ({result['rows']} rows). Download the images at {result['image_size']} px "
+              "(the resolution to be evaluated) with img2dataset (pip install img2dataset):\n")
         print("  " + result["command_line"] + "\n")
         print("then run muse-bench with:")
     else:

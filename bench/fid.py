@@ -1,13 +1,15 @@
 """FID and KID on features from bench.features: streaming, folders, cached reference features, metric entries.
 
 Features are computed per image exactly as clean-fid computes them, and the distances are
-clean-fid's own (cleanfid.fid.frechet_distance; kernel_distance with a seeded generator), so a
-number here equals clean-fid's on the same images. What can differ between published FIDs is
+clean-fid's (frechet_distance restated so that it runs on SciPy 1.18, see _sqrtm; kernel_distance
+with a seeded generator), so a number here equals clean-fid's on the same images. What can differ between published FIDs is
 recorded in each metric's protocol: mode, feature network, resize of generated and reference
 images, sample counts, and whether the counts are below the level where the metric is reliable.
 
 Reference features are expensive (30K COCO images) and depend on every choice that moves them, so
-they are cached under a name derived from all those choices (`reference_cache_key`).
+they are cached under a name derived from all those choices (`reference_cache_key`), the images
+themselves included (the caller's key holds bench.references' content fingerprint). Whether a run read
+the cache or wrote it, and under which key, is in its FeatureResult (and so in results.json).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import hashlib
 import io
 import json
 import logging
-import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,7 +34,9 @@ from bench.results import atomic_write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+# 2: the key includes the reference images' content fingerprint, and the cache counts images smaller than the
+# resolution (n_smaller).
+CACHE_FORMAT = 2
 # Keys fid_metric / kid_metric need in the protocol they are given (fid_protocol provides them).
 REQUIRED_PROTOCOL_KEYS = ("mode", "feature_extractor", "generated_resize", "reference_resize")
 
@@ -43,7 +46,8 @@ class FeatureResult:
     """Features of a set of images, row i belonging to keys[i], and the images that could not be read.
 
     `failures` lists (file or name, reason). `cache_file` is the reference cache used or written, if any,
-    and `cached` is true when the features were loaded from it without reading any image.
+    `cache_key` its sha256 key, and `cached` is true when the features were loaded from it without reading
+    any image. `n_smaller`: reference images whose centre square was smaller than the resolution (upsampled).
     """
 
     features: np.ndarray
@@ -51,6 +55,12 @@ class FeatureResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
     cache_file: Path | None = None
     cached: bool = False
+    cache_key: str | None = None
+    n_smaller: int = 0
+
+    def cache_record(self) -> dict[str, Any]:
+        """What a metric's protocol records about the reference cache: key, file and whether it was a hit."""
+        return {"key": self.cache_key, "file": str(self.cache_file) if self.cache_file else None, "hit": self.cached}
 
 
 class FeatureAccumulator:
@@ -202,6 +212,8 @@ def _load_cache(path: Path, digest: str) -> FeatureResult | None:
                 failures=[(str(n), str(r)) for n, r in zip(data["failure_names"], data["failure_reasons"])],
                 cache_file=path,
                 cached=True,
+                cache_key=digest,
+                n_smaller=int(data["n_smaller"]),
             )
     except Exception as exc:  # a damaged cache file is rebuilt, not fatal
         log.warning("Ignoring unreadable reference cache %s (%s: %s); recomputing", path, type(exc).__name__, exc)
@@ -222,8 +234,10 @@ def reference_features(
     `images` yields (name, load): load() returns the encoded file bytes or a uint8 H x W x 3 array, and
     is only called on a cache miss. The cache file under `cache_dir` is named by reference_cache_key,
     written atomically as .npz with a .json sidecar describing it; a second call with the same key,
-    extractor, mode and resolution reads it without touching the images. Unreadable images are skipped
-    and listed in `failures` (also cached). No readable reference image at all raises BenchError.
+    extractor, mode and resolution reads it without touching the images (and logs that it did). `key`
+    should name the images by content (bench.references.ReferenceSet.protocol does), or a changed folder
+    would get the old features. Unreadable images are skipped and listed in `failures` (also cached). No
+    readable reference image at all raises BenchError.
     """
     digest, payload = reference_cache_key(extractor, resolution=resolution, key=key)
     cache_dir = Path(cache_dir).expanduser()
@@ -231,9 +245,13 @@ def reference_features(
     if cache_file.is_file():
         cached = _load_cache(cache_file, digest)
         if cached is not None:
+            log.info("Reference features of %s read from the cache %s (key %s)", extractor.name, cache_file,
+                     digest[:16])
             return cached
+    n_smaller = 0
 
     def prepared(name: str, load: Callable[[], bytes | np.ndarray]) -> np.ndarray:
+        nonlocal n_smaller
         try:
             data = load()
         except OSError as exc:  # a missing or unreadable file among many: report it like a corrupt one
@@ -243,6 +261,8 @@ def reference_features(
             raise ValueError(
                 f"reference loader for {name} returned {type(img).__name__}, not encoded bytes or a uint8 HxWx3 array"
             )
+        if min(img.shape[:2]) < resolution:
+            n_smaller += 1
         return to_square(img, resolution)
 
     result = _extract_all(
@@ -265,6 +285,7 @@ def reference_features(
         failure_names=np.array([n for n, _ in result.failures], dtype=str),
         failure_reasons=np.array([r for _, r in result.failures], dtype=str),
         digest=np.array(digest),
+        n_smaller=np.array(n_smaller),
     )
     atomic_write_bytes(cache_file, buffer.getvalue())
     write_json(
@@ -275,12 +296,14 @@ def reference_features(
             "file": cache_file.name,
             "n_images": len(result.keys),
             "n_failures": len(result.failures),
+            "n_smaller": n_smaller,
             "feature_dims": int(result.features.shape[1]),
             "device": extractor.device,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
-    result.cache_file = cache_file
+    log.info("Reference features of %s computed and cached in %s (key %s)", extractor.name, cache_file, digest[:16])
+    result.cache_file, result.cache_key, result.n_smaller = cache_file, digest, n_smaller
     return result
 
 
@@ -299,19 +322,41 @@ def _gaussian(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
 
 
-def _frechet(gen_stats: tuple[np.ndarray, np.ndarray], ref_stats: tuple[np.ndarray, np.ndarray]) -> float:
-    from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
+def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    # scipy.linalg.sqrtm called with the matrix alone: clean-fid 0.1.35 passes disp=False, which SciPy 1.16-1.17
+    # deprecate and SciPy 1.18 (the release pip installs on Python 3.12+) removed, so its own frechet_distance
+    # raises TypeError there. Without the argument every SciPy version runs the same Schur algorithm and returns
+    # the root alone, which is the first element of what clean-fid gets back.
+    from scipy import linalg
 
-    try:
-        with warnings.catch_warnings():
-            # clean-fid passes scipy's deprecated sqrtm(disp=False); the result is unchanged, the warning is noise.
-            warnings.filterwarnings("ignore", message=".*`disp` argument is deprecated", category=DeprecationWarning)
-            value = float(cleanfid_frechet_distance(*gen_stats, *ref_stats))
-    except ValueError as exc:  # clean-fid refuses a covariance square root with a large imaginary part
-        raise BenchError(
-            f"FID is numerically undefined here ({exc}): the feature covariances are too degenerate, "
-            "usually because there are far fewer images than feature dimensions. Use more images."
-        ) from exc
+    return linalg.sqrtm(matrix)
+
+
+def _frechet(gen_stats: tuple[np.ndarray, np.ndarray], ref_stats: tuple[np.ndarray, np.ndarray],
+             eps: float = 1e-6) -> float:
+    """cleanfid.fid.frechet_distance (0.1.35) step for step, with a square root that every SciPy accepts."""
+    (mu1, sigma1), (mu2, sigma2) = gen_stats, ref_stats
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"FID: statistics of different dimensions ({mu1.shape} vs {mu2.shape})")
+    diff = mu1 - mu2
+    covmean = _sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        # The product is almost singular: clean-fid retries with eps on both diagonals.
+        log.warning("FID: singular covariance product; adding %g to the diagonal of both covariances", eps)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        # Numerical error may leave a small imaginary part; a large one means the root is meaningless.
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise BenchError(
+                f"FID is numerically undefined here (imaginary component {np.max(np.abs(covmean.imag)):.3g} in the "
+                "covariance square root): the feature covariances are too degenerate, usually because there are "
+                "far fewer images than feature dimensions. Use more images."
+            )
+        covmean = covmean.real
+    value = float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
     if not np.isfinite(value):
         raise BenchError("FID came out non-finite: the feature covariances are degenerate. Use more images.")
     return value
@@ -320,7 +365,8 @@ def _frechet(gen_stats: tuple[np.ndarray, np.ndarray], ref_stats: tuple[np.ndarr
 def frechet_distance(gen: np.ndarray, ref: np.ndarray) -> float:
     """FID between two feature sets [n, d], exactly as clean-fid's fid_from_feats computes it.
 
-    Gaussians fitted with np.mean and np.cov(rowvar=False), distance by cleanfid.fid.frechet_distance.
+    Gaussians fitted with np.mean and np.cov(rowvar=False); the distance is clean-fid's frechet_distance
+    (0.1.35), restated so that it runs on every SciPy (see _sqrtm).
     """
     _check_features(gen, ref, "FID")
     return _frechet(_gaussian(gen), _gaussian(ref))
@@ -362,19 +408,34 @@ def kernel_inception_distance(
 
 
 def bootstrap_stderr(
-    statistic: Callable[[np.ndarray, np.ndarray], float], gen: np.ndarray, ref: np.ndarray, n: int, seed: int = 0
+    statistic: Callable[[np.ndarray, np.ndarray], float], gen: np.ndarray, ref: np.ndarray, n: int, seed: int = 0,
+    groups: Sequence[Hashable] | None = None,
 ) -> float | None:
     """Standard error of statistic(gen, ref) by `n` bootstrap resamples of the generated features.
 
-    Each resample draws len(gen) rows of `gen` with replacement (numpy default_rng(seed)); the result is
-    the standard deviation (ddof=1) of the n statistics. It captures the sampling variance of the
-    generated set only: the reference set is held fixed, and the spread over generation seeds is a
-    separate matter. Returns None when n < 2.
+    Without `groups` each resample draws len(gen) rows of `gen` with replacement. With `groups` (one id per row,
+    e.g. the prompt of each image) it draws as many groups as there are, with replacement, and takes every row
+    of each: the K images of one prompt are correlated, so they are resampled together. Draws come from numpy
+    default_rng(seed); the result is the standard deviation (ddof=1) of the n statistics. It captures the
+    sampling variance of the generated set only: the reference set is held fixed, and the spread over
+    generation seeds is a separate matter. Returns None when n < 2.
     """
     if n < 2:
         return None
     rng = np.random.default_rng(seed)
-    values = [statistic(gen[rng.integers(0, len(gen), size=len(gen))], ref) for _ in range(n)]
+    if groups is None:
+        members = [np.array([i]) for i in range(len(gen))]
+    else:
+        if len(groups) != len(gen):
+            raise ValueError(f"{len(gen)} feature rows but {len(groups)} group ids: one per row is needed")
+        by_group: dict[Hashable, list[int]] = {}
+        for row, group in enumerate(groups):
+            by_group.setdefault(group, []).append(row)
+        members = [np.array(rows) for rows in by_group.values()]
+    values = []
+    for _ in range(n):
+        rows = np.concatenate([members[i] for i in rng.integers(0, len(members), size=len(members))])
+        values.append(statistic(gen[rows], ref))
     stderr = float(np.std(values, ddof=1))
     return stderr if np.isfinite(stderr) else None
 
@@ -417,22 +478,26 @@ def fid_metric(
     min_samples: int = 2048,
     bootstrap: int = 0,
     seed: int = 0,
+    groups: Sequence[Hashable] | None = None,
 ) -> dict[str, Any]:
     """A results.json metric entry for FID: value, higher_is_better False, stderr, protocol.
 
     `protocol` must hold fid_protocol's keys; counts, the minimum and the stderr method are added.
     Below `min_samples` images on either side the value is still computed but flagged (below_minimum,
-    note). stderr is bootstrap_stderr over `bootstrap` resamples of the generated set (seeded), or None.
+    note). stderr is bootstrap_stderr over `bootstrap` resamples of the generated set (seeded; by
+    `groups`, e.g. the prompt of each row, when given), or None.
     """
     value = frechet_distance(gen, ref)
     ref_stats = _gaussian(ref)  # fixed across resamples: compute once
-    stderr = bootstrap_stderr(lambda g, _r: _frechet(_gaussian(g), ref_stats), gen, ref, bootstrap, seed)
+    stderr = bootstrap_stderr(lambda g, _r: _frechet(_gaussian(g), ref_stats), gen, ref, bootstrap, seed, groups)
+    unit = "rows" if groups is None else f"prompts ({len(set(groups))}, each with all its images)"
     proto = _base_protocol(protocol, gen, ref, min_samples)
     proto.update(
         {
-            "implementation": f"{_implementation()}: cleanfid.fid.frechet_distance on np.mean, np.cov(rowvar=False)",
+            "implementation": f"{_implementation()} features; cleanfid.fid.frechet_distance restated (scipy.linalg.sqrtm "
+                              "without disp) on np.mean, np.cov(rowvar=False)",
             "stderr": (
-                f"bootstrap: std of FID over {bootstrap} resamples of the generated features with replacement "
+                f"bootstrap: std of FID over {bootstrap} resamples of the generated {unit} with replacement "
                 f"(seed {seed}); reference set fixed"
                 if stderr is not None
                 else None

@@ -90,12 +90,12 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     from bench.generation import check_sampling_record, generate_samples, plan_samples, shard, write_sampling_record
     from bench.pipelines import load_generator
     from bench.rundir import promote_record
-    from bench.scoring import REFERENCE_METRICS, MetricTools, SampleScorer, check_metrics
+    from bench.scoring import REFERENCE_METRICS, MetricTools, SampleScorer, check_metrics, runnable_metrics
 
     models = _model_configs(cfg)
     check_generate_settings(cfg, models)
     metrics = check_metrics(cfg.eval.metrics)
-    eval_resolution = cfg.eval.resolution or cfg.resolutions[0]
+    eval_resolution = evaluation_resolution(cfg)  # one of resolutions: check_generate_settings made sure
     if "win_rate" in metrics and not cfg.eval.compare_to:
         raise BenchError("eval.metrics asks for win_rate, which compares two models: name the second with "
                          "eval.compare_to=PRESET (e.g. sd-v1-4), or drop win_rate.")
@@ -107,13 +107,18 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     requested = (cfg.dataset.limit if cfg.dataset.limit is not None else len(records)) * samples_per_prompt
     device = process_device(resolve_device(cfg.device), world)
     references = None
-    if world.is_main and REFERENCE_METRICS & set(metrics) and (cfg.dataset.reference_dir or dataset_has_references(cfg.dataset.name)):
+    # Decided from the config alone, so that every rank of a sharded run loads the same feature networks.
+    has_references = bool(cfg.dataset.reference_dir or dataset_has_references(cfg.dataset.name))
+    if world.is_main and REFERENCE_METRICS & set(metrics) and has_references:
         from bench.references import open_references
 
         # Checked before any image is made: missing or wrong reference images should not cost a generation run.
         # Datasets without reference images of their own (PartiPrompts) report those metrics as skipped instead.
         references = open_references(cfg.dataset, records)
-    tools = MetricTools.build(cfg.eval, metrics, device, skip_missing=skip_missing_weights) if metrics else None
+    # Only the networks of metrics that will be computed are loaded (and their weights asked for), still before
+    # any image is made: FID's Inception is not needed where FID is skipped for want of reference images.
+    tools = (MetricTools.build(cfg.eval, runnable_metrics(metrics, has_references), device,
+                               skip_missing=skip_missing_weights) if metrics else None)
 
     dataset = cfg.dataset.name
     samples = plan_samples(records, cfg.resolutions, samples_per_prompt)
@@ -190,6 +195,11 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
         score_models(evaluations, scored, tools=tools, cfg=cfg, metrics=metrics, references=references,
                      resolution=eval_resolution, run_dir=run_dir)
     return evaluations, device, world.is_main
+
+
+def evaluation_resolution(cfg: Any) -> int:
+    """The resolution the metrics use: eval.resolution, else the first of resolutions."""
+    return int(cfg.eval.resolution or cfg.resolutions[0])
 
 
 def dataset_has_references(name: str) -> bool:
@@ -372,14 +382,18 @@ def paper_table3(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_prepare(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
     """Fetch cfg.dataset's reference images under data_root (COCO: download + sha256 + extract; CC3M: the
-    img2dataset command) and write what to set in prepare.json; the settings are logged too."""
+    img2dataset command, at the resolution these settings evaluate at) and write what to set in prepare.json;
+    the settings are logged too."""
     from bench.download import prepare_dataset
     from bench.results import write_json
 
     root = Path(cfg.data_root).expanduser() / cfg.dataset.name
-    prepared = prepare_dataset(cfg.dataset.name, root, path=cfg.dataset.path)
+    # CC3M's images are resized as they are downloaded: to the resolution the same settings would evaluate at.
+    prepared = prepare_dataset(cfg.dataset.name, root, path=cfg.dataset.path, image_size=evaluation_resolution(cfg))
     if prepared.get("command_line"):
-        log.info("run this to download the images: %s", prepared["command_line"])
+        log.info("run this to download the images at %d px (the resolution these settings evaluate at; pass the "
+                 "evaluation's resolutions=... to prepare for another): %s", prepared["image_size"],
+                 prepared["command_line"])
     if prepared.get("overrides"):
         log.info("then evaluate with: %s", " ".join(prepared["overrides"]))
     return write_json(Path(run_dir) / "prepare.json", prepared)

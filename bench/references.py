@@ -15,13 +15,20 @@ ends up in `ReferenceSet.protocol`:
 `dataset.reference_limit` keeps the first N images of the ordered list (image id order for "all",
 caption order for "matched"). Images are read lazily: a `ReferenceImage` holds a picklable callable
 that returns the encoded bytes, so a reference set of 40k images costs no memory until it is read.
+
+What is in the folder is part of the protocol (`content`: a sha256 over every image's name, byte size and
+modification time, read with one stat per file), so cached reference features are keyed by the images
+themselves: a second download into a folder of the same name, or any changed image, gives other features.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import re
+import stat
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,10 +51,26 @@ PREPARE_HINT = "muse-bench job=prepare dataset={name}` (or `python -m bench.down
 
 @dataclass(frozen=True)
 class ReferenceImage:
-    """One reference image: a stable key (file name or img2dataset key) and a callable returning its bytes."""
+    """One reference image: a stable key (file name or img2dataset key), a callable returning its bytes, and a
+    stamp that changes when the image does (byte size and modification time of its file; see file_stamp)."""
 
     key: str
     read: Callable[[], bytes] = field(repr=False, compare=False)
+    stamp: str = field(default="", compare=False)
+
+
+def file_stamp(info: os.stat_result) -> str:
+    """What identifies a file's content without reading it: its byte size and modification time (ns)."""
+    return f"{info.st_size}:{info.st_mtime_ns}"
+
+
+def content_fingerprint(images: Sequence[ReferenceImage]) -> dict[str, Any]:
+    """The `content` entry of a reference protocol: a sha256 over each image's key and stamp, in order."""
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(f"{image.key}\t{image.stamp}\n".encode("utf-8", "surrogateescape"))
+    return {"sha256": digest.hexdigest(), "images": len(images),
+            "of": "each image's name, byte size and modification time (ns), in reference order"}
 
 
 @dataclass
@@ -61,6 +84,10 @@ class ReferenceSet:
     images: list[ReferenceImage]
     protocol: dict[str, Any]
     stats: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        # The protocol names the images by content, so anything keyed by it (cached features) follows the folder.
+        self.protocol["content"] = content_fingerprint(self.images)
 
 
 def _option(cfg: Any, key: str, default: Any = None) -> Any:
@@ -156,7 +183,8 @@ def folder_references(name: str, reference_dir: str | Path, *, reference_limit: 
         raise BenchError(f"dataset.reference_dir={str(folder)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
     if reference_limit is not None:
         files = files[:reference_limit]
-    images = [ReferenceImage(str(f.relative_to(folder)), functools.partial(_read_file, f)) for f in files]
+    images = [ReferenceImage(str(f.relative_to(folder)), functools.partial(_read_file, f), file_stamp(f.stat()))
+              for f in files]
     protocol = {"dataset": name, "source": "folder", "source_dir": folder.name, "reference_set": "all",
                 "count": len(images), "reference_limit": reference_limit}
     return ReferenceSet(images, protocol, _stats(len(images), len(images)))
@@ -244,14 +272,24 @@ def coco_references(
             )
     if reference_limit is not None:
         files = files[:reference_limit]
-    missing = [f for f in files if not (folder / f).is_file()]
+    file_stats: dict[str, os.stat_result] = {}
+    missing = []
+    for f in files:
+        try:
+            file_stats[f] = (folder / f).stat()
+        except OSError:
+            missing.append(f)
+            continue
+        if not stat.S_ISREG(file_stats[f].st_mode):
+            missing.append(f)
     if missing:
         raise BenchError(
             f"{len(missing)} of {len(files)} reference images are missing from {folder} (e.g. {_examples(missing)}). "
             f"Run `{PREPARE_HINT.format(name=name)}` to download and extract COCO val2014, or set "
             "dataset.reference_dir to the folder that holds them."
         )
-    images = [ReferenceImage(key=f, read=functools.partial(_read_file, folder / f)) for f in files]
+    images = [ReferenceImage(key=f, read=functools.partial(_read_file, folder / f), stamp=file_stamp(file_stats[f]))
+              for f in files]
     if captions_file:
         listing_name = Path(captions_file).name
     else:
@@ -307,7 +345,8 @@ def _scan_files_layout(folder: Path) -> list[_Downloaded]:
                 image_path = meta_path.with_suffix(f".{ext}")
                 if image_path.is_file():
                     reader = functools.partial(_read_file, image_path)
-                    found.append(_Downloaded(url, ReferenceImage(meta_path.stem, reader), ext))
+                    stamp = file_stamp(image_path.stat())
+                    found.append(_Downloaded(url, ReferenceImage(meta_path.stem, reader, stamp), ext))
                     break
     return found
 
@@ -320,6 +359,7 @@ def _scan_tar_layout(tars: list[Path]) -> list[_Downloaded]:
     """
     found = []
     for tar_path in tars:
+        tar_stat = tar_path.stat()
         metas: dict[str, Any] = {}
         spans: dict[str, tuple[str, int, int]] = {}
         try:
@@ -351,7 +391,8 @@ def _scan_tar_layout(tars: list[Path]) -> list[_Downloaded]:
                 continue
             ext, offset, size = spans[key]
             reader = functools.partial(_read_span, tar_path, offset, size)
-            found.append(_Downloaded(url, ReferenceImage(key, reader), ext))
+            stamp = f"{tar_path.name}@{offset}+{size}:{file_stamp(tar_stat)}"
+            found.append(_Downloaded(url, ReferenceImage(key, reader, stamp), ext))
     return found
 
 

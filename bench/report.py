@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.published import NO_PUBLISHED
 from bench.results import MANIFEST_FILE, RESULTS_FILE, SCHEMA_VERSION, atomic_write_text
 from bench.rundir import PENDING_DIR, RECORD_DIR
 
@@ -427,11 +428,23 @@ def _sampler_text(protocol: Mapping[str, Any]) -> str:
 
 
 def _metric_facets(name: str, metric: Mapping[str, Any]) -> dict[str, str]:
-    """The choices behind one metric that move its number, from its recorded protocol."""
+    """The choices behind one metric that move its number, from its recorded protocol, and what it is compared
+    with (its comparable_to_published record)."""
     p = metric.get("protocol") or {}
     title = METRIC_NAMES.get(name, name)
     if metric.get("value") is None and p.get("skipped"):
         return {f"{title}": "skipped (why: under Not computed)"}
+    facets = _choice_facets(name, title, p)
+    record = p.get("comparable_to_published")
+    if record and record.get("published"):
+        verdict = "matches" if record.get("value") else "differs: " + "; ".join(record.get("reasons") or [])
+        unknown = record.get("unknown") or []
+        facets[f"{title} vs published"] = (f"{record['published']}: protocol {verdict}"
+                                           + (f" (not stated there: {'; '.join(unknown)})" if unknown else ""))
+    return facets
+
+
+def _choice_facets(name: str, title: str, p: Mapping[str, Any]) -> dict[str, str]:
     ref = p.get("reference") or {}
     ref_text = (f"reference set {ref.get('dataset')} ({ref.get('source')}, {ref.get('reference_set')}, "
                 f"{ref.get('count')} images)") if ref else None
@@ -439,6 +452,13 @@ def _metric_facets(name: str, metric: Mapping[str, Any]) -> dict[str, str]:
     unreachable = (f"{stats['unreachable']} of {stats.get('expected')} reference images unreachable"
                    if stats.get("unreachable") else None)
     below = f"**below the minimum of {p.get('min_samples')} samples: {NOT_PAPER}**" if p.get("below_minimum") else None
+    cache = p.get("reference_cache") or {}
+    cache_text = (f"reference features {'read from the cache' if cache.get('hit') else 'computed'} (key "
+                  f"{str(cache.get('key'))[:12]})") if cache else None
+    smaller = p.get("reference_smaller_than_resolution") or {}
+    smaller_text = (f"**{smaller['count']} of {smaller.get('of')} references smaller than {smaller.get('resolution')} "
+                    "px, upsampled**") if smaller.get("count") else None
+    ref_text = ", ".join(x for x in (ref_text, cache_text, smaller_text) if x) or None
     if name in ("fid", "kid"):
         parts = [f"mode {p.get('mode')}", f"extractor {p.get('feature_extractor')}"]
         gen = p.get("generated_resize") or {}
@@ -463,12 +483,17 @@ def _metric_facets(name: str, metric: Mapping[str, Any]) -> dict[str, str]:
         size = pre.get("size")
         model = ", ".join(x for x in (
             f"{p.get('backend')} {p.get('arch')} ({p.get('pretrained')})",
-            f"images {size[0]}x{size[-1]} {pre.get('interpolation')}" if size else None,
+            f"images {size[0]}x{size[-1]} {pre.get('interpolation')}"
+            + (f" ({pre['resize_mode']})" if pre.get("resize_mode") else "") if size else None,
             f"text context {p.get('context_length')}" if p.get("context_length") else None,
             f"{p.get('precision')}" if p.get("precision") else None) if x)
         if name == "cmmd":
+            bias = p.get("small_sample_bias") or {}
+            bias_text = (f"small-sample bias about {bias['estimate']:.3g}"
+                         + ("" if bias.get("negligible") else " (**not negligible against the value**)")
+                         if bias.get("estimate") is not None else None)
             parts = [model, f"{p.get('kernel')}, sigma {p.get('sigma')}, scale {p.get('scale')}", p.get("estimator"),
-                     ref_text, unreachable, below]
+                     bias_text, ref_text, unreachable, below]
             return {title: ", ".join(str(x) for x in parts if x)}
         # clip_score and clip_score_x100 share the CLIP model; only their scale differs.
         parts = [f"{p.get('n_truncated')} prompts truncated" if p.get("n_truncated") else None,
@@ -485,24 +510,29 @@ def _metric_facets(name: str, metric: Mapping[str, Any]) -> dict[str, str]:
     return {title: ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, (dict, list)))}
 
 
-def _eval_caveats(run: Run, ev: Mapping[str, Any]) -> list[str]:
-    """Why an evaluation's numbers are not comparable with published ones (empty when nothing is known)."""
-    out = []
-    if ev.get("weights") == "random":
-        out.append("random weights")
-    limit = (run.config.get("dataset") or {}).get("limit")
-    if limit is not None:
-        out.append(f"dataset.limit={limit}")
+def _eval_caveats(run: Run, ev: Mapping[str, Any], metrics: Iterable[str] | None = None) -> list[str]:
+    """Why an evaluation's numbers are not comparable with published ones, as each computed metric's protocol
+    records it (comparable_to_published, bench/published.py): each reason once, with the metrics it concerns.
+    Empty when every metric (of `metrics`, default all) matches its published protocol."""
+    by_reason: dict[str, list[str]] = {}
     for name, metric in (ev.get("metrics") or {}).items():
-        p = metric.get("protocol") or {}
-        extractor = str(p.get("feature_extractor", ""))
-        if "random weights" in extractor or "NOT comparable" in extractor:
-            out.append("stand-in FID features")
-        if p.get("below_minimum"):
-            out.append(f"{METRIC_NAMES.get(name, name)} below {p.get('min_samples')} samples")
-        if "tiny" in str(p.get("arch", "")):
-            out.append("test-size CLIP")
-    return list(dict.fromkeys(out))
+        if (metrics is not None and name not in metrics) or metric.get("value") is None:
+            continue
+        record = (metric.get("protocol") or {}).get("comparable_to_published")
+        reasons = ["comparability not recorded (results of an older muse-bench)"] if record is None else \
+            ([] if record.get("value") else record.get("reasons") or ["not comparable"])
+        # Where nothing is published there is no paper number to mistake this one for: not a caveat by itself.
+        for reason in (r for r in reasons if r != NO_PUBLISHED):
+            by_reason.setdefault(str(reason), []).append(METRIC_NAMES.get(name, name))
+    return [f"{reason} ({', '.join(names)})" for reason, names in by_reason.items()]
+
+
+def _matches(ev: Mapping[str, Any], metrics: Iterable[str]) -> str:
+    """"protocol matches ..." for the metrics of `metrics` whose protocol records a match with a published one."""
+    figures = [((ev.get("metrics") or {}).get(n, {}).get("protocol") or {}).get("comparable_to_published") or {}
+               for n in metrics]
+    shown = list(dict.fromkeys(f["published"] for f in figures if f.get("value") and f.get("published")))
+    return ("protocol matches: " + "; ".join(shown)) if shown else ""
 
 
 def _flag(caveats: Sequence[str]) -> str:
@@ -621,17 +651,19 @@ def _quality_table(table: str, title: str, reference: list[dict[str, str]], runs
     rows = [[name, e["params"] or "—", e.get("fid", "—"), e.get("clip_score", e.get("clip_score_x100", "—")), "—",
              e["res"] or "—", e["source"], e["notes"]] for name, e in published.items()]
     notes = []
+    shown_metrics = ("fid", "clip_score", "clip_score_x100")
     for run, ev in measured:
         metrics = ev.get("metrics") or {}
         n = ev.get("n_samples") or {}
         label = f"**measured**: {ev.get('model')} ({run.label})"
         rows.append([label, "—", _metric_cell(metrics.get("fid")), _metric_cell(metrics.get("clip_score")),
                      n.get("effective"), (ev.get("protocol") or {}).get("resolution"), f"this report ({ev.get('dataset')})",
-                     _flag(_eval_caveats(run, ev))])
+                     _flag(_eval_caveats(run, ev, shown_metrics)) or _matches(ev, shown_metrics)])
         notes.append((f"{ev.get('model')} ({run.label})", _eval_facets(run, ev, {"fid", "clip_score"})))
     header = ["Model", "Params", "FID", "CLIP (cosine)", "n", "Resolution", "Source", "Note"]
     intro = ("Published rows as printed in their sources (reports/paper_reference.csv); the paper's CLIP backbone "
-             "is not stated. Measured rows:")
+             "is not stated. A measured row's Note says whether its protocol matches the published one, as its "
+             "metrics' comparable_to_published records (`eval=paper` selects the published protocols). Measured rows:")
     return f"### {title}\n\n{_table(header, rows)}\n\n{_notes(notes, intro=intro)}"
 
 

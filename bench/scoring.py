@@ -1,10 +1,10 @@
 """Scoring a model's samples: per-sample features gathered while images are made, then the metrics.
 
-A SampleScorer holds, per sample at the evaluation resolution, its FID feature vector (bench.features) and its
-CLIP image embedding and image-prompt cosine (bench.clip_score). It is fed either in-process as images are
-generated ("streaming": no PNG is read back) or from the written PNGs; both see the same pixels (PNG is
-lossless), so both give the same numbers. Memory grows with the number of samples only by their feature
-vectors: images are never kept. Shards of a distributed run merge by sample key, so the result does not
+A SampleScorer holds, per sample at the evaluation resolution, its FID feature vector (bench.features), its
+CLIP image embedding and image-prompt cosine (bench.clip_score), and its CMMD image embedding (bench.cmmd, its
+own CLIP model). It is fed either in-process as images are generated ("streaming": no PNG is read back) or
+from the written PNGs; both see the same pixels (PNG is lossless), so both give the same numbers. Memory grows
+with the number of samples only by their feature vectors: images are never kept. Shards of a distributed run merge by sample key, so the result does not
 depend on the number of processes.
 """
 
@@ -23,9 +23,19 @@ from bench.errors import BenchError
 log = logging.getLogger(__name__)
 
 METRICS = ("fid", "kid", "clip_score", "cmmd", "parti", "win_rate")
-FID_METRICS = {"fid", "kid"}
-CLIP_METRICS = {"clip_score", "cmmd", "parti", "win_rate"}
+# The feature network each metric needs (a MetricTools field): a metric is skipped when its network is unavailable.
+TOOL_OF = {"fid": "fid", "kid": "fid", "clip_score": "clip", "parti": "clip", "win_rate": "clip", "cmmd": "cmmd"}
+# Metrics that compare with reference images: without any they are reported as skipped, and their feature
+# networks are not loaded (nor their weights asked for).
 REFERENCE_METRICS = {"fid", "kid", "cmmd"}
+
+
+def runnable_metrics(metrics: Sequence[str], has_references: bool) -> list[str]:
+    """The requested metrics that will be computed: those needing reference images only when there are some.
+
+    The others are reported as skipped (bench.evaluate), so their feature networks need not be loaded.
+    """
+    return [m for m in metrics if has_references or m not in REFERENCE_METRICS]
 
 
 def check_metrics(metrics: Sequence[str]) -> list[str]:
@@ -42,9 +52,11 @@ class MetricTools:
 
     fid: Any = None  # bench.features.FeatureExtractor
     clip: Any = None  # bench.clip_score.ClipScorer
+    cmmd: Any = None  # bench.clip_score.ClipScorer built by bench.cmmd.build_cmmd_scorer
     fid_batch_size: int = 32
 
-    # Feature networks that could not be loaded (skip_missing): "fid" or "clip" -> the error saying how to supply them.
+    # Feature networks that could not be loaded (skip_missing): "fid", "clip" or "cmmd" -> the error saying how to
+    # supply them.
     unavailable: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -52,13 +64,14 @@ class MetricTools:
         """Build only what `metrics` need. Missing weights raise BenchError saying how to supply them, or, with
         skip_missing, are recorded in `unavailable` (their metrics are then reported as skipped, with that text)."""
         from bench.clip_score import build_clip_scorer
+        from bench.cmmd import build_cmmd_scorer
         from bench.features import build_fid_extractor
 
         tools = cls(fid_batch_size=eval_cfg.fid.batch_size)
-        needs = [("fid", FID_METRICS, build_fid_extractor, eval_cfg.fid),
-                 ("clip", CLIP_METRICS, build_clip_scorer, eval_cfg.clip)]
-        for name, group, build, cfg in needs:
-            if group & set(metrics):
+        needs = [("fid", build_fid_extractor, eval_cfg.fid), ("clip", build_clip_scorer, eval_cfg.clip),
+                 ("cmmd", build_cmmd_scorer, eval_cfg.cmmd)]
+        for name, build, cfg in needs:
+            if any(TOOL_OF[m] == name for m in metrics):
                 try:
                     setattr(tools, name, build(cfg, device))
                 except BenchError as err:
@@ -78,6 +91,7 @@ class SampleScorer:
     fid_keys: list[tuple[int, int]] = field(default_factory=list)
     fid_features: list[np.ndarray] = field(default_factory=list)
     clip: dict[tuple[int, int], tuple[np.ndarray, float]] = field(default_factory=dict)
+    cmmd: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     truncated: set[str] = field(default_factory=set)
     failures: list[tuple[str, str]] = field(default_factory=list)
     _fid: Any = None
@@ -109,6 +123,9 @@ class SampleScorer:
             image_emb = np.asarray(self.tools.clip.image_embeddings([im for _, im in pairs]), dtype=np.float64)
             for key, prompt, emb in zip(keys, prompts, image_emb):
                 self.clip[key] = (emb, float(emb @ self._text[prompt]))
+        if self.tools.cmmd is not None:
+            cmmd_emb = np.asarray(self.tools.cmmd.image_embeddings([im for _, im in pairs]), dtype=np.float64)
+            self.cmmd.update(zip(keys, cmmd_emb))
 
     def add_files(self, samples: Sequence[Any], folder: str | Path, batch_size: int = 16) -> None:
         """Score the written PNGs of `samples` in `folder`; unreadable ones are recorded in `failures` and left out."""
@@ -133,21 +150,24 @@ class SampleScorer:
         fid_keys, fid = ([], None)
         if self._fid is not None and len(self._fid):
             fid_keys, fid = list(self._fid.keys), self._fid.features()
-        return {"fid_keys": fid_keys, "fid": fid, "clip": dict(self.clip), "truncated": sorted(self.truncated),
-                "failures": list(self.failures)}
+        return {"fid_keys": fid_keys, "fid": fid, "clip": dict(self.clip), "cmmd": dict(self.cmmd),
+                "truncated": sorted(self.truncated), "failures": list(self.failures)}
 
     @staticmethod
     def merged(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """One state from the states of every shard, ordered by sample key."""
         fid_pairs = [(k, f) for st in states if st["fid"] is not None for k, f in zip(st["fid_keys"], st["fid"])]
         fid_pairs.sort(key=lambda kv: tuple(kv[0]))
-        clip = {}
+        clip: dict = {}
+        cmmd: dict = {}
         for st in states:
             clip.update(st["clip"])
+            cmmd.update(st["cmmd"])
         return {
             "fid_keys": [tuple(k) for k, _ in fid_pairs],
             "fid": np.stack([f for _, f in fid_pairs]) if fid_pairs else None,
             "clip": dict(sorted(clip.items())),
+            "cmmd": dict(sorted(cmmd.items())),
             "truncated": sorted({p for st in states for p in st["truncated"]}),
             "failures": [f for st in states for f in st["failures"]],
         }
@@ -156,6 +176,7 @@ class SampleScorer:
 def effective_count(state: dict[str, Any]) -> int:
     """Samples that every requested feature covers (corrupt files excluded)."""
     counts = [len(state["fid_keys"])] if state["fid"] is not None else []
-    if state["clip"]:
-        counts.append(len(state["clip"]))
+    for name in ("clip", "cmmd"):
+        if state[name]:
+            counts.append(len(state[name]))
     return min(counts) if counts else 0

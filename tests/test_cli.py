@@ -49,6 +49,7 @@ def test_help_lists_config_groups(tmp_path):
     assert groups["model"] >= {"muse-tiny", "muse-632m", "muse-3b", "amused-256", "amused-512"}
     assert "partiprompts" in groups["dataset"]
     assert "default" in groups["experiment"]
+    assert groups["eval"] == {"default", "paper"}
 
 
 def test_cfg_job_prints_the_resolved_config_with_overrides(tmp_path):

@@ -151,6 +151,31 @@ def test_clip_score_bootstrap_stderr_is_seeded_and_sensible():
         clip_score_metrics(np.array([]), truncated=0, protocol={}, bootstrap=0, seed=0)
 
 
+def test_clip_score_stderr_is_over_prompts_when_replicas_are_correlated():
+    """K images per prompt share the prompt's difficulty: the stderr is that of the per-prompt means over
+    n_prompts, not the per-image one that would treat the K correlated images as independent (half as large
+    at K = 4)."""
+    rng = np.random.default_rng(0)
+    n_prompts, k = 60, 4
+    per_prompt = rng.normal(0.25, 0.05, size=n_prompts)
+    cos = np.repeat(per_prompt, k) + rng.normal(0.0, 1e-3, size=n_prompts * k)
+    prompts = np.repeat(np.arange(n_prompts), k).tolist()
+    by_prompt = cos.reshape(n_prompts, k).mean(axis=1).std(ddof=1) / np.sqrt(n_prompts)
+    per_image = cos.std(ddof=1) / np.sqrt(cos.size)
+    assert by_prompt > 1.9 * per_image
+
+    plain = clip_score_metrics(cos, prompts=prompts, truncated=0, protocol={}, bootstrap=0, seed=0)
+    assert plain["clip_score"]["stderr"] == pytest.approx(by_prompt, rel=1e-12)
+    x100 = (100 * np.maximum(cos, 0)).reshape(n_prompts, k).mean(axis=1)
+    assert plain["clip_score_x100"]["stderr"] == pytest.approx(x100.std(ddof=1) / np.sqrt(n_prompts), rel=1e-12)
+    boot = clip_score_metrics(cos, prompts=prompts, truncated=0, protocol={}, bootstrap=2000, seed=0)
+    assert boot["clip_score"]["stderr"] == pytest.approx(by_prompt, rel=0.1)
+    for entry in (plain, boot):
+        proto = entry["clip_score"]["protocol"]
+        assert (proto["n"], proto["n_prompts"]) == (n_prompts * k, n_prompts) and "prompts" in proto["stderr_method"]
+        assert entry["clip_score"]["value"] == pytest.approx(cos.mean())
+
+
 def test_torchmetrics_agrees_through_the_converter(scorer, photos, tmp_path):
     """torchmetrics' CLIPScore (transformers CLIPModel) on the converted weights gives our numbers.
 
@@ -240,6 +265,22 @@ def test_a_cached_tag_is_loaded_from_the_cache_without_the_network(monkeypatch, 
     direct = open_clip_scorer(TINY_CLIP_NAME, str(tiny_checkpoint))
     assert not np.allclose(cached.image_embeddings(photos[:1]), direct.image_embeddings(photos[:1]), atol=1e-4)
     np.testing.assert_array_equal(cached.text_embeddings(["a cat"])[0], direct.text_embeddings(["a cat"])[0])
+
+
+def test_registering_the_tiny_clip_leaves_nothing_in_the_temp_folder(monkeypatch, tmp_path):
+    """The tiny CLIP's config is read from the package: no per-process folder is left in the temp folder."""
+    import tempfile
+
+    import open_clip
+
+    import bench.clip_score as clip_score
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(clip_score, "_tiny_registered", False)
+    assert clip_score.register_tiny_clip() == TINY_CLIP_NAME
+    assert open_clip.get_model_config(TINY_CLIP_NAME) == clip_score.TINY_CLIP_CONFIG
+    assert open_clip_scorer(TINY_CLIP_NAME, None, seed=0).protocol["embed_dim"] == 32
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_build_clip_scorer_from_config(tiny_checkpoint, photos):
@@ -335,6 +376,73 @@ def test_cmmd_metric_entry(scorer, photos):
     json.dumps(entry, allow_nan=False)
     with pytest.raises(BenchError, match="same CLIP model"):
         cmmd(emb, emb[:, :8])
+
+
+def test_cmmd_records_its_small_sample_bias_and_flags_it_where_it_matters():
+    """The reference's estimator is biased (V-statistic): on two samples of one distribution its value is about
+    its bias. The entry records the bias estimate as biased minus unbiased (a hand-computed U-statistic) and
+    flags it against the value: not negligible there, negligible against a large distance."""
+    rng = np.random.default_rng(0)
+    x, y = _unit(rng.normal(size=(300, 16))), _unit(rng.normal(size=(250, 16)))
+    far = _unit(rng.normal(size=(250, 16)) + 1.5)
+
+    def unbiased(a, b, sigma=10.0, scale=1000.0):
+        k = lambda u, v: np.exp(-((u[:, None, :] - v[None, :, :]) ** 2).sum(-1) / (2 * sigma**2))  # noqa: E731
+        kaa, kbb = k(a, a), k(b, b)
+        off = lambda m: (m.sum() - np.trace(m)) / (len(m) * (len(m) - 1))  # noqa: E731
+        return scale * (off(kaa) + off(kbb) - 2 * k(a, b).mean())
+
+    same = cmmd_metric(x, y)
+    bias = same["protocol"]["small_sample_bias"]
+    assert bias["unbiased_value"] == pytest.approx(unbiased(x, y), rel=1e-9, abs=1e-12)
+    assert bias["estimate"] == pytest.approx(same["value"] - unbiased(x, y), rel=1e-9)
+    assert bias["estimate"] > 0 and abs(bias["unbiased_value"]) < 0.5 * bias["estimate"]
+    assert bias["negligible"] is False and "Small-sample bias" in same["protocol"]["note"]
+    apart = cmmd_metric(x, far)
+    assert apart["protocol"]["small_sample_bias"]["negligible"] is True and "note" not in apart["protocol"]
+    assert cmmd_metric(x, far, max_relative_bias=1e-4)["protocol"]["small_sample_bias"]["negligible"] is False
+
+
+def test_cmmd_embeds_the_whole_image_resized_bicubic_without_a_crop(tiny_checkpoint):
+    """As google-research's cmmd (embedding.py): the whole image is resized to the CLIP input size, bicubic,
+    with no crop; CLIP score's preprocessing (shorter side, then a centre crop) would embed another image."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    from torchvision.transforms.functional import normalize, to_tensor
+
+    from bench.cmmd import build_cmmd_scorer
+    from bench.config import CmmdConfig
+
+    assert (CmmdConfig().arch, CmmdConfig().pretrained) == ("ViT-L-14-336", "openai")
+    cmmd_scorer = build_cmmd_scorer({"arch": TINY_CLIP_NAME, "pretrained": str(tiny_checkpoint)}, "cpu")
+    pre = cmmd_scorer.protocol["image_preprocess"]
+    wide = Image.open(CC_IMAGES[0]).convert("RGB") if CC_IMAGES else Image.open(PHOTO).convert("RGB")
+    wide = wide.crop((0, 0, wide.width, wide.height // 2))  # certainly not square: a crop would drop a lot
+    assert wide.width >= 2 * wide.height
+
+    def embed(pixels: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            out = cmmd_scorer.model.encode_image(pixels[None], normalize=True)
+        return out.numpy()[0]
+
+    squashed = wide.resize((32, 32), Image.BICUBIC)
+    whole = embed(normalize(to_tensor(squashed), pre["mean"], pre["std"]))
+    cropped_cfg = PreprocessCfg(**{**cmmd_scorer.model.visual.preprocess_cfg, "resize_mode": "shortest"})
+    cropped = embed(image_transform_v2(cropped_cfg, is_train=False)(wide))
+    ours = cmmd_scorer.image_embeddings([wide])[0]
+    np.testing.assert_allclose(ours, whole, atol=1e-6)
+    assert not np.allclose(ours, cropped, atol=1e-3)
+    assert pre["resize_mode"] == "squash" and cmmd_scorer.image_size == 32
+
+
+def test_cmmd_missing_weights_offline_name_the_cmmd_settings(monkeypatch, tmp_path):
+    from huggingface_hub import constants as hf_constants
+
+    from bench.cmmd import build_cmmd_scorer
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BenchError, match=r"eval\.cmmd\.arch=ViT-L-14-336 eval\.cmmd\.pretrained=openai") as info:
+        build_cmmd_scorer({"arch": "ViT-L-14-336", "pretrained": "openai", "cache_dir": str(tmp_path)}, "cpu")
+    assert "eval.clip" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------- PartiPrompts re-scoring judge

@@ -231,6 +231,7 @@ def test_coco_matched_references_are_the_selected_captions_images(tmp_path):
     assert [i.key for i in refs.images] == [r.metadata["file_name"] for r in records]
     assert [i.read() for i in refs.images] == [written[r.metadata["file_name"]] for r in records]
     assert refs.stats == {"expected": 4, "found": 4, "unreachable": 0, "unreachable_fraction": 0.0}
+    assert refs.protocol.pop("content")["images"] == 4
     assert refs.protocol == {
         "dataset": "coco30k", "split": "val2014", "reference_set": "matched", "count": 4, "reference_limit": None,
         "source": "val2014", "listing": "file_name of each caption", "source_format": "image folder",
@@ -549,6 +550,19 @@ def test_prepare_coco_downloads_verifies_and_extracts(server, tmp_path):
     refs = open_references(cfg, records)
     assert sorted(i.key for i in refs.images) == sorted(img["file_name"] for img in images)
     assert refs.protocol["listing"] == "captions_val2014.json" and refs.protocol["split"] == "val2014"
+
+
+def test_prepare_cc3m_downloads_at_the_resolution_the_same_settings_evaluate(tmp_path):
+    """img2dataset resizes as it downloads: the prepare job asks for the evaluation's resolution (here 512, the
+    cascade), not a fixed 256 that would leave every reference upsampled."""
+    from bench.cli import compose_config
+    from bench.jobs import run_prepare
+
+    cfg = compose_config(["experiment=cc3m", "job=prepare", "resolutions=[512]", f"data_root={tmp_path / 'data'}"])
+    written = run_prepare(cfg, run_dir=tmp_path / "run", experiment="cc3m")
+    prepared = json.loads(Path(written).read_text())
+    options = dict(zip(prepared["command"][1::2], prepared["command"][2::2]))
+    assert prepared["image_size"] == 512 and options["--image_size"] == "512"
 
 
 def test_prepare_cc3m_writes_the_headed_list_and_the_img2dataset_command(tmp_path, capsys):

@@ -40,6 +40,7 @@ def setup(tmp_path_factory):
     overrides = [
         "eval.fid.feature_extractor={_target_: bench.features.RandomConvFeatures, dims: 32}",
         f"eval.clip.arch={TINY_CLIP_NAME}", f"eval.clip.pretrained={checkpoint}",
+        f"eval.cmmd.arch={TINY_CLIP_NAME}", f"eval.cmmd.pretrained={checkpoint}",
         f"dataset.reference_dir={refs}", f"eval.cache_dir={root / 'cache'}",
     ]
     return root, overrides
@@ -80,6 +81,13 @@ def test_partiprompts_writes_samples_manifest_and_every_metric(parti_run):
     assert sampling["generated_at"] == {"256": 512} and sampling["resized_with"] == {"256": sd["protocol"]["resized_with"]}
     fid = muse["metrics"]["fid"]["protocol"]
     assert "RandomConvFeatures" in fid["feature_extractor"] and fid["below_minimum"] is True
+    # Every entry says whether it can stand beside a published figure: none can here, each with its reasons.
+    for name, metric in muse["metrics"].items():
+        assert metric["protocol"]["comparable_to_published"]["value"] is False, name
+    assert "random model weights" in muse["metrics"]["win_rate"]["protocol"]["comparable_to_published"]["reasons"]
+    cmmd = muse["metrics"]["cmmd"]["protocol"]
+    assert cmmd["arch"] == TINY_CLIP_NAME and cmmd["image_preprocess"]["resize_mode"] == "squash"
+    assert cmmd["reference_resize"]["size"] == [32, 32] and cmmd["small_sample_bias"]["negligible"] is False
     assert fid["n_reference"] == len(PHOTOS) and fid["reference"]["source"] == "folder"
     assert muse["metrics"]["clip_score"]["protocol"]["arch"] == TINY_CLIP_NAME
     x100 = muse["metrics"]["clip_score_x100"]["value"]
@@ -148,3 +156,113 @@ def test_expected_evaluation_errors_exit_2_before_generating(setup, tmp_path, ar
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and expected in done.stderr
     assert not (tmp_path / "run" / "samples").exists()
+
+
+# ---- in-process: which feature networks a run asks for ----------------------------------------------------
+
+
+@pytest.fixture
+def offline_without_weights(tmp_path, monkeypatch):
+    """No Inception weights anywhere clean-fid looks and no network: what a fresh offline machine has."""
+    import tempfile
+    import urllib.error
+
+    from huggingface_hub import constants as hf_constants
+
+    import bench.features as features_mod
+
+    monkeypatch.setattr(features_mod, "CLEANFID_INCEPTION_DIR", tmp_path / "cleanfid")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(url, dest):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(features_mod, "_download", offline)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+
+
+TINY_RUN = ["dataset.limit=2", "eval.samples_per_prompt=1", "model.steps=2", f"eval.clip.arch={TINY_CLIP_NAME}",
+            "eval.clip.pretrained=null", "eval.bootstrap=0"]
+
+
+def test_partiprompts_offline_runs_without_the_weights_of_metrics_it_cannot_compute(tmp_path, offline_without_weights):
+    """PartiPrompts has no reference images: FID, KID and CMMD are skipped, so neither Inception nor CMMD's
+    CLIP-L/14-336 is asked for, and the metrics that can run do. (The preset's win rate is left out only to
+    spare the test a second model: it needs no weights beyond CLIP score's.)"""
+    from bench.cli import compose_config
+    from bench.jobs import generate_and_score
+
+    preset = compose_config(["experiment=partiprompts"]).eval.metrics
+    assert {"fid", "kid", "cmmd", "clip_score", "parti"} <= set(preset)
+    metrics = [m for m in preset if m != "win_rate"]
+    cfg = compose_config(["experiment=partiprompts", "eval.compare_to=null", f"eval.metrics=[{','.join(metrics)}]",
+                          *TINY_RUN, f"eval.cache_dir={tmp_path / 'cache'}"])
+    evaluations, _, _ = generate_and_score(cfg, run_dir=tmp_path / "run")
+    entry = evaluations[0]
+    for name in ("fid", "kid", "cmmd"):
+        skipped = entry["metrics"][name]
+        assert skipped["value"] is None and "dataset.reference_dir" in skipped["protocol"]["skipped"]
+    assert math.isfinite(entry["metrics"]["clip_score"]["value"]) and entry["breakdown"]["category"]
+
+
+def test_weights_of_a_metric_that_will_be_computed_are_still_asked_for_before_generating(
+        setup, tmp_path, offline_without_weights):
+    """With reference images, CMMD will be computed: its CLIP weights missing offline stop the run before any
+    sample is made, with a message naming the eval.cmmd settings."""
+    from bench.cli import compose_config
+    from bench.errors import BenchError
+    from bench.jobs import generate_and_score
+
+    root, _ = setup
+    cfg = compose_config(["job=generate", "eval.metrics=[cmmd]", *TINY_RUN, f"dataset.reference_dir={root / 'refs'}",
+                          f"eval.cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(BenchError, match=r"eval\.cmmd\.arch=ViT-L-14-336 eval\.cmmd\.pretrained=openai"):
+        generate_and_score(cfg, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "samples").exists()
+
+
+def test_reference_features_are_keyed_by_the_images_in_the_folder(tmp_path, caplog):
+    """The reference cache follows the folder's content: a rerun reads it (recorded and logged as a hit); one
+    image replaced under the same name (a second download over the first) changes the key and the FID.
+    References smaller than the evaluation resolution are counted and warned about."""
+    import logging
+
+    from PIL import Image
+
+    from bench.cli import compose_config
+    from bench.jobs import generate_and_score
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i, photo in enumerate(PHOTOS[:12]):
+        Image.open(photo).convert("RGB").resize((96, 64)).save(refs / f"{i:05d}.png")
+    cfg = compose_config([
+        "job=generate", "eval.metrics=[fid]", "dataset.limit=6", "model.steps=2", "eval.bootstrap=0",
+        "eval.fid.feature_extractor={_target_: bench.features.RandomConvFeatures, dims: 4}",
+        f"dataset.reference_dir={refs}", f"eval.cache_dir={tmp_path / 'cache'}"])
+
+    def fid() -> dict:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            return generate_and_score(cfg, run_dir=tmp_path / "run")[0][0]["metrics"]["fid"]
+
+    first = fid()
+    cache = first["protocol"]["reference_cache"]
+    assert cache["hit"] is False and len(cache["key"]) == 64 and Path(cache["file"]).is_file()
+    n = len(list(refs.iterdir()))
+    assert first["protocol"]["reference_smaller_than_resolution"] == {"count": n, "of": n, "resolution": 256}
+    assert f"{n} of {n} reference images are smaller than 256 px" in caplog.text
+
+    again = fid()
+    assert again["protocol"]["reference_cache"] == {**cache, "hit": True} and again["value"] == first["value"]
+    assert f"read from the cache {cache['file']}" in caplog.text
+
+    Image.open(PHOTOS[-1]).convert("RGB").resize((64, 64)).save(refs / "00003.png")
+    assert len(list(refs.iterdir())) == n
+    changed = fid()
+    assert changed["protocol"]["reference_cache"]["hit"] is False
+    assert changed["protocol"]["reference_cache"]["key"] != cache["key"]
+    assert changed["value"] != first["value"]
+

@@ -3,6 +3,7 @@ offline Inception weights, and the metric entries."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import tempfile
 import urllib.error
@@ -150,9 +151,41 @@ def test_to_square_crops_the_centre_then_resizes_bicubic():
 # ---- features equal clean-fid's --------------------------------------------------------------------------
 
 
+def _scipy_118_sqrtm(sqrtm):
+    """scipy.linalg.sqrtm as SciPy 1.18.0 defines it (scipy/linalg/_matfuncs.py in its wheel): `sqrtm(A)`, with
+    `disp` and `blocksize` removed, returning the root alone; the Schur algorithm is the same as 1.16-1.17's."""
+
+    def sqrtm_118(A):
+        return sqrtm(A)
+
+    return sqrtm_118
+
+
+def _accepting_disp(sqrtm):
+    """sqrtm taking clean-fid 0.1.35's `disp=False` again where SciPy removed it, so that clean-fid, the reference
+    side of the equality tests, runs on every SciPy. Returns sqrtm unchanged where it still has `disp`."""
+    if "disp" in inspect.signature(sqrtm).parameters:
+        return sqrtm
+
+    def compat(A, disp=True):
+        root = sqrtm(A)
+        if disp:
+            return root
+        return root, np.linalg.norm(root @ root - A, "fro") ** 2 / np.linalg.norm(A, "fro")
+
+    return compat
+
+
+@pytest.fixture
+def cleanfid_on_any_scipy(monkeypatch):
+    import scipy.linalg
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", _accepting_disp(scipy.linalg.sqrtm))
+
+
 @pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated")  # clean-fid's own scipy call
 @pytest.mark.parametrize("mode", ["clean", "legacy_pytorch", "legacy_tensorflow"])
-def test_fid_of_two_folders_equals_clean_fid(tmp_path, photos, mode):
+def test_fid_of_two_folders_equals_clean_fid(tmp_path, photos, mode, cleanfid_on_any_scipy):
     from cleanfid import fid as cleanfid_fid
 
     dir1 = _write_pngs(tmp_path / "a", photos[:12])
@@ -383,6 +416,62 @@ def test_fid_is_zero_for_a_set_with_itself_and_positive_for_different_sets(photo
     assert abs(self_fid) < 1e-6 * float(np.trace(np.cov(a, rowvar=False)))
     assert frechet_distance(a, b) > 0
     assert frechet_distance(a, z) > 3 * frechet_distance(a, b)  # noise is further from photos than photos are
+
+
+@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated")  # clean-fid's own scipy call
+def test_fid_runs_where_scipy_sqrtm_has_no_disp(monkeypatch, photos, noise, cleanfid_on_any_scipy):
+    """SciPy 1.18 (what pip installs on Python 3.12+) removed sqrtm's `disp`, which clean-fid 0.1.35 passes. With
+    that signature in place clean-fid's own frechet_distance fails, and ours gives the number clean-fid gives."""
+    import scipy.linalg
+    from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
+
+    extractor = _extractor()
+    gen, ref = extractor(photos[:12] + noise[:6]), extractor(photos[12:])
+    stats = (np.mean(gen, axis=0), np.cov(gen, rowvar=False), np.mean(ref, axis=0), np.cov(ref, rowvar=False))
+    expected = float(cleanfid_frechet_distance(*stats))
+    protocol = fid_protocol(extractor, resolution=SIZE)
+    entry = fid_metric(gen, ref, protocol=protocol, bootstrap=4, seed=0)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", _scipy_118_sqrtm(scipy.linalg.sqrtm))
+    with pytest.raises(TypeError, match="disp"):
+        cleanfid_frechet_distance(*stats)
+    assert expected > 0
+    assert abs(frechet_distance(gen, ref) - expected) / expected < 1e-6
+    assert fid_metric(gen, ref, protocol=protocol, bootstrap=4, seed=0) == entry
+
+
+def test_the_running_python_is_one_the_package_declares():
+    """pyproject's requires-python and classifiers name the Pythons claimed; CI must run one of them."""
+    import platform
+    import sys
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert platform.python_version() in SpecifierSet(project["requires-python"])
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"Programming Language :: Python :: {version}" in project["classifiers"]
+
+
+def test_fid_bootstrap_resamples_prompts_with_all_their_images(photos, noise):
+    """With K near-identical images per prompt, resampling rows treats them as independent; resampling prompts
+    (each with its K rows) is what the protocol then says, and gives a larger error. With one image per
+    prompt the two are the same draws."""
+    extractor = _extractor()
+    base, ref = extractor(photos[:12] + noise[:6]), extractor(photos[12:])
+    k = 3
+    rng = np.random.default_rng(0)
+    gen = np.repeat(base, k, axis=0) + rng.normal(0.0, 1e-3 * base.std(), size=(len(base) * k, base.shape[1]))
+    prompts = np.repeat(np.arange(len(base)), k).tolist()
+    protocol = fid_protocol(extractor, resolution=SIZE)
+    by_row = fid_metric(gen, ref, protocol=protocol, bootstrap=40, seed=0)
+    by_prompt = fid_metric(gen, ref, protocol=protocol, bootstrap=40, seed=0, groups=prompts)
+    assert by_prompt["value"] == by_row["value"]
+    assert by_prompt["stderr"] > 1.4 * by_row["stderr"]
+    assert "prompts (18, each with all its images)" in by_prompt["protocol"]["stderr"]
+    single = fid_metric(base, ref, protocol=protocol, bootstrap=5, seed=0, groups=list(range(len(base))))
+    assert single["stderr"] == fid_metric(base, ref, protocol=protocol, bootstrap=5, seed=0)["stderr"]
 
 
 def test_kid_is_seeded_and_equals_clean_fid(photos, noise):

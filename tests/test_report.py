@@ -20,7 +20,9 @@ from PIL import Image
 from bench import figures
 from bench.errors import BenchError
 from bench.latency import COLUMNS
+from bench.features import INCEPTION_NAME
 from bench.report import (
+    NOT_PAPER,
     REFERENCE_CSV,
     load_runs,
     main,
@@ -313,11 +315,21 @@ def test_a_sweep_member_killed_before_it_committed_to_its_folder_is_listed_with_
     assert [r.ok for r in runs] == [True, False, False]
 
 
+def with_comparability(ev):
+    """An evaluation whose metric entries carry comparable_to_published, as bench.evaluate records it."""
+    from bench.published import comparable_to_published
+
+    for name, entry in ev["metrics"].items():
+        entry["protocol"]["comparable_to_published"] = comparable_to_published(
+            name, entry, dataset=ev["dataset"], model_weights=ev["weights"], resolution=ev["protocol"]["resolution"])
+    return ev
+
+
 def test_measured_quality_sits_beside_the_papers_tables_1_and_2(tmp_path):
     def quality(model, dataset, fid):
-        return an_evaluation(model, dataset=dataset, weights="pretrained", metrics={
+        return with_comparability(an_evaluation(model, dataset=dataset, weights="pretrained", metrics={
             "fid": metric(fid, stderr=0.1, higher=False, **fid_protocol()),
-            "clip_score": metric(0.3, stderr=0.002, **clip_protocol())})
+            "clip_score": metric(0.3, stderr=0.002, **clip_protocol())}))
 
     run = write_run(tmp_path / "run", evaluations=[quality("muse-3b", "coco30k", 9.5), quality("muse-632m", "cc3m", 7.5),
                                                    quality("muse-3b", "coco5k", 24.5)], limit=None)
@@ -332,8 +344,36 @@ def test_measured_quality_sits_beside_the_papers_tables_1_and_2(tmp_path):
     assert "| **measured**: muse-3b (run) | — | 9.5 ± 0.10 |" in table2 and "24.5 ± 0.10" in table2
     # coco5k was measured: MLPerf's accepted window is shown beside it.
     assert "23.0109–23.9501" in table2
-    # Pretrained weights, but a stand-in FID extractor and too few samples: still flagged.
-    assert "**not a paper number**: stand-in FID features, FID below 2048 samples" in table2
+    # Pretrained weights, but a stand-in FID extractor, clean mode and too few samples: flagged with the reasons
+    # each metric's protocol records.
+    row = next(line for line in table2.splitlines() if line.startswith("| **measured**: muse-3b") and "9.5" in line)
+    assert f"**{NOT_PAPER}**: " in row and "4 samples (published: 30,000) (FID)" in row
+    assert "stand-in feature network RandomConvFeatures" in row and "clean-fid mode clean (published: " \
+        "legacy_tensorflow; eval=paper selects it) (FID)" in row and "test-size CLIP" in row
+    assert "FID vs published: zero-shot FID-30K" in table2
+
+
+def test_a_measured_row_whose_protocol_matches_says_so(tmp_path):
+    """Beside a published number, a row whose every recorded choice matches the published protocol says it
+    matches (and which one); the report reads that from the entries, not from names."""
+    def paper_fid(mode):
+        return metric(7.9, stderr=0.05, higher=False, mode=mode, feature_extractor=INCEPTION_NAME,
+                      n_generated=30_000, n_reference=40_504, min_samples=2048, below_minimum=False,
+                      reference={"dataset": "coco30k", "reference_set": "all", "reference_limit": None})
+
+    def clip():
+        return metric(0.31, stderr=0.001, backend="open_clip", arch="ViT-L-14", pretrained="openai",
+                      weights="pretrained", n=30_000, scale="cosine (Muse paper)")
+
+    evaluations = [with_comparability(an_evaluation(name, dataset="coco30k", weights="pretrained",
+                                                    metrics={"fid": paper_fid(mode), "clip_score": clip()}))
+                   for name, mode in (("muse-3b", "legacy_tensorflow"), ("muse-632m", "clean"))]
+    run = write_run(tmp_path / "run", evaluations=evaluations, limit=None)
+    table2 = write_report(load_runs([run]), tmp_path / "out").read_text().split("### Table 2", 1)[1].split("##", 1)[0]
+    matching = next(line for line in table2.splitlines() if "**measured**: muse-3b" in line)
+    assert "protocol matches: zero-shot FID-30K" in matching and NOT_PAPER not in matching
+    clean = next(line for line in table2.splitlines() if "**measured**: muse-632m" in line)
+    assert f"**{NOT_PAPER}**: clean-fid mode clean" in clean and "protocol matches" not in clean
 
 
 def test_a_folder_without_results_is_listed_and_nothing_usable_is_an_error(tmp_path):
