@@ -67,8 +67,10 @@ class ImageGenerator:
     """One interface over every model the generate job runs: Muse presets and checkpoints (incl. aMUSEd) through
     MusePipeline, and Stable Diffusion v1.4 through diffusers' StableDiffusionPipeline (bench/diffusion.py).
 
-    `generate(prompts, resolution, seed, sample_indices)` returns PIL images, each depending only on (seed, its
-    sample index); `settings(resolution)` is the sampling protocol behind them; `weights` is random|pretrained.
+    `generate(prompts, resolution, seed, sample_indices, replica)` returns PIL images, each depending only on
+    (seed, its sample index, replica); `settings(resolution)` is the sampling protocol behind them, every stage
+    with its guidance as the CFG scale g (`guidance_scale`) and Muse's t (`guidance_t`); `weights` is
+    random|pretrained.
     """
 
     def __init__(self, name: str, weights: str, resolutions, generate, settings, pipeline=None):
@@ -80,27 +82,31 @@ class ImageGenerator:
         self.pipeline = pipeline
 
 
+# Generated files must not depend on how a run is split over processes; torchrun gives each rank one CPU thread,
+# and the VQ decoder's convolutions round differently per thread count, so Muse images are decoded with one
+# thread on a CPU (exact; measured in README "Scale-out"). Latency runs do not pass it: they time the default.
+DECODE_THREADS = 1
+
+
 def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
     """The ImageGenerator for a model config (model.family muse or stable-diffusion), with model.steps and
-    model.guidance_scale, when set, overriding the model's own."""
+    model.guidance_scale (the CFG scale g, for every family), when set, overriding the model's own."""
+    from muse.sampling import to_guidance_t
+
     family = model_cfg.get("family", "muse")
     steps, guidance = model_cfg.get("steps"), model_cfg.get("guidance_scale")
+    if guidance is not None:
+        to_guidance_t(guidance, "model.guidance_scale")  # g < 1 is refused, naming the key and the convention
     if family == "muse":
         pipe = load_pipeline(model_cfg, device)
 
-        def generate(prompts, resolution, seed, indices):
-            return pipe(prompts, resolution=resolution, seed=seed, sample_indices=indices, guidance_scale=guidance,
-                        steps=steps).images
+        def generate(prompts, resolution, seed, indices, replica=0):
+            return pipe(prompts, resolution=resolution, seed=seed, sample_indices=indices, replica=replica,
+                        guidance_scale=guidance, steps=steps, decode_threads=DECODE_THREADS).images
 
         def settings(resolution):
-            out = pipe.sampler_settings(resolution)
             # The pipeline applies a guidance override to every stage and a steps override to the base stage.
-            for stage, values in out.items():
-                if guidance is not None:
-                    values["guidance_scale"] = guidance
-                if steps is not None and stage == "base":
-                    values["steps"] = steps
-            return out
+            return pipe.sampler_settings(resolution, guidance_scale=guidance, steps=steps)
 
         return ImageGenerator(model_cfg.name, pipe.weights, pipe.config.resolutions, generate, settings, pipe)
     if family == SD_FAMILY:
@@ -112,13 +118,14 @@ def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
                                       seed=model_cfg.init_seed)
         sd_steps, sd_guidance = steps or 50, 7.5 if guidance is None else guidance
 
-        def generate(prompts, resolution, seed, indices):
+        def generate(prompts, resolution, seed, indices, replica=0):
             return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=sd_steps,
-                                        guidance_scale=sd_guidance, seed=seed, sample_indices=indices)
+                                        guidance_scale=sd_guidance, seed=seed, sample_indices=indices, replica=replica)
 
         def settings(resolution):
             return {"denoiser": {"scheduler": type(pipe.scheduler).__name__, "steps": sd_steps,
-                                 "guidance_scale": sd_guidance, "profile": model_cfg.get("profile", "full")}}
+                                 "guidance_scale": sd_guidance, "guidance_t": to_guidance_t(sd_guidance),
+                                 "profile": model_cfg.get("profile", "full")}}
 
         weights = "pretrained" if model_cfg.pretrained else "random"
         return ImageGenerator(model_cfg.name, weights, tuple(model_cfg.resolution), generate, settings, pipe)

@@ -139,7 +139,7 @@ def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.inference_mode(), clock("pipeline"):
             return reference(
-                prompts, num_inference_steps=steps or sampler.steps, guidance_scale=sampler.guidance_scale + 1.0,
+                prompts, num_inference_steps=steps or sampler.steps, guidance_scale=sampler.guidance_t + 1.0,
                 generator=generator, output_type="pt", height=res, width=res,
                 temperature=(sampler.choice_temperature, sampler.temperature_end),
             ).images

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,9 @@ from muse.sampling import (
     parallel_decode,
     remask,
     sample_categorical,
+    sample_seed,
+    to_guidance_scale,
+    to_guidance_t,
     top_k_filter,
 )
 
@@ -37,8 +41,8 @@ def random_logits_fn(vocab=MASK, guided=False, calls=None):
 
 def decode(tokens, steps=8, seed=0, **kwargs):
     gens = make_generators(seed, range(tokens.shape[0]), "cpu")
-    kwargs.setdefault("guidance_scale", 0.0)
-    return parallel_decode(random_logits_fn(guided=bool(kwargs["guidance_scale"])), tokens, mask_token_id=MASK,
+    kwargs.setdefault("guidance_t", 0.0)
+    return parallel_decode(random_logits_fn(guided=bool(kwargs["guidance_t"])), tokens, mask_token_id=MASK,
                            generators=gens, steps=steps, return_trajectory=True, **kwargs)
 
 
@@ -133,7 +137,7 @@ def test_guidance_uses_one_batched_forward_per_step():
     tokens = torch.full((2, 16), MASK)
     gens = make_generators(0, range(2), "cpu")
     parallel_decode(random_logits_fn(guided=True, calls=calls), tokens, mask_token_id=MASK, generators=gens,
-                    steps=5, guidance_scale=3.0)
+                    steps=5, guidance_t=3.0)
     assert len(calls) == 5
 
 
@@ -149,7 +153,7 @@ def test_guidance_steers_towards_the_conditional():
 
     gens = make_generators(0, range(2), "cpu")
     out = parallel_decode(fn, torch.full((2, 32), MASK), mask_token_id=MASK, generators=gens, steps=4,
-                          guidance_scale=20.0, guidance_ramp="constant", top_k=1)
+                          guidance_t=20.0, guidance_ramp="constant", top_k=1)
     assert (out.tokens == 7).all()
 
 
@@ -180,13 +184,13 @@ def test_each_sample_depends_only_on_its_seed_and_index():
     tokens = torch.full((4, 32), MASK)
     gens = make_generators(7, [10, 11, 12, 13], "cpu")
     batch = parallel_decode(random_logits_fn(guided=True), tokens, mask_token_id=MASK, generators=gens, steps=6,
-                            guidance_scale=2.0).tokens
+                            guidance_t=2.0).tokens
     for i, index in enumerate([10, 11, 12, 13]):
         alone = parallel_decode(random_logits_fn(guided=True), tokens[:1], mask_token_id=MASK,
-                                generators=make_generators(7, [index], "cpu"), steps=6, guidance_scale=2.0).tokens
+                                generators=make_generators(7, [index], "cpu"), steps=6, guidance_t=2.0).tokens
         assert torch.equal(alone[0], batch[i])
     other_seed = parallel_decode(random_logits_fn(guided=True), tokens, mask_token_id=MASK,
-                                 generators=make_generators(8, [10, 11, 12, 13], "cpu"), steps=6, guidance_scale=2.0)
+                                 generators=make_generators(8, [10, 11, 12, 13], "cpu"), steps=6, guidance_t=2.0)
     assert not torch.equal(other_seed.tokens, batch)
 
 
@@ -224,3 +228,23 @@ def test_remasking_prefers_low_confidence_tokens():
     # 59 of 64 stay masked; the 5 unmasked must be among the most confident (late) positions.
     unmasked = (out.trajectory[0, 0] != MASK).nonzero().flatten()
     assert unmasked.min() >= 40
+
+
+def test_replica_streams_keep_replica_zero_and_share_nothing_across_seeds():
+    def before(seed, index):  # the derivation of every image made before replicas had streams of their own
+        return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+    assert all(sample_seed(s, i) == sample_seed(s, i, 0) == before(s, i) for s in (0, 7) for i in (0, 3, 12345))
+    # Replica k of seed s used to be replica 0 of seed s + k: now every (seed, index, replica) has its own stream.
+    streams = {sample_seed(s, i, k) for s in range(4) for i in range(50) for k in range(8)}
+    assert len(streams) == 4 * 50 * 8
+    a, b = make_generators(0, [5], "cpu", replica=1)[0], make_generators(1, [5], "cpu")[0]
+    assert not torch.equal(torch.rand(8, generator=a), torch.rand(8, generator=b))
+
+
+def test_guidance_scale_and_t_convert_and_scales_below_one_are_refused():
+    assert to_guidance_t(1.0) == 0.0 and to_guidance_t(5) == 4.0 and to_guidance_t(10.0) == 9.0
+    assert to_guidance_scale(4.0) == 5.0 and to_guidance_scale(to_guidance_t(7.5)) == 7.5
+    for bad in (0.0, 0.999, -2.0, float("nan"), float("inf")):
+        with pytest.raises(MuseInputError, match="model.guidance_scale=.* at least 1"):
+            to_guidance_t(bad, "model.guidance_scale")
