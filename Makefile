@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test bench install report-example
+.PHONY: run test bench install report-example mutants
 
 run: $(STAMP)
 	$(BIN)/muse-bench $(ARGS)
@@ -20,6 +20,14 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks/ --benchmark-only $(ARGS)
 
 install: $(STAMP)
+
+# Mutation testing of the sampler (muse/sampling.py) against tests/test_sampling.py ([tool.mutmut] in
+# pyproject.toml); ends with the surviving mutants. mutmut is installed here only: the suite does not need it.
+mutants: $(STAMP)
+	$(BIN)/python -m pip install -q 'mutmut>=3.3,<4'
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2 || true
+	$(BIN)/mutmut results
 
 # The example report committed in reports/example/: the default job (outputs/example), then its report there.
 report-example: $(STAMP)

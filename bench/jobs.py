@@ -42,7 +42,8 @@ def sampling_protocol(generator: Any, *, resolution: int, seed: int, samples_per
     `steps` and `guidance` are the first stage's decoding steps and classifier-free guidance scale g (every
     family; `guidance_t` is the same setting as Muse's t = g - 1, `guidance_convention` says so); `sampler`
     holds every stage's full settings as the model reports them (base, and superres above 256, for Muse), each
-    with both g and t. `replica_seeds` says how each sample's random stream is derived.
+    with both g and t. `replica_seeds` says how each sample's random stream is derived, `determinism` what holds
+    across batch sizes, thread counts and process layouts.
     """
     from muse.sampling import GUIDANCE_CONVENTION, STREAM_DERIVATION
 
@@ -58,6 +59,7 @@ def sampling_protocol(generator: Any, *, resolution: int, seed: int, samples_per
         "guidance_t": first["guidance_t"],
         "guidance_convention": GUIDANCE_CONVENTION,
         "sampler": settings,
+        "determinism": generator.determinism,
     }
 
 

@@ -73,8 +73,9 @@ class ImageGenerator:
     random|pretrained.
     """
 
-    def __init__(self, name: str, weights: str, resolutions, generate, settings, pipeline=None):
+    def __init__(self, name: str, weights: str, resolutions, generate, settings, pipeline=None, determinism=None):
         self.name = name
+        self.determinism = determinism  # what holds across batch sizes, thread counts and process layouts
         self.weights = weights
         self.resolutions = tuple(resolutions)
         self.generate = generate
@@ -84,8 +85,16 @@ class ImageGenerator:
 
 # Generated files must not depend on how a run is split over processes; torchrun gives each rank one CPU thread,
 # and the VQ decoder's convolutions round differently per thread count, so Muse images are decoded with one
-# thread on a CPU (exact; measured in README "Scale-out"). Latency runs do not pass it: they time the default.
+# thread on a CPU (exact; the cost is measured in README "Scale-out"). Latency runs time the default instead.
 DECODE_THREADS = 1
+MUSE_DETERMINISM = (
+    "pixels are a function of the tokens (VQ decoded one sample at a time, with 1 thread on a CPU); tokens are the "
+    "same across batch sizes and process layouts wherever the transformers' float32 logits are: bit-identical "
+    "between 1 and 2 CPU threads for muse-tiny, up to 2.5e-6 apart for Muse-632M's base transformer, where a "
+    "near-tied draw could then differ"
+)
+SD_DETERMINISM = ("UNet and VAE run batched with the process's CPU threads: pixels can differ by float rounding between "
+                  "batch compositions and thread counts")
 
 
 def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
@@ -108,7 +117,8 @@ def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
             # The pipeline applies a guidance override to every stage and a steps override to the base stage.
             return pipe.sampler_settings(resolution, guidance_scale=guidance, steps=steps)
 
-        return ImageGenerator(model_cfg.name, pipe.weights, pipe.config.resolutions, generate, settings, pipe)
+        return ImageGenerator(model_cfg.name, pipe.weights, pipe.config.resolutions, generate, settings, pipe,
+                              MUSE_DETERMINISM)
     if family == SD_FAMILY:
         from bench.diffusion import build_stable_diffusion, run_stable_diffusion
 
@@ -128,5 +138,6 @@ def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
                                  "profile": model_cfg.get("profile", "full")}}
 
         weights = "pretrained" if model_cfg.pretrained else "random"
-        return ImageGenerator(model_cfg.name, weights, tuple(model_cfg.resolution), generate, settings, pipe)
+        return ImageGenerator(model_cfg.name, weights, tuple(model_cfg.resolution), generate, settings, pipe,
+                              SD_DETERMINISM)
     raise BenchError(f"model.family={family!r} is not one of {', '.join(FAMILIES)}.")

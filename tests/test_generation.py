@@ -151,6 +151,7 @@ def test_protocol_records_guidance_as_the_cfg_scale_and_as_muses_t_for_every_fam
     first = next(iter(expected.values()))
     assert (protocol["guidance"], protocol["guidance_t"]) == first
     assert protocol["guidance_convention"] == GUIDANCE_CONVENTION and "g = 1 + t" in GUIDANCE_CONVENTION
+    assert ("batched" if family == "stable-diffusion" else "with 1 thread on a CPU") in protocol["determinism"]
 
 
 def test_a_guidance_scale_below_one_is_refused_before_anything_is_written(tmp_path):

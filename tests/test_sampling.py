@@ -15,6 +15,7 @@ from muse.sampling import (
     mask_lengths,
     mask_ratio,
     parallel_decode,
+    gumbel,
     remask,
     sample_categorical,
     sample_seed,
@@ -248,3 +249,171 @@ def test_guidance_scale_and_t_convert_and_scales_below_one_are_refused():
     for bad in (0.0, 0.999, -2.0, float("nan"), float("inf")):
         with pytest.raises(MuseInputError, match="model.guidance_scale=.* at least 1"):
             to_guidance_t(bad, "model.guidance_scale")
+
+
+# ---- the loop end to end: scripted logits whose outcome is known, and MaskGIT written out step by step ----
+
+
+def support_logits_fn(sizes, calls):
+    """Logits that do not depend on the tokens: at position j, uniform over sizes[j] codes, -inf elsewhere. Any
+    draw there has log-probability -log(sizes[j]), so with no Gumbel noise the confidence order is known."""
+    table = torch.full((len(sizes), MASK), float("-inf"))
+    for j, size in enumerate(sizes):
+        table[j, [(7 * j + c) % MASK for c in range(size)]] = 0.0
+
+    def fn(tokens):
+        calls.append(tokens.clone())
+        return table.expand(tokens.shape[0], -1, -1).clone(), None
+
+    return fn, table
+
+
+def test_loop_keeps_the_least_confident_tokens_masked_and_never_touches_known_or_revealed_ones():
+    length, steps = 40, 6
+    sizes = (torch.randperm(length, generator=torch.Generator().manual_seed(0)) + 1).tolist()  # distinct: no ties
+    known = list(range(0, length, 5))
+    start = torch.full((2, length), MASK)
+    start[0, known], start[1, known] = torch.arange(len(known)), torch.arange(len(known)) + 20
+    calls = []
+    fn, table = support_logits_fn(sizes, calls)
+    out = parallel_decode(fn, start, mask_token_id=MASK, generators=make_generators(0, range(2), "cpu"),
+                          steps=steps, choice_temperature=0.0, return_trajectory=True)
+    unknown = [j for j in range(length) if j not in known]
+    least_confident_first = sorted(unknown, key=lambda j: -sizes[j])
+    counts = expected_counts(len(unknown), steps, "cosine")
+    assert len(calls) == steps and torch.equal(calls[0], start)
+    for step in range(steps):
+        tokens = out.trajectory[:, step]
+        for b in range(2):
+            assert set((tokens[b] == MASK).nonzero().flatten().tolist()) == set(least_confident_first[:counts[step]])
+            revealed = [j for j in unknown if tokens[b, j] != MASK]
+            assert (table[revealed, tokens[b, revealed]] == 0).all()  # each a draw from its own position
+        assert torch.equal(tokens[:, known], start[:, known])
+        if step:
+            before = out.trajectory[:, step - 1]
+            assert torch.equal(tokens[before != MASK], before[before != MASK])  # revealed tokens stay
+            assert torch.equal(calls[step], before)  # the model sees the tokens left by the previous step
+    assert torch.equal(out.trajectory[:, -1], out.tokens) and not (out.tokens == MASK).any()
+
+
+def two_token_logits_fn(cond_values, uncond_values):
+    """Logits over codes 3, 7, 11 (everything else far below) for every position, fixed per branch."""
+    def fn(tokens):
+        cond = torch.full((*tokens.shape, MASK), -1e4)
+        uncond = torch.full((*tokens.shape, MASK), -1e4)
+        cond[..., [3, 7, 11]] = torch.tensor(cond_values)
+        uncond[..., [3, 7, 11]] = torch.tensor(uncond_values)
+        return cond, uncond
+
+    return fn
+
+
+def first_revealed(trajectory):
+    """Per step, the values of the tokens that step revealed."""
+    out, before = [], torch.full_like(trajectory[:, 0], MASK)
+    for step in range(trajectory.shape[1]):
+        now = trajectory[:, step]
+        out.append(now[(before == MASK) & (now != MASK)])
+        before = now
+    return out
+
+
+def test_guidance_mixes_cond_and_uncond_with_the_ramped_t_of_each_step():
+    # Guided logit of 3 minus that of 7: (1 + t) * 1 - t * 1.4 = 1 - 0.4 t, so greedy draws pick 3 while t < 2.5
+    # and 7 after. The linear ramp of t = 4 over 4 steps is 1, 2, 3, 4: steps 0 and 1 reveal 3s, steps 2 and 3 7s.
+    fn = two_token_logits_fn([1.0, 0.0, -50.0], [1.4, 0.0, -50.0])
+    gens = make_generators(0, range(2), "cpu")
+    out = parallel_decode(fn, torch.full((2, 64), MASK), mask_token_id=MASK, generators=gens, steps=4,
+                          guidance_t=4.0, guidance_ramp="linear", top_k=1, return_trajectory=True)
+    revealed = first_revealed(out.trajectory)
+    assert [sorted(set(r.tolist())) for r in revealed] == [[3], [3], [7], [7]]
+    for t, expected in ((2.0, 3), (3.0, 7)):  # a constant ramp keeps t at every step
+        out = parallel_decode(fn, torch.full((2, 64), MASK), mask_token_id=MASK, generators=gens, steps=4,
+                              guidance_t=t, guidance_ramp="constant", top_k=1)
+        assert (out.tokens == expected).all()
+    unguided = parallel_decode(fn, torch.full((2, 64), MASK), mask_token_id=MASK, generators=gens, steps=4, top_k=1)
+    assert (unguided.tokens == 3).all()  # t = 0: the conditional logits alone
+
+
+def test_top_k_keeps_the_k_best_guided_logits_not_the_conditional_ones():
+    # cond ranks 3 > 7 > 11; guided with t = 1 (2 cond - uncond) gives 3: 0, 7: 2, 11: 1.5, so top-2 is {7, 11}.
+    fn = two_token_logits_fn([2.0, 1.5, 1.0], [4.0, 1.0, 0.5])
+    out = parallel_decode(fn, torch.full((4, 64), MASK), mask_token_id=MASK,
+                          generators=make_generators(0, range(4), "cpu"), steps=3, guidance_t=1.0,
+                          guidance_ramp="constant", top_k=2)
+    assert set(out.tokens.unique().tolist()) == {7, 11}
+
+
+def test_each_step_uses_its_own_choice_temperature():
+    # Linear from 0 to 1e4 over 3 steps: step 0 has no noise, so exactly the least confident stay masked; step 1
+    # has 5000, so which stay masked is as good as random.
+    length = 40
+    sizes = (torch.randperm(length, generator=torch.Generator().manual_seed(1)) + 1).tolist()
+    fn, _ = support_logits_fn(sizes, [])
+    out = parallel_decode(fn, torch.full((1, length), MASK), mask_token_id=MASK,
+                          generators=make_generators(0, [0], "cpu"), steps=3, choice_temperature=0.0,
+                          temperature_schedule="linear", temperature_end=1e4, return_trajectory=True)
+    counts = expected_counts(length, 3, "cosine")
+    by_doubt = sorted(range(length), key=lambda j: -sizes[j])
+    masked = [set((out.trajectory[0, s] == MASK).nonzero().flatten().tolist()) for s in range(2)]
+    assert masked[0] == set(by_doubt[:counts[0]])
+    assert masked[1] != set(by_doubt[:counts[1]])
+
+
+def reference_decode(logits_fn, tokens, generators, steps, *, schedule="cosine", choice_temperature=4.5,
+                     temperature_schedule="maskgit", temperature_end=0.0, guidance_t=0.0, guidance_ramp="linear",
+                     top_k=None):
+    """MaskGIT's parallel decoding (REFERENCE.md section 3, Muse's guidance) written out step by step; each sample
+    draws from its own generator in the sampler's order (its categorical draws, then its Gumbel noise)."""
+    n_initial = (tokens == MASK).sum(-1)
+    trajectory = []
+    for step in range(steps):
+        unknown = tokens == MASK
+        cond, uncond = logits_fn(tokens)
+        t = guidance_t * (step + 1) / steps if guidance_ramp == "linear" else guidance_t
+        logits = (1 + t) * cond - t * uncond if guidance_t else cond
+        if top_k is not None:
+            kth = logits.topk(top_k, dim=-1).values[..., -1:]
+            logits = torch.where(logits < kth, float("-inf"), logits)
+        draws = torch.stack([sample_categorical(logits[i:i + 1], [g])[0] for i, g in enumerate(generators)])
+        sampled = torch.where(unknown, draws, tokens)
+        if step == steps - 1:
+            tokens = sampled
+        else:
+            ratio = float(torch.tensor(step + 1, dtype=torch.float32) / steps)
+            keep = torch.floor(n_initial * float(mask_ratio(ratio, schedule))).long()
+            keep = torch.minimum(keep, unknown.sum(-1) - 1).clamp(min=1)
+            if temperature_schedule == "maskgit":
+                temperature = choice_temperature * (1 - (step + 1) / steps)
+            else:
+                temperature = choice_temperature + (temperature_end - choice_temperature) * step / (steps - 1)
+            noise = torch.cat([gumbel(tuple(tokens.shape[1:]), [g], "cpu") for g in generators])
+            log_p = torch.log_softmax(logits, -1).gather(-1, sampled[..., None])[..., 0]
+            confidence = torch.where(unknown, log_p + temperature * noise, float("inf"))
+            order = confidence.argsort(-1)
+            tokens = sampled.clone()
+            for i in range(tokens.shape[0]):
+                tokens[i, order[i, :keep[i]]] = MASK
+        trajectory.append(tokens)
+    return torch.stack(trajectory, 1)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(steps=8),
+    dict(steps=5, schedule="linear", choice_temperature=2.0, top_k=5),
+    dict(steps=6, guidance_t=3.0, choice_temperature=4.5),
+    dict(steps=4, guidance_t=2.0, guidance_ramp="constant", top_k=3, schedule="pow2"),
+    dict(steps=7, guidance_t=9.0, guidance_ramp="constant", choice_temperature=2.0, temperature_schedule="linear",
+         temperature_end=0.5),
+    dict(steps=1, guidance_t=1.5),
+])
+def test_loop_equals_maskgit_written_out_step_by_step(settings):
+    start = torch.full((3, 48), MASK)
+    start[1, ::3] = torch.arange(16)  # one sample with known tokens
+    guided = bool(settings.get("guidance_t"))
+    out = parallel_decode(random_logits_fn(guided=guided), start, mask_token_id=MASK,
+                          generators=make_generators(5, [0, 1, 2], "cpu"), return_trajectory=True, **settings)
+    expected = reference_decode(random_logits_fn(guided=guided), start, make_generators(5, [0, 1, 2], "cpu"),
+                                **settings)
+    assert torch.equal(out.trajectory, expected)
+    assert torch.equal(out.tokens, expected[:, -1])
