@@ -417,3 +417,27 @@ def test_loop_equals_maskgit_written_out_step_by_step(settings):
                                 **settings)
     assert torch.equal(out.trajectory, expected)
     assert torch.equal(out.tokens, expected[:, -1])
+
+
+def test_helpers_at_their_edges_and_their_errors():
+    # aMUSEd's linear temperature: one step keeps the start value; two steps go start -> end.
+    assert choice_temperature_at(0, 1, 2.0, "linear", end=0.5) == 2.0
+    assert [choice_temperature_at(s, 2, 2.0, "linear", end=0.5) for s in range(2)] == [2.0, 0.5]
+    with pytest.raises(MuseInputError, match="unknown temperature schedule 'cubic': use maskgit or linear"):
+        choice_temperature_at(0, 4, 1.0, "cubic")
+    with pytest.raises(MuseInputError, match="unknown guidance ramp 'cosine': use linear or constant"):
+        guidance_at(0, 4, 1.0, "cosine")
+    # The message names the setting it was given, guidance_scale by default.
+    with pytest.raises(MuseInputError, match=r"^guidance_scale=0\.5 is not a guidance scale"):
+        to_guidance_t(0.5)
+
+
+def test_mask_ratio_is_float32_whatever_the_default_dtype():
+    # A caller that made float64 the default must still get MaskGIT's float32 counts (127 of 256, not 128).
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert mask_ratio(2 / 3).dtype == torch.float32
+        assert math.floor(256 * float(mask_ratio(2 / 3))) == 127
+    finally:
+        torch.set_default_dtype(before)
