@@ -76,7 +76,7 @@ def test_cosine_schedule_values():
     assert mask_ratio(0.5, "linear") == 0.5 and mask_ratio(0.5, "pow2") == 0.75
     # float32, as in MaskGIT and aMUSEd: cos(pi/3) lands just below 0.5, so 256 tokens give 127, not 128.
     assert math.floor(256 * float(mask_ratio(2 / 3))) == 127
-    with pytest.raises(MuseInputError):
+    with pytest.raises(MuseInputError, match="unknown masking schedule 'sqrt': use cosine, linear or powP"):
         mask_ratio(0.5, "sqrt")
 
 
@@ -441,3 +441,48 @@ def test_mask_ratio_is_float32_whatever_the_default_dtype():
         assert math.floor(256 * float(mask_ratio(2 / 3))) == 127
     finally:
         torch.set_default_dtype(before)
+
+
+def test_mask_ratio_powers_and_clamping():
+    assert float(mask_ratio(0.5, "pow3")) == pytest.approx(1 - 0.5**3)
+    assert float(mask_ratio(0.5, "pow1.5")) == pytest.approx(1 - 0.5**1.5)
+    assert mask_ratio(0.5, "pow") == mask_ratio(0.5, "pow2")  # the power defaults to 2
+    with pytest.raises(MuseInputError, match="unknown masking schedule 'powx': use cosine, linear or powP"):
+        mask_ratio(0.5, "powx")
+    # Always a fraction in [0, 1]: float32 cos(pi/2) is -4e-8, and ratios outside [0, 1] are clamped.
+    assert mask_ratio(1.0) == 0.0 and mask_ratio(1.5, "linear") == 0.0
+    assert mask_ratio(-0.5, "linear") == 1.0 and mask_ratio(-2.0, "linear") == 1.0
+
+
+def test_top_k_filters_the_vocabulary_whatever_the_sequence_length():
+    logits = torch.randn(1, 2, MASK, generator=torch.Generator().manual_seed(0))  # 2 positions, k = 3 > 2
+    assert ((top_k_filter(logits, 3) > float("-inf")).sum(-1) == 3).all()
+    assert torch.equal(top_k_filter(logits, MASK), logits)
+
+
+def test_gumbel_noise_lands_on_the_requested_device_whatever_the_default_device():
+    with torch.device("meta"):
+        noise = gumbel((4,), make_generators(0, [0], "cpu"), "cpu")
+    assert noise.device.type == "cpu" and torch.isfinite(noise).all()
+
+
+def test_decode_defaults_and_misuse():
+    # Without return_trajectory there is none; a linear temperature ends at 0 by default, so with a start of 0
+    # there is no noise at any step and the least confident tokens stay masked after every step.
+    length = 40
+    sizes = (torch.randperm(length, generator=torch.Generator().manual_seed(2)) + 1).tolist()
+    fn, _ = support_logits_fn(sizes, [])
+    start = torch.full((1, length), MASK)
+    plain = parallel_decode(fn, start, mask_token_id=MASK, generators=make_generators(0, [0], "cpu"), steps=4)
+    assert plain.trajectory is None
+    out = parallel_decode(fn, start, mask_token_id=MASK, generators=make_generators(0, [0], "cpu"), steps=4,
+                          choice_temperature=0.0, temperature_schedule="linear", return_trajectory=True)
+    by_doubt = sorted(range(length), key=lambda j: -sizes[j])
+    for step, count in enumerate(expected_counts(length, 4, "cosine")[:-1]):
+        assert set((out.trajectory[0, step] == MASK).nonzero().flatten().tolist()) == set(by_doubt[:count])
+    with pytest.raises(MuseInputError, match="^3 samples but 2 generators$"):
+        parallel_decode(fn, torch.full((3, length), MASK), mask_token_id=MASK,
+                        generators=make_generators(0, [0, 1], "cpu"), steps=2)
+    with pytest.raises(ValueError, match="^guidance needs unconditional logits$"):
+        parallel_decode(fn, start, mask_token_id=MASK, generators=make_generators(0, [0], "cpu"), steps=2,
+                        guidance_t=1.0)
