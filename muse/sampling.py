@@ -72,7 +72,8 @@ def mask_ratio(ratio: float, schedule: str = "cosine") -> torch.Tensor:
     as MaskGIT (JAX) and aMUSEd do, so token counts match theirs exactly where a value lands on an integer
     (256 * cos(pi/3) is 127.99999 in float32, so 127 tokens, not 128).
     """
-    r = torch.tensor(ratio, dtype=torch.float32)
+    # A host scalar whatever the default device: reading it back must never wait on an accelerator.
+    r = torch.tensor(ratio, dtype=torch.float32, device="cpu")
     if schedule == "cosine":
         value = torch.cos(r * math.pi / 2)
     elif schedule == "linear":
@@ -201,8 +202,9 @@ def parallel_decode(
         if step == steps - 1:
             tokens = sampled
         else:
-            # The ratio as float32 computes it from integers, like the reference implementations.
-            ratio = float(torch.tensor(step + 1, dtype=torch.float32) / steps)
+            # mask_ratio rounds this to float32, which equals the reference implementations' float32 division
+            # (double rounding through float64 is innocuous for a quotient).
+            ratio = (step + 1) / steps
             lengths = mask_lengths(n_initial, unknown.sum(-1), ratio, schedule)
             log_p = torch.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
             temperature = choice_temperature_at(step, steps, choice_temperature, temperature_schedule, temperature_end)

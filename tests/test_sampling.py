@@ -486,3 +486,16 @@ def test_decode_defaults_and_misuse():
     with pytest.raises(ValueError, match="^guidance needs unconditional logits$"):
         parallel_decode(fn, start, mask_token_id=MASK, generators=make_generators(0, [0], "cpu"), steps=2,
                         guidance_t=1.0)
+
+
+def test_decoding_ignores_the_default_device():
+    # Everything the loop makes lives where the tokens and generators are (or on the host, for the schedule),
+    # so a caller's torch.set_default_device cannot move a tensor elsewhere or force a device sync.
+    start = torch.full((2, 32), MASK)
+    settings = dict(mask_token_id=MASK, steps=5, guidance_t=2.0, top_k=8, return_trajectory=True)
+    expected = parallel_decode(random_logits_fn(guided=True), start, generators=make_generators(0, [0, 1], "cpu"),
+                               **settings)
+    fn = random_logits_fn(guided=True)
+    with torch.device("meta"):
+        out = parallel_decode(fn, start, generators=make_generators(0, [0, 1], "cpu"), **settings)
+    assert out.tokens.device.type == "cpu" and torch.equal(out.trajectory, expected.trajectory)
