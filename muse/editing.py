@@ -136,7 +136,8 @@ def edit(pipe, image, prompt, resolution: int | None = None, seed: int = 0, iter
     tokens = pipe.vq_base.encode(_resize(pixels, pipe.config.base_resolution).to(device)).repeat(batch, 1)
     count = torch.full((batch,), max(1, round(resample_fraction * tokens.shape[1])), device=device)
     for _ in range(iterations):
-        scores = torch.stack([torch.rand(tokens.shape[1], generator=g, device=device) for g in generators])
+        scores = torch.stack([torch.rand(tokens.shape[1], generator=g, device=device, dtype=torch.float32)
+                              for g in generators])
         chosen = remask(scores, count)
         start = torch.where(chosen, torch.full_like(tokens, pipe.base.mask_token_id), tokens)
         tokens = pipe.decode_stage(pipe.base, text, start, resample, generators).tokens

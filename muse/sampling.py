@@ -136,7 +136,8 @@ def sample_categorical(logits: torch.Tensor, generators: Sequence[torch.Generato
 
 def gumbel(shape_per_sample: tuple[int, ...], generators: Sequence[torch.Generator], device) -> torch.Tensor:
     """Standard Gumbel noise [B, *shape], sample i from generators[i]."""
-    u = torch.stack([torch.rand(shape_per_sample, generator=g, device=device) for g in generators])
+    # float32 whatever the default dtype: the draws (and so the images) must not depend on it.
+    u = torch.stack([torch.rand(shape_per_sample, generator=g, device=device, dtype=torch.float32) for g in generators])
     return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
 
 

@@ -499,3 +499,16 @@ def test_decoding_ignores_the_default_device():
     with torch.device("meta"):
         out = parallel_decode(fn, start, generators=make_generators(0, [0, 1], "cpu"), **settings)
     assert out.tokens.device.type == "cpu" and torch.equal(out.trajectory, expected.trajectory)
+
+
+def test_random_draws_do_not_depend_on_the_default_dtype():
+    logits = torch.randn(2, 16, MASK, generator=torch.Generator().manual_seed(3))
+    draws = sample_categorical(logits, make_generators(0, [0, 1], "cpu"))
+    noise = gumbel((16,), make_generators(0, [0], "cpu"), "cpu")
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert torch.equal(sample_categorical(logits, make_generators(0, [0, 1], "cpu")), draws)
+        assert torch.equal(gumbel((16,), make_generators(0, [0], "cpu"), "cpu"), noise)
+    finally:
+        torch.set_default_dtype(before)
