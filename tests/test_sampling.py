@@ -512,3 +512,12 @@ def test_random_draws_do_not_depend_on_the_default_dtype():
         assert torch.equal(gumbel((16,), make_generators(0, [0], "cpu"), "cpu"), noise)
     finally:
         torch.set_default_dtype(before)
+
+
+def test_generators_are_seeded_per_sample_on_the_device_asked_for():
+    before = int(np.random.SeedSequence([7, 3]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    assert [g.initial_seed() for g in make_generators(7, [3], "cpu")] == [before]  # replica 0 by default
+    assert make_generators(7, [3], "cpu", replica=2)[0].initial_seed() == sample_seed(7, 3, 2) != before
+    # A device without generators of its own is an error, not a silent fallback to the CPU's.
+    with pytest.raises(RuntimeError, match="meta|META"):
+        make_generators(0, [0], "meta")
