@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test bench install report-example
+.PHONY: run test bench install report-example mutants
 
 run: $(STAMP)
 	$(BIN)/muse-bench $(ARGS)
@@ -20,6 +20,15 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks/ --benchmark-only $(ARGS)
 
 install: $(STAMP)
+
+# Mutation testing of the sampler (muse/sampling.py) against tests/test_sampling.py ([tool.mutmut] in
+# pyproject.toml); ends with the surviving mutants (tests/MUTANTS.md says why each is equivalent). mutmut is
+# installed here only: the suite does not need it. MUTANT_JOBS mutants run at once.
+MUTANT_JOBS ?= 2
+mutants: $(STAMP)
+	$(BIN)/python -m pip install -q 'mutmut>=3.3,<4'
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(MUTANT_JOBS); status=$$?; $(BIN)/mutmut results; exit $$status
 
 # The example report committed in reports/example/: the default job (outputs/example), then its report there.
 report-example: $(STAMP)

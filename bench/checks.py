@@ -7,24 +7,22 @@ checked here first, each message naming its config key and what to do.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 from bench.errors import BenchError
 
-# The smallest guidance scale a model config may ask for. Muse's t (logits (1 + t) cond - t uncond) and diffusers'
-# g both allow 0 today (t = 0 and g <= 1 both mean no guidance); kept in this one place so that a change of
-# convention changes the check once.
-GUIDANCE_MIN = 0.0
-
-
 def check_guidance(value: float | None, key: str) -> None:
-    """Refuse a guidance scale that is not a finite number >= GUIDANCE_MIN; None (the model's own) passes."""
+    """Refuse a guidance scale that is not the CFG scale g >= 1 (muse.sampling.to_guidance_t, the convention's
+    one definition); None (the model's own) passes."""
     if value is None:
         return
-    if not math.isfinite(value) or value < GUIDANCE_MIN:
-        raise BenchError(f"{key}={value} is not a guidance scale: use a number of at least {GUIDANCE_MIN:g}, or "
-                         f"null for the model's own.")
+    from muse.errors import MuseInputError
+    from muse.sampling import to_guidance_t
+
+    try:
+        to_guidance_t(value, key)
+    except MuseInputError as err:
+        raise BenchError(f"{err} Or set {key}=null for the model's own.") from None
 
 
 def _check_model(model_cfg: Any, key: str, resolutions: Sequence[int]) -> None:

@@ -39,7 +39,8 @@ class ModelConfig:
     # (bench/diffusion.py); random weights unless pretrained is set. Muse presets ignore it.
     profile: str = "full"
     # Override the model's own decoding steps (base stage for Muse) and guidance scale; null = its defaults.
-    # A guidance sweep (the paper's Figure 8) is a multirun over model.guidance_scale.
+    # guidance_scale is the classifier-free guidance scale g for every family (diffusers', aMUSEd's; Muse's
+    # t = g - 1; 1 = no guidance, below 1 refused). A guidance sweep (the paper's Figure 8) is a multirun over it.
     steps: int | None = None
     guidance_scale: float | None = None
 
@@ -176,7 +177,7 @@ class EvalConfig:
     # Any of fid, kid, clip_score, cmmd, parti (per-category / per-challenge CLIP), win_rate.
     metrics: list[str] = field(default_factory=list)
     # Images per prompt (the paper's PartiPrompts protocol draws 16 and keeps the best by CLIP); replica k
-    # is sampled with seed + k, so replica 0 is the image a one-per-prompt run makes.
+    # draws from (seed, index, k), and replica 0 is the image a one-per-prompt run makes.
     samples_per_prompt: int = 1
     # A second model for win_rate, by the name of its conf/model/ preset (e.g. sd-v1-4); generated into its own
     # samples/ folder in the same run. null = none.

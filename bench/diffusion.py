@@ -35,7 +35,7 @@ import torch
 
 from bench.flops import count_flops
 from muse.errors import MissingWeightsError, MuseInputError
-from muse.sampling import make_generators
+from muse.sampling import make_generators, to_guidance_t
 
 HUB_ID = "CompVis/stable-diffusion-v1-4"
 PROFILES = ("full", "scaled", "tiny")
@@ -173,13 +173,15 @@ def check_resolution(pipe, resolution: int) -> None:
 @torch.no_grad()
 def run_stable_diffusion(pipe, prompts: Sequence[str], *, resolution: int = 512, steps: int = 50,
                          guidance_scale: float = 7.5, seed: int = 0, sample_indices: Sequence[int] | None = None,
-                         output_type: str = "pil", stage_timer: Callable[[str], contextlib.AbstractContextManager] | None = None):
+                         output_type: str = "pil", stage_timer: Callable[[str], contextlib.AbstractContextManager] | None = None,
+                         replica: int = 0):
     """Generate one image per prompt with PNDM and classifier-free guidance, as StableDiffusionPipeline does.
 
-    Sample i's starting noise comes only from (seed, sample_indices[i]) (default: its position), so an image
-    is the same, up to the rounding of batched kernels, whatever the batch it is generated in. output_type
-    "pil" (list of images), "pt" or "np" (in [0, 1]) or "latent". stage_timer(name) -> context manager, if
-    given, brackets the stages "text_encoder" (prompt and negative prompt), "denoiser" (noise, then every
+    Sample i's starting noise comes only from (seed, sample_indices[i], replica) (default: its position,
+    replica 0; muse.sampling.make_generators), so an image is the same, up to the rounding of batched kernels,
+    whatever the batch it is generated in. guidance_scale is the CFG scale g (1 = no guidance; below 1 refused).
+    output_type "pil" (list of images), "pt" or "np" (in [0, 1]) or "latent". stage_timer(name) -> context
+    manager, if given, brackets the stages "text_encoder" (prompt and negative prompt), "denoiser" (noise, then every
     UNet evaluation and scheduler step) and "decoder" (VAE decode).
     """
     stage = stage_timer or (lambda name: contextlib.nullcontext())
@@ -190,6 +192,7 @@ def run_stable_diffusion(pipe, prompts: Sequence[str], *, resolution: int = 512,
     indices = list(range(len(prompts))) if sample_indices is None else [int(i) for i in sample_indices]
     if len(indices) != len(prompts):
         raise MuseInputError(f"{len(indices)} sample indices for {len(prompts)} prompts")
+    to_guidance_t(guidance_scale)  # refuses g < 1, naming the convention
     device = pipe._execution_device
     guided = guidance_scale > 1  # diffusers' rule: a scale of 1 or less means no unconditional branch
     with stage("text_encoder"):
@@ -198,7 +201,7 @@ def run_stable_diffusion(pipe, prompts: Sequence[str], *, resolution: int = 512,
     with stage("denoiser"):
         pipe.scheduler.set_timesteps(steps, device=device)
         latents = pipe.prepare_latents(len(prompts), pipe.unet.config.in_channels, resolution, resolution,
-                                       context.dtype, device, make_generators(seed, indices, device))
+                                       context.dtype, device, make_generators(seed, indices, device, replica))
         for t in pipe.scheduler.timesteps:
             # Conditional and unconditional branches in one batched forward of 2B, as diffusers does.
             x = pipe.scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)

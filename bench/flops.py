@@ -26,7 +26,7 @@ def muse_stage_flops(pipe, resolution: int) -> dict[str, int]:
     if next(pipe.base.parameters()).device.type != "meta":
         raise ValueError("count FLOPs on a pipeline built with device='meta'")
     config = pipe.config
-    guided = bool(config.base_sampler.guidance_scale)
+    guided = bool(config.base_sampler.guidance_t)
     batch = 2 if guided else 1
     with torch.device("meta"):
         ids = torch.zeros(batch, config.text.max_length, dtype=torch.long)
@@ -55,7 +55,7 @@ def muse_stage_flops(pipe, resolution: int) -> dict[str, int]:
     flops["base"] = context_flops + config.base_sampler.steps * (count_flops(base_step) - context_flops)
     tokens, vq = base_tokens[:1], pipe.vq_base
     if resolution > config.base_resolution:
-        sr_batch = 2 if config.superres_sampler.guidance_scale else 1
+        sr_batch = 2 if config.superres_sampler.guidance_t else 1
         with torch.device("meta"):
             sr_tokens = torch.zeros(sr_batch, pipe.superres.seq_len, dtype=torch.long)
         sr_text = TextEmbedding(text.hidden[:sr_batch], text.mask[:sr_batch])

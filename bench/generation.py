@@ -1,8 +1,9 @@
 """Generating a dataset's images: a plan of samples, resumable, sharded, written as PNGs with a manifest.
 
-A sample is (prompt record, replica k, resolution). Its seed is `seed + k` and its sample index the record's
-index in the full dataset, so its image depends only on (seed, k, index): never on the batch it was made in,
-the subset, the shard or the number of processes. Replica 0 is the image a one-image-per-prompt run makes.
+A sample is (prompt record, replica k, resolution). Its random stream is derived from (run seed, the record's
+index in the full dataset, k) (muse.sampling.sample_seed), so its image depends only on those: never on the
+batch it was made in, the subset, the shard or the number of processes, and runs with different seeds share no
+image. Replica 0 is the image a one-image-per-prompt run makes.
 
 Every PNG is written atomically (a temporary file moved into place), so a file that exists is complete: a
 rerun into the same folder skips the samples whose PNG is there (a killed run loses at most the batch in
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 # Keys of a manifest row that bench itself sets; a dataset's metadata must not reuse them.
 MANIFEST_KEYS = ("index", "id", "prompt", "seed", "replica", "resolution", "file")
 SAMPLING_FILE = "sampling.json"
+# What sampling.json's promises mean. 2: a sample's stream comes from (seed, index, replica) (replica k used
+# seed + k before) and guidance is recorded as the CFG scale g beside Muse's t (it was t for Muse). A folder of
+# another format is refused, not mixed.
+SAMPLING_FORMAT = 2
 
 
 def sample_file_name(index: int, resolution: int, replica: int = 0) -> str:
@@ -79,12 +84,9 @@ class Sample:
         """Sort key and identity of the sample: (resolution, dataset index, replica)."""
         return (self.resolution, self.record.index, self.replica)
 
-    def seed(self, base_seed: int) -> int:
-        return base_seed + self.replica
-
-    def row(self, base_seed: int) -> dict[str, Any]:
-        return manifest_row(self.record, seed=self.seed(base_seed), resolution=self.resolution, file=self.file,
-                            replica=self.replica)
+    def row(self, seed: int) -> dict[str, Any]:
+        """Its manifest row: `seed` is the run's seed; (seed, index, replica) fix the image."""
+        return manifest_row(self.record, seed=seed, resolution=self.resolution, file=self.file, replica=self.replica)
 
 
 def plan_samples(records: Sequence[PromptRecord], resolutions: Sequence[int], samples_per_prompt: int = 1) -> list[Sample]:
@@ -104,13 +106,23 @@ def shard(samples: Sequence[Sample], rank: int, world_size: int) -> list[Sample]
 def check_sampling_record(out_dir: str | Path, record: dict[str, Any]) -> None:
     """Refuse to add samples to a folder made under other choices. Reads only: write_sampling_record writes.
 
-    `record` holds every choice that moves an image (model and weights, sampler settings, dataset, seed).
-    A folder that has PNGs but no sampling.json was not made by this runner and is refused too.
+    `record` holds every choice that moves an image (model and weights, sampler settings, dataset, seed); the
+    file also says its SAMPLING_FORMAT. A folder that has PNGs but no sampling.json was not made by this runner
+    and is refused too, and so is one written under another format.
     """
     out_dir = Path(out_dir)
     path = out_dir / SAMPLING_FILE
+    record = {"format": SAMPLING_FORMAT, **record}
     if path.is_file():
         previous = read_json(path)
+        if previous.get("format", 1) != SAMPLING_FORMAT:
+            raise BenchError(
+                f"{out_dir} holds samples made by another muse-bench version ({path} has format "
+                f"{previous.get('format', 1)}, this version writes {SAMPLING_FORMAT}: since format 2 the replicas of a "
+                "prompt are drawn from (seed, index, replica) instead of seed + replica, and guidance is the CFG "
+                "scale g). Its images cannot be mixed with new ones: write to a new run directory (a new "
+                "hydra.run.dir), or delete that folder to start again."
+            )
         if previous != record:
             keys = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
             raise BenchError(
@@ -155,7 +167,7 @@ def _finished_pixels(path: Path):
 
 
 def generate_samples(
-    generate: Callable[[list[str], int, int, list[int]], list[Any]],
+    generate: Callable[[list[str], int, int, list[int], int], list[Any]],
     samples: Sequence[Sample],
     *,
     seed: int,
@@ -167,8 +179,8 @@ def generate_samples(
 ) -> dict[str, int]:
     """Make every sample of `samples` whose PNG is not yet in `out_dir`, in batches, and write each as a PNG.
 
-    generate(prompts, resolution, seed, sample_indices) -> PIL images. A batch holds samples of one resolution
-    and replica (one seed). on_images(samples, images), if given, sees every image of `samples`: new ones as
+    generate(prompts, resolution, seed, sample_indices, replica) -> PIL images. A batch holds samples of one
+    resolution and replica. on_images(samples, images), if given, sees every image of `samples`: new ones as
     they are made, finished ones read back from their PNG (so streamed metrics cover a resumed run whole).
     Returns counts {"generated", "resumed"}.
     """
@@ -205,10 +217,10 @@ def generate_samples(
         batches += [group[start : start + batch_size] for start in range(0, len(group), batch_size)]
     with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or not todo, dynamic_ncols=True) as bar:
         for batch in batches:
-            resolution, sample_seed = batch[0].resolution, batch[0].seed(seed)
+            resolution, replica = batch[0].resolution, batch[0].replica
             with torch.inference_mode():
-                images = generate([s.record.prompt for s in batch], resolution, sample_seed,
-                                  [s.record.index for s in batch])
+                images = generate([s.record.prompt for s in batch], resolution, seed, [s.record.index for s in batch],
+                                  replica)
             if len(images) != len(batch):
                 raise RuntimeError(f"the model returned {len(images)} images for {len(batch)} prompts")
             for sample, image in zip(batch, images):

@@ -22,21 +22,29 @@ log = logging.getLogger(__name__)
 def sampling_protocol(generator: Any, *, resolution: int, seed: int, samples_per_prompt: int = 1) -> dict[str, Any]:
     """Every choice that moves a sample: resolution, seed, images per prompt and the model's decoding settings.
 
-    `steps` and `guidance` are the first stage's decoding steps and guidance scale; `sampler` holds every
-    stage's full settings as the model reports them (base, and superres above 256, for Muse). `generated_at` and
-    `resized_with` say at which resolution the model made the image and how it was resized to `resolution`
-    (both None when it was made at `resolution`, its native one).
+    `steps` and `guidance` are the first stage's decoding steps and classifier-free guidance scale g (every
+    family; `guidance_t` is the same setting as Muse's t = g - 1, `guidance_convention` says so); `sampler`
+    holds every stage's full settings as the model reports them (base, and superres above 256, for Muse), each
+    with both g and t. `replica_seeds` says how each sample's random stream is derived, `determinism` what holds
+    across batch sizes, thread counts and process layouts. `generated_at` and `resized_with` say at which
+    resolution the model made the image and how it was resized to `resolution` (both None when it was made at
+    `resolution`, its native one).
     """
+    from muse.sampling import GUIDANCE_CONVENTION, STREAM_DERIVATION
+
     settings = generator.settings(resolution)
     first = next(iter(settings.values()))
     return {
         "resolution": resolution,
         "seed": seed,
         "samples_per_prompt": samples_per_prompt,
-        "replica_seeds": "seed + replica k",
+        "replica_seeds": STREAM_DERIVATION,
         "steps": first["steps"],
         "guidance": first["guidance_scale"],
+        "guidance_t": first["guidance_t"],
+        "guidance_convention": GUIDANCE_CONVENTION,
         "sampler": settings,
+        "determinism": generator.determinism,
         **generator.resize_protocol(resolution),
     }
 
@@ -139,6 +147,7 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
             "model": OmegaConf.to_container(model_cfg, resolve=True) | {"weights": generator.weights},
             "dataset": {"name": dataset, "path": cfg.dataset.path, "caption_seed": cfg.dataset.caption_seed},
             "seed": cfg.seed,
+            "streams": protocols[cfg.resolutions[0]]["replica_seeds"],
             "sampler": {str(r): p["sampler"] for r, p in protocols.items()},
             "generated_at": {str(r): p["generated_at"] for r, p in protocols.items()},
             "resized_with": {str(r): p["resized_with"] for r, p in protocols.items()},

@@ -415,15 +415,38 @@ class _Figures:
 # ---- protocol facets ---------------------------------------------------------------------------------
 
 
+def _legacy_t(protocol: Mapping[str, Any]) -> bool:
+    """Whether a protocol's `guidance` is Muse's t: runs recorded before guidance became the CFG scale g for
+    every family (no guidance_convention) stored t for Muse and aMUSEd, and g for Stable Diffusion (denoiser)."""
+    sampler = protocol.get("sampler")
+    return "guidance_convention" not in protocol and not (isinstance(sampler, Mapping) and "denoiser" in sampler)
+
+
 def _guidance(ev: Mapping[str, Any]) -> Any:
-    return (ev.get("protocol") or {}).get("guidance")
+    """The evaluation's classifier-free guidance scale g (g = 1 + t), whichever convention its run recorded."""
+    protocol = ev.get("protocol") or {}
+    value = protocol.get("guidance")
+    return float(value) + 1.0 if value is not None and _legacy_t(protocol) else value
+
+
+def _guidance_text(protocol: Mapping[str, Any]) -> str:
+    g = _guidance({"protocol": protocol})
+    if g is None:
+        return "none recorded"
+    if _legacy_t(protocol):
+        return f"g={_num(g)} (the run recorded Muse's t={_num(protocol.get('guidance'))}; g = 1 + t)"
+    t = protocol.get("guidance_t")
+    return f"g={_num(g)}" + (f", Muse's t={_num(t)}" if t is not None else "") + \
+        (f" ({protocol['guidance_convention']})" if protocol.get("guidance_convention") else "")
 
 
 def _sampler_text(protocol: Mapping[str, Any]) -> str:
     sampler = protocol.get("sampler") or {}
     if not isinstance(sampler, Mapping) or not sampler:
-        return f"steps={protocol.get('steps')}, guidance={protocol.get('guidance')}"
-    return " / ".join(f"{stage}: " + ", ".join(f"{k}={v}" for k, v in (s or {}).items())
+        return f"steps={protocol.get('steps')}, guidance g={_num(_guidance({'protocol': protocol}))}"
+    # An older run's per-stage guidance_scale held t (see _legacy_t): show it under the name it meant.
+    rename = {"guidance_scale": "guidance_t"} if _legacy_t(protocol) else {}
+    return " / ".join(f"{stage}: " + ", ".join(f"{rename.get(k, k)}={v}" for k, v in (s or {}).items())
                       for stage, s in sampler.items() if isinstance(s, Mapping))
 
 
@@ -556,6 +579,7 @@ def _eval_facets(run: Run, ev: Mapping[str, Any], metrics: Iterable[str] | None 
                 + (f" (dataset.limit={limit})" if limit is not None else ""),
         "samples": f"{protocol.get('resolution')}x{protocol.get('resolution')} px{_resized_text(protocol)}, "
                    f"seed {protocol.get('seed')}, {protocol.get('samples_per_prompt', 1)} per prompt",
+        "guidance": _guidance_text(protocol),
         "sampler": _sampler_text(protocol),
         "weights": ("random (" + NOT_PAPER + ")") if ev.get("weights") == "random" else str(ev.get("weights")),
     }
@@ -743,13 +767,52 @@ def _amused_latency(reference: list[dict[str, str]], runs: list[Run]) -> str | N
     return f"### aMUSEd's published latency\n\n{_table(header, rows)}\n\n{_notes(notes, intro=intro)}"
 
 
+def _amused_quality(reference: list[dict[str, str]], runs: list[Run]) -> str | None:
+    """aMUSEd's published sweep optima (amused-quality rows) beside measured rows of the same model, resolution
+    and metric, and only at the guidance scale g the published figure was taken at; the others are named with why
+    they are not beside it."""
+    published = [r for r in reference if r["table"] == "amused-quality"]
+    rows, notes, apart = [], [], []
+    for ref in published:
+        wanted = float(ref["guidance"]) if ref.get("guidance") else None
+        for run in runs:
+            for ev in run.evaluations:
+                metric = (ev.get("metrics") or {}).get(ref["metric"]) or {}
+                protocol = ev.get("protocol") or {}
+                if (ev.get("model") != ref["ours"] or metric.get("value") is None
+                        or str(protocol.get("resolution")) != ref["resolution"]):
+                    continue
+                g = _guidance(ev)
+                name = f"{ev.get('model')} {METRIC_NAMES.get(ref['metric'], ref['metric'])} ({run.label})"
+                if wanted is not None and (g is None or not math.isclose(float(g), wanted)):
+                    apart.append(f"{name} was measured at guidance g={_num(g)}, the published {ref['value']} at "
+                                 f"g={_num(wanted)} (model.guidance_scale={_num(wanted)} measures it there)")
+                    continue
+                rows.append([ref["model"], METRIC_NAMES.get(ref["metric"], ref["metric"]), _ref_value(ref),
+                             _num(wanted) if wanted is not None else "—", _metric_cell(metric), _num(g),
+                             (ev.get("n_samples") or {}).get("effective"), run.label, _flag(_eval_caveats(run, ev))])
+                notes.append((name, _eval_facets(run, ev, {ref["metric"]})))
+    if not rows and not apart:
+        return None
+    parts = ["### aMUSEd's published quality\n\nThe best FID and CLIP of aMUSEd-256's guidance sweep (arXiv "
+             "2401.01808; 10k images, dataset not stated), each taken at its own guidance scale g (aMUSEd's CFG scale, "
+             "the one this suite uses); a measured row stands beside one only at the same g."]
+    if rows:
+        header = ["Published model", "Metric", "Published", "At g", "Measured", "Measured at g", "n", "Run", "Note"]
+        parts.append(f"{_table(header, rows)}\n\n{_notes(notes)}")
+    if apart:
+        parts.append("Not beside a published figure, because the guidance differs: " + "; ".join(apart) + ".")
+    return "\n\n".join(parts)
+
+
 def _published_section(runs: list[Run], reference: list[dict[str, str]] | None) -> str | None:
     if reference is None:
         return None
     parts = [_quality_table("muse-table1", "Table 1: CC3M (FID and CLIP)", reference, runs),
              _quality_table("muse-table2", "Table 2: zero-shot MS-COCO 256x256 (FID-30K and CLIP)", reference, runs),
              _table3(reference, runs)]
-    if not any(parts):
+    amused = _amused_quality(reference, runs)
+    if not any(parts) and not amused:
         return None
     missing = [name for name, part in zip(("Table 1 (muse-bench experiment=cc3m)", "Table 2 (experiment=coco30k)",
                                            "Table 3 (experiment=paper_table3)"), parts) if part is None]
@@ -758,7 +821,7 @@ def _published_section(runs: list[Run], reference: list[dict[str, str]] | None) 
             "reports/paper_reference.csv.")
     if missing:
         lead += " No run here measured " + "; ".join(missing) + "."
-    return "\n\n".join([lead, *(p for p in parts if p)])
+    return "\n\n".join([lead, *(p for p in parts + [amused] if p)])
 
 
 # ---- quality, guidance sweep, PartiPrompts -----------------------------------------------------------
@@ -775,7 +838,7 @@ def _quality_section(runs: list[Run]) -> str | None:
         for n, m in ev["metrics"].items():
             arrows.setdefault(n, " ↑" if m.get("higher_is_better") else " ↓")
     many = len({id(run) for run, _ in entries}) > 1
-    header = (["Run"] if many else []) + ["Model", "Dataset", "Resolution", "Guidance", "n"] + \
+    header = (["Run"] if many else []) + ["Model", "Dataset", "Resolution", "Guidance g", "n"] + \
              [METRIC_NAMES.get(n, n) + arrows[n] for n in names] + ["Note"]
     rows, notes = [], []
     for run, ev in entries:
@@ -857,7 +920,7 @@ def _guidance_section(runs: list[Run], figures: _Figures, failed: list[Run]) -> 
     else:
         text.append("No curve: fewer than two runs of a model have both FID and CLIP.")
     if rows:
-        header = ["Model", "Guidance", "CLIP", "FID", "n", "Run", "Note"]
+        header = ["Model", "Guidance g", "CLIP", "FID", "n", "Run", "Note"]
         text.append(_table(header, rows) + "\n\n" + _notes(notes))
     if unplotted:
         text.append("Not plotted: " + "; ".join(unplotted) + ".")
@@ -1218,8 +1281,8 @@ def _grids_section(runs: list[Run], figures: _Figures) -> str | None:
             rows = sorted(rows, key=lambda r: r.get("index", 0))[:GRID_IMAGES]
             if not rows:
                 continue
-            title = (f"{ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px, guidance "
-                     f"{_num(protocol.get('guidance'))}, seed {protocol.get('seed')}")
+            title = (f"{ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px, guidance g="
+                     f"{_num(_guidance(ev))}, seed {protocol.get('seed')}")
             path = figs.image_grid([folder / str(r["file"]) for r in rows], [str(r.get("prompt", "")) for r in rows],
                                    figures.path(f"grid-{ev.get('model')}-{ev.get('dataset')}-"
                                                 f"{protocol.get('resolution')}-{run.label}"),

@@ -181,7 +181,7 @@ def muse_stage_plan(config, prompts: list[str], device, dtype, seed: int = 0) ->
     samplers = {"base": config.base_sampler, "superres": config.superres_sampler}
 
     def guided(stage: str) -> bool:
-        return bool(samplers[stage].guidance_scale)
+        return bool(samplers[stage].guidance_t)
 
     def text_role(resolutions):
         encoder = TextEncoder(build_for_timing(lambda: build_text_model(text_cfg), **build), load_tokenizer(text_cfg),
@@ -264,6 +264,8 @@ def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int
     """diffusers' AmusedPipeline over the components of our preset (identical weights), run as a user would."""
     from diffusers import AmusedPipeline, AmusedScheduler
 
+    from muse.sampling import to_guidance_scale
+
     ours = _muse_runner(name.removesuffix(DIFFUSERS_SUFFIX), device, dtype, init_seed, seed, profile)
     pipe = ours.pipeline
     reference = AmusedPipeline(
@@ -279,7 +281,7 @@ def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.inference_mode(), clock("pipeline"):
             return reference(
-                prompts, num_inference_steps=steps or sampler.steps, guidance_scale=sampler.guidance_scale + 1.0,
+                prompts, num_inference_steps=steps or sampler.steps, guidance_scale=to_guidance_scale(sampler.guidance_t),
                 generator=generator, output_type="pt", height=res, width=res,
                 temperature=(sampler.choice_temperature, sampler.temperature_end),
             ).images

@@ -109,8 +109,9 @@ class AmusedConfig:
 class SamplerConfig:
     """MaskGIT parallel decoding settings (REFERENCE.md section 3; see muse/sampling.py).
 
-    guidance_scale is Muse's t in (1 + t) * l_cond - t * l_uncond; 0 disables guidance and its extra forward.
-    guidance_ramp: "linear" raises t from scale/steps to scale over the steps; "constant" keeps it.
+    guidance_t is Muse's t in (1 + t) * l_cond - t * l_uncond (the classifier-free guidance scale users set is
+    g = 1 + t); 0 disables guidance and its extra forward. guidance_ramp: "linear" raises t from t/steps to t
+    over the steps; "constant" keeps it.
     temperature_schedule: "maskgit" uses choice_temperature * (1 - ratio) afresh at each step; "linear"
     interpolates from choice_temperature to temperature_end across the steps (aMUSEd's scheduler).
     """
@@ -120,9 +121,19 @@ class SamplerConfig:
     choice_temperature: float = 4.5
     temperature_schedule: str = "maskgit"
     temperature_end: float = 0.0
-    guidance_scale: float = 4.0
+    guidance_t: float = 4.0
     guidance_ramp: str = "linear"
     top_k: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SamplerConfig":
+        """From a stored config; checkpoints written before the rename call t `guidance_scale` (it was t)."""
+        data = dict(data)
+        if "guidance_scale" in data:
+            if "guidance_t" in data:
+                raise ValueError("a sampler config holds both guidance_scale (old name of t) and guidance_t")
+            data["guidance_t"] = data.pop("guidance_scale")
+        return cls(**data)
 
 
 @dataclass
@@ -171,7 +182,7 @@ class PipelineConfig:
             amused=build(AmusedConfig, data.get("amused")),
             vq_superres=build(VQConfig, data.get("vq_superres")),
             superres=build(SuperResConfig, data.get("superres")),
-            base_sampler=build(SamplerConfig, data["base_sampler"]),
-            superres_sampler=build(SamplerConfig, data["superres_sampler"]),
+            base_sampler=SamplerConfig.from_dict(data["base_sampler"]),
+            superres_sampler=SamplerConfig.from_dict(data["superres_sampler"]),
             base_resolution=data.get("base_resolution", 256),
         )

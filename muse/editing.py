@@ -7,6 +7,8 @@ Tokens outside the region are never changed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -52,14 +54,16 @@ def _resize(image: torch.Tensor, resolution: int) -> torch.Tensor:
     return F.interpolate(image, size=(resolution, resolution), mode="bicubic", antialias=True).clamp(0, 1)
 
 
-def _setup(pipe, prompt, resolution, seed, guidance_scale):
+def _setup(pipe, prompt, resolution, seed, guidance_scale, steps=None, superres_steps=None):
+    """Prompts, resolution, per-stage samplers (the call's overrides applied to every stage it runs), generators
+    and text (paired with the empty prompt when any stage is guided)."""
     prompts = pipe._check_prompts(prompt)
     resolution = resolution or pipe.config.base_resolution
     pipe._check_resolution(resolution)
+    samplers = pipe.stage_samplers(resolution, guidance_scale, steps, superres_steps)
     generators = make_generators(seed, range(len(prompts)), pipe.device)
-    scale = pipe.config.base_sampler.guidance_scale if guidance_scale is None else guidance_scale
-    text = pipe.encode_text(prompts, None, guided=bool(scale))
-    return prompts, resolution, generators, text
+    text = pipe.encode_text(prompts, None, guided=any(s.guidance_t for s in samplers.values()))
+    return prompts, resolution, samplers, generators, text
 
 
 @torch.no_grad()
@@ -68,10 +72,13 @@ def inpaint(pipe, image, mask, prompt, resolution: int | None = None, seed: int 
     """Regenerate the tokens under `mask` (True = regenerate) of `image` for each prompt.
 
     resolution: 256 (base only) or 512 (base, then super-res); the image and mask are resized to it.
+    guidance_scale (the CFG scale g, as in MusePipeline.__call__) applies to every stage; steps to the base
+    stage, superres_steps to the super-res stage.
     """
     pixels = _image_tensor(image)
     region = _mask_tensor(mask, tuple(pixels.shape[-2:]))
-    prompts, resolution, generators, text = _setup(pipe, prompt, resolution, seed, guidance_scale)
+    prompts, resolution, samplers, generators, text = _setup(pipe, prompt, resolution, seed, guidance_scale, steps,
+                                                             superres_steps)
     batch = len(prompts)
     device = pipe.device
 
@@ -79,15 +86,14 @@ def inpaint(pipe, image, mask, prompt, resolution: int | None = None, seed: int 
     low = pipe.vq_base.encode(_resize(pixels, base_res).to(device)).repeat(batch, 1)
     low_mask = token_mask(region, base_res, pipe.vq_base.downsample).to(device).expand(batch, -1)
     start = torch.where(low_mask, torch.full_like(low, pipe.base.mask_token_id), low)
-    base = pipe.decode_stage(pipe.base, text, start, pipe.config.base_sampler, generators,
-                             return_trajectory=True, guidance_scale=guidance_scale, steps=steps)
+    base = pipe.decode_stage(pipe.base, text, start, samplers["base"], generators, return_trajectory=True)
     tokens, edited = base.tokens, low_mask
-    if resolution > base_res:
+    if "superres" in samplers:
         high = pipe.vq_superres.encode(_resize(pixels, resolution).to(device)).repeat(batch, 1)
         edited = token_mask(region, resolution, pipe.vq_superres.downsample).to(device).expand(batch, -1)
         start = torch.where(edited, torch.full_like(high, pipe.superres.mask_token_id), high)
-        tokens = pipe.decode_stage(pipe.superres, text, start, pipe.config.superres_sampler, generators,
-                                   low_tokens=base.tokens, guidance_scale=guidance_scale, steps=superres_steps).tokens
+        tokens = pipe.decode_stage(pipe.superres, text, start, samplers["superres"], generators,
+                                   low_tokens=base.tokens).tokens
     return MuseOutput(to_pil(pipe.decode_tokens(tokens, resolution)), tokens, base.trajectory, pipe.mask_token_id, edited)
 
 
@@ -109,29 +115,34 @@ def outpaint(pipe, image, keep, prompt, **kwargs):
 
 @torch.no_grad()
 def edit(pipe, image, prompt, resolution: int | None = None, seed: int = 0, iterations: int = 100,
-         resample_fraction: float = 0.08, guidance_scale: float = 4.0, top_k: int | None = 3,
+         resample_fraction: float = 0.08, guidance_scale: float | None = 5.0, top_k: int | None = 3,
          superres_steps: int | None = None):
     """Mask-free editing: from the image's tokens, `iterations` times mask a random `resample_fraction` of the
-    base tokens and resample them with guidance and top-k; then (at 512) super-res from the edited tokens."""
+    base tokens and resample them with guidance and top-k; then (at 512) super-res from the edited tokens.
+
+    guidance_scale is the CFG scale g of every stage (default 5: the paper's t = 4, constant during the
+    resampling; super-res keeps its own ramp); None keeps each stage's preset. top_k applies to the resampling.
+    """
     if iterations < 1:
         raise MuseInputError(f"iterations must be at least 1, got {iterations}")
     if not 0 < resample_fraction <= 1:
         raise MuseInputError(f"resample_fraction must be in (0, 1], got {resample_fraction}")
     pixels = _image_tensor(image)
-    prompts, resolution, generators, text = _setup(pipe, prompt, resolution, seed, guidance_scale)
+    prompts, resolution, samplers, generators, text = _setup(pipe, prompt, resolution, seed, guidance_scale,
+                                                             superres_steps=superres_steps)
+    # One step of the shared sampler fills every masked token: this is Muse's resampling step.
+    resample = dataclasses.replace(samplers["base"], steps=1, guidance_ramp="constant", top_k=top_k)
     device, batch = pipe.device, len(prompts)
     tokens = pipe.vq_base.encode(_resize(pixels, pipe.config.base_resolution).to(device)).repeat(batch, 1)
     count = torch.full((batch,), max(1, round(resample_fraction * tokens.shape[1])), device=device)
     for _ in range(iterations):
-        scores = torch.stack([torch.rand(tokens.shape[1], generator=g, device=device) for g in generators])
+        scores = torch.stack([torch.rand(tokens.shape[1], generator=g, device=device, dtype=torch.float32)
+                              for g in generators])
         chosen = remask(scores, count)
         start = torch.where(chosen, torch.full_like(tokens, pipe.base.mask_token_id), tokens)
-        # One step of the shared sampler fills every masked token: this is Muse's resampling step.
-        tokens = pipe.decode_stage(pipe.base, text, start, pipe.config.base_sampler, generators, steps=1,
-                                   guidance_scale=guidance_scale, guidance_ramp="constant", top_k=top_k).tokens
+        tokens = pipe.decode_stage(pipe.base, text, start, resample, generators).tokens
     final = tokens
-    if resolution > pipe.config.base_resolution:
+    if "superres" in samplers:
         start = torch.full((batch, pipe.superres.seq_len), pipe.superres.mask_token_id, device=device)
-        final = pipe.decode_stage(pipe.superres, text, start, pipe.config.superres_sampler, generators,
-                                  low_tokens=tokens, steps=superres_steps).tokens
+        final = pipe.decode_stage(pipe.superres, text, start, samplers["superres"], generators, low_tokens=tokens).tokens
     return MuseOutput(to_pil(pipe.decode_tokens(final, resolution)), final, None, pipe.mask_token_id)

@@ -18,7 +18,7 @@ from torch import nn
 from .config import PipelineConfig, SamplerConfig
 from .errors import MuseInputError
 from .presets import preset_config
-from .sampling import make_generators, parallel_decode
+from .sampling import make_generators, parallel_decode, to_guidance_scale, to_guidance_t
 from .text import TextEmbedding, TextEncoder, build_text_model, load_tokenizer
 from .transformer import build_transformers
 from .vqgan import VQTokenizer
@@ -37,6 +37,22 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """[B, 3, H, W] floats in [0, 1] -> PIL images (rounded to 8 bits)."""
     arrays = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arrays]
+
+
+@contextlib.contextmanager
+def fixed_cpu_threads(threads: int | None):
+    """Run the block with exactly `threads` intra-op CPU threads, then restore the caller's count (None: as is)."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise MuseInputError(f"decode_threads must be at least 1, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class MusePipeline:
@@ -120,11 +136,36 @@ class MusePipeline:
     def mask_token_id(self) -> int:
         return self.base.mask_token_id
 
-    def sampler_settings(self, resolution: int) -> dict:
-        """The decoding protocol behind an image at `resolution`, for results files."""
-        settings = {"base": dataclasses.asdict(self.config.base_sampler)}
+    def stage_samplers(self, resolution: int, guidance_scale: float | None = None, steps: int | None = None,
+                       superres_steps: int | None = None) -> dict[str, SamplerConfig]:
+        """The sampler settings of every stage a call at `resolution` runs, with the call's overrides applied.
+
+        guidance_scale (the CFG scale g >= 1; Muse's t = g - 1, keeping each stage's ramp) applies to every
+        stage, steps to the base stage and superres_steps to the super-res stage; None keeps the preset's.
+        Bad values raise MuseInputError before anything runs.
+        """
+        for name, value in (("steps", steps), ("superres_steps", superres_steps)):
+            if value is not None and value < 1:
+                raise MuseInputError(f"{name} must be at least 1, got {value}")
+        t = None if guidance_scale is None else to_guidance_t(guidance_scale)
+
+        def stage(sampler: SamplerConfig, stage_steps: int | None) -> SamplerConfig:
+            changes = {k: v for k, v in (("guidance_t", t), ("steps", stage_steps)) if v is not None}
+            return dataclasses.replace(sampler, **changes)
+
+        stages = {"base": stage(self.config.base_sampler, steps)}
         if resolution > self.config.base_resolution:
-            settings["superres"] = dataclasses.asdict(self.config.superres_sampler)
+            stages["superres"] = stage(self.config.superres_sampler, superres_steps)
+        return stages
+
+    def sampler_settings(self, resolution: int, guidance_scale: float | None = None, steps: int | None = None,
+                         superres_steps: int | None = None) -> dict:
+        """The decoding protocol behind an image at `resolution` (with a call's overrides), for results files:
+        every setting of each stage, guidance as both the CFG scale g (`guidance_scale`) and Muse's t."""
+        settings = {}
+        for name, sampler in self.stage_samplers(resolution, guidance_scale, steps, superres_steps).items():
+            values = dataclasses.asdict(sampler)
+            settings[name] = {"guidance_scale": to_guidance_scale(values["guidance_t"]), **values}
         return settings
 
     # ---- generation ---------------------------------------------------------------------------------------
@@ -141,9 +182,10 @@ class MusePipeline:
 
     def decode_stage(self, model, text: TextEmbedding, tokens: torch.Tensor, sampler: SamplerConfig, generators,
                      low_tokens: torch.Tensor | None = None, return_trajectory: bool = False, **overrides):
-        """Run parallel decoding of one stage from `tokens` (mask id where unknown)."""
-        settings = dataclasses.asdict(sampler) | {k: v for k, v in overrides.items() if v is not None}
-        guided = bool(settings["guidance_scale"])
+        """Run parallel decoding of one stage from `tokens` (mask id where unknown) with `sampler`'s settings;
+        overrides (SamplerConfig fields, in the sampler's own terms: guidance_t is Muse's t) replace them."""
+        sampler = dataclasses.replace(sampler, **{k: v for k, v in overrides.items() if v is not None})
+        guided = bool(sampler.guidance_t)
         paired = text.hidden.shape[0] == 2 * tokens.shape[0]
         if guided and not paired:
             raise ValueError("guided decoding needs conditional and unconditional text")
@@ -163,7 +205,7 @@ class MusePipeline:
 
         return parallel_decode(
             logits_fn, tokens, mask_token_id=model.mask_token_id, generators=generators,
-            return_trajectory=return_trajectory, **settings,
+            return_trajectory=return_trajectory, **dataclasses.asdict(sampler),
         )
 
     def _check_prompts(self, prompts) -> list[str]:
@@ -194,50 +236,58 @@ class MusePipeline:
     def __call__(self, prompts: str | Sequence[str], resolution: int = 256, seed: int = 0,
                  sample_indices: Sequence[int] | None = None, negative_prompt: str | Sequence[str] | None = None,
                  guidance_scale: float | None = None, steps: int | None = None, superres_steps: int | None = None,
-                 return_trajectory: bool = False, output_type: str = "pil", stage_timer=None) -> MuseOutput:
+                 return_trajectory: bool = False, output_type: str = "pil", stage_timer=None, replica: int = 0,
+                 decode_threads: int | None = None) -> MuseOutput:
         """Generate one image per prompt.
 
-        Sample i's randomness comes only from (seed, sample_indices[i]) (default: its position), so an image is
-        the same whatever the batch it is generated in. guidance_scale and steps override the base stage's
-        (and super-res stage's) preset; output_type "pil" or "pt" (float tensors in [0, 1]).
+        Sample i's randomness comes only from (seed, sample_indices[i], replica) (default: its position, replica
+        0), so an image is the same whatever the batch it is generated in; replica k > 0 draws the k-th
+        independent image of a prompt. guidance_scale is the classifier-free guidance scale g (diffusers' and
+        aMUSEd's; Muse's t = g - 1; 1 = no guidance, below 1 refused) and overrides every stage's preset; steps
+        overrides the base stage's steps, superres_steps the super-res stage's. output_type "pil" or "pt" (float
+        tensors in [0, 1]). decode_threads: on a CPU, run the VQ decoder with exactly this many intra-op threads,
+        so pixels do not depend on the caller's thread count (see decode_tokens); None = the process's setting.
         stage_timer(name) -> context manager, if given, brackets each stage: text_encoder, base, superres,
         decoder (the latency harness passes one that synchronises the device and records the time).
         """
         stage = stage_timer or (lambda name: contextlib.nullcontext())
         prompts = self._check_prompts(prompts)
         self._check_resolution(resolution)
-        for name, value in (("steps", steps), ("superres_steps", superres_steps)):
-            if value is not None and value < 1:
-                raise MuseInputError(f"{name} must be at least 1, got {value}")
+        samplers = self.stage_samplers(resolution, guidance_scale, steps, superres_steps)
+        if decode_threads is not None and decode_threads < 1:
+            raise MuseInputError(f"decode_threads must be at least 1, got {decode_threads}")
         indices = self._indices(len(prompts), sample_indices)
-        generators = make_generators(seed, indices, self.device)
-        scale = self.config.base_sampler.guidance_scale if guidance_scale is None else guidance_scale
-        sr_scale = self.config.superres_sampler.guidance_scale if guidance_scale is None else guidance_scale
-        superres = resolution > self.config.base_resolution
+        generators = make_generators(seed, indices, self.device, replica)
         with stage("text_encoder"):
-            text = self.encode_text(prompts, negative_prompt, guided=bool(scale) or (superres and bool(sr_scale)))
+            text = self.encode_text(prompts, negative_prompt, guided=any(s.guidance_t for s in samplers.values()))
 
         with stage("base"):
             start = torch.full((len(prompts), self.base.seq_len), self.base.mask_token_id, device=self.device)
-            base = self.decode_stage(self.base, text, start, self.config.base_sampler, generators,
-                                     return_trajectory=return_trajectory, guidance_scale=guidance_scale, steps=steps)
+            base = self.decode_stage(self.base, text, start, samplers["base"], generators,
+                                     return_trajectory=return_trajectory)
         tokens = base.tokens
-        if superres:
+        if "superres" in samplers:
             with stage("superres"):
                 start = torch.full((len(prompts), self.superres.seq_len), self.superres.mask_token_id, device=self.device)
-                tokens = self.decode_stage(self.superres, text, start, self.config.superres_sampler, generators,
-                                           low_tokens=base.tokens, guidance_scale=guidance_scale,
-                                           steps=superres_steps).tokens
+                tokens = self.decode_stage(self.superres, text, start, samplers["superres"], generators,
+                                           low_tokens=base.tokens).tokens
         with stage("decoder"):
-            images = self.decode_tokens(tokens, resolution)
+            images = self.decode_tokens(tokens, resolution, threads=decode_threads)
         return MuseOutput(images if output_type == "pt" else to_pil(images), tokens, base.trajectory, self.mask_token_id)
 
-    def decode_tokens(self, tokens: torch.Tensor, resolution: int) -> torch.Tensor:
-        """Tokens of the stage that produces `resolution` -> images [B, 3, R, R] in [0, 1]."""
+    def decode_tokens(self, tokens: torch.Tensor, resolution: int, threads: int | None = None) -> torch.Tensor:
+        """Tokens of the stage that produces `resolution` -> images [B, 3, R, R] in [0, 1].
+
+        On a CPU the convolutions' float result depends on the number of intra-op threads (oneDNN splits its
+        sums by thread), so 8-bit pixels can differ by a level between, say, a 1-process and a torchrun run.
+        threads=N decodes with exactly N threads (then restores the caller's count): the pixels are then a
+        function of the tokens alone. Ignored on other devices.
+        """
         vq = self.vq_superres if resolution > self.config.base_resolution else self.vq_base
-        # One sample at a time: batched convolutions round differently with the batch size, and a sample's
-        # pixels must not depend on the batch it was generated in. The decoder is a small share of the time.
-        return torch.cat([vq.decode(t[None], resolution // vq.downsample) for t in tokens])
+        with fixed_cpu_threads(threads if self.device.type == "cpu" else None):
+            # One sample at a time: batched convolutions round differently with the batch size, and a sample's
+            # pixels must not depend on the batch it was generated in. The decoder is a small share of the time.
+            return torch.cat([vq.decode(t[None], resolution // vq.downsample) for t in tokens])
 
     # ---- editing (muse/editing.py) ------------------------------------------------------------------------
     def inpaint(self, image, mask, prompt, **kwargs) -> MuseOutput:

@@ -8,9 +8,10 @@ Choices the papers leave open (REFERENCE.md marks them UNKNOWN), and what we cho
 - muse-632m (the CC3M model) base: 36 layers, hidden 1024, MLP 4096, 16 heads: 625M (632M - 1.0%).
 - muse-632m super-res (268M in the paper): encoder 8 x 768, decoder 17 x 768, MLP 4x, 12 heads: 265M (-1.0%).
 - Sampling: guidance scale and temperatures behind the headline numbers are unpublished; Muse presets use
-  t = 4 ramped linearly, choice temperature 4.5 (MaskGIT's default), 24 base and 8 super-res steps.
+  t = 4 (guidance scale g = 5) ramped linearly, choice temperature 4.5 (MaskGIT's default), 24 base and 8
+  super-res steps.
 - aMUSEd presets use its published architecture (REFERENCE.md section 2) and its sampler defaults: 12 steps,
-  guidance 10 (t = 9, constant), choice temperature from 2 to 0, cosine schedule.
+  guidance scale g = 10 (t = 9, constant), choice temperature from 2 to 0, cosine schedule.
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ VQ_F8 = VQConfig(
     decoder_block_out_channels=(256, 512, 512, 1024), decoder_layers_per_block=4,
     latent_channels=256, codebook_size=8192,
 )
-MUSE_BASE_SAMPLER = SamplerConfig(steps=24, guidance_scale=4.0, guidance_ramp="linear", choice_temperature=4.5)
-MUSE_SR_SAMPLER = SamplerConfig(steps=8, guidance_scale=4.0, guidance_ramp="linear", choice_temperature=4.5)
+# Guidance in Muse's t (the sampler's); users set g = 1 + t (muse/sampling.py).
+MUSE_BASE_SAMPLER = SamplerConfig(steps=24, guidance_t=4.0, guidance_ramp="linear", choice_temperature=4.5)
+MUSE_SR_SAMPLER = SamplerConfig(steps=8, guidance_t=4.0, guidance_ramp="linear", choice_temperature=4.5)
 AMUSED_SAMPLER = SamplerConfig(
-    steps=12, guidance_scale=9.0, guidance_ramp="constant", choice_temperature=2.0,
+    steps=12, guidance_t=9.0, guidance_ramp="constant", choice_temperature=2.0,
     temperature_schedule="linear", temperature_end=0.0,
 )
 

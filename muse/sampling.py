@@ -1,9 +1,13 @@
 """MaskGIT parallel decoding with classifier-free guidance (Chang et al. 2022, 2023).
 
 One pure function, `parallel_decode`, used for base and super-res decoding, editing and aMUSEd alike. Every
-random draw of sample i comes from its own generator, seeded from (seed, sample index), so an image does not
-depend on batch size, shard or process count. The loop never reads a tensor back to the host, so on a GPU it
-queues steps without synchronising.
+random draw of sample i comes from its own generator, seeded from (seed, sample index, replica), so an image
+does not depend on batch size, shard or process count. The loop never reads a tensor back to the host, so on a
+GPU it queues steps without synchronising.
+
+Guidance has two spellings. Users set the classifier-free guidance scale g of diffusers, aMUSEd and Meissonic
+(l_u + g (l_c - l_u)); the sampler works in Muse's t ((1 + t) l_c - t l_u, the paper's formula), with g = 1 + t.
+Every name inside says which one it holds: `guidance_scale` is g, `guidance_t` is t.
 """
 
 from __future__ import annotations
@@ -20,15 +24,45 @@ from .errors import MuseInputError
 LogitsFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 
-def sample_seed(seed: int, index: int) -> int:
-    """A 63-bit seed for sample `index` of a run seeded with `seed` (independent streams via SeedSequence)."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+GUIDANCE_CONVENTION = "g = 1 + t: l_u + g (l_c - l_u) = (1 + t) l_c - t l_u; g = 1 is no guidance"
+STREAM_DERIVATION = ("one torch.Generator per sample seeded with numpy SeedSequence([seed, index, replica]) "
+                     "(replica 0: [seed, index]), 63 bits")
 
 
-def make_generators(seed: int, indices: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
-    """One generator per sample, on `device`, seeded by (seed, index)."""
+def to_guidance_t(scale: float, setting: str = "guidance_scale") -> float:
+    """Muse's t for a classifier-free guidance scale g: t = g - 1. g below 1 (or not finite) is refused.
+
+    `setting` names the argument or config key in the error message.
+    """
+    if not (math.isfinite(scale) and scale >= 1):
+        raise MuseInputError(
+            f"{setting}={scale} is not a guidance scale: it is the classifier-free guidance scale g of diffusers "
+            f"and aMUSEd (logits l_u + g (l_c - l_u); Muse's t is g - 1), so it must be at least 1. g = 1 turns "
+            f"guidance off; larger values follow the prompt more closely (e.g. 5 for Muse's t = 4, 10 for aMUSEd's "
+            f"default)."
+        )
+    return float(scale) - 1.0
+
+
+def to_guidance_scale(t: float) -> float:
+    """The classifier-free guidance scale g for Muse's t: g = 1 + t."""
+    return 1.0 + float(t)
+
+
+def sample_seed(seed: int, index: int, replica: int = 0) -> int:
+    """A 63-bit seed for sample `index`, replica `replica`, of a run seeded with `seed`.
+
+    Independent streams via numpy's SeedSequence over [seed, index, replica]; replica 0 keeps [seed, index], so a
+    one-image-per-prompt run draws what it always drew. Different seeds share no stream, whatever the replicas.
+    """
+    entropy = [int(seed), int(index)] + ([int(replica)] if replica else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def make_generators(seed: int, indices: Sequence[int], device: torch.device | str, replica: int = 0) -> list[torch.Generator]:
+    """One generator per sample, on `device`, seeded by (seed, index, replica) (sample_seed)."""
     device = torch.device(device)
-    return [torch.Generator(device=device).manual_seed(sample_seed(seed, i)) for i in indices]
+    return [torch.Generator(device=device).manual_seed(sample_seed(seed, i, replica)) for i in indices]
 
 
 def mask_ratio(ratio: float, schedule: str = "cosine") -> torch.Tensor:
@@ -38,7 +72,8 @@ def mask_ratio(ratio: float, schedule: str = "cosine") -> torch.Tensor:
     as MaskGIT (JAX) and aMUSEd do, so token counts match theirs exactly where a value lands on an integer
     (256 * cos(pi/3) is 127.99999 in float32, so 127 tokens, not 128).
     """
-    r = torch.tensor(ratio, dtype=torch.float32)
+    # A host scalar whatever the default device: reading it back must never wait on an accelerator.
+    r = torch.tensor(ratio, dtype=torch.float32, device="cpu")
     if schedule == "cosine":
         value = torch.cos(r * math.pi / 2)
     elif schedule == "linear":
@@ -67,12 +102,12 @@ def choice_temperature_at(step: int, steps: int, temperature: float, schedule: s
     raise MuseInputError(f"unknown temperature schedule {schedule!r}: use maskgit or linear")
 
 
-def guidance_at(step: int, steps: int, scale: float, ramp: str = "linear") -> float:
-    """Guidance t at `step`: linear ramps from scale/steps up to scale at the last step; constant keeps it."""
+def guidance_at(step: int, steps: int, t: float, ramp: str = "linear") -> float:
+    """Muse's guidance t at `step`: linear ramps from t/steps up to t at the last step; constant keeps it."""
     if ramp == "linear":
-        return scale * (step + 1) / steps
+        return t * (step + 1) / steps
     if ramp == "constant":
-        return scale
+        return t
     raise MuseInputError(f"unknown guidance ramp {ramp!r}: use linear or constant")
 
 
@@ -101,7 +136,8 @@ def sample_categorical(logits: torch.Tensor, generators: Sequence[torch.Generato
 
 def gumbel(shape_per_sample: tuple[int, ...], generators: Sequence[torch.Generator], device) -> torch.Tensor:
     """Standard Gumbel noise [B, *shape], sample i from generators[i]."""
-    u = torch.stack([torch.rand(shape_per_sample, generator=g, device=device) for g in generators])
+    # float32 whatever the default dtype: the draws (and so the images) must not depend on it.
+    u = torch.stack([torch.rand(shape_per_sample, generator=g, device=device, dtype=torch.float32) for g in generators])
     return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
 
 
@@ -136,7 +172,7 @@ def parallel_decode(
     choice_temperature: float = 4.5,
     temperature_schedule: str = "maskgit",
     temperature_end: float = 0.0,
-    guidance_scale: float = 0.0,
+    guidance_t: float = 0.0,
     guidance_ramp: str = "linear",
     top_k: int | None = None,
     return_trajectory: bool = False,
@@ -144,7 +180,7 @@ def parallel_decode(
     """Fill the masked positions of `tokens` [B, L] in `steps` parallel steps (REFERENCE.md section 3).
 
     logits_fn(tokens) -> (cond_logits, uncond_logits or None), each [B, L, V]; it should compute both in one
-    batched forward. Known tokens never change. After step s < steps - 1, floor(N * schedule((s+1)/steps))
+    batched forward. guidance_t is Muse's t (0 = no guidance: uncond is not used). Known tokens never change. After step s < steps - 1, floor(N * schedule((s+1)/steps))
     tokens stay masked (N = unknown at the start; at least one is fixed per step); after the last step none.
     """
     if steps < 1:
@@ -156,10 +192,10 @@ def parallel_decode(
     for step in range(steps):
         unknown = tokens == mask_token_id
         cond, uncond = logits_fn(tokens)
-        if guidance_scale:
+        if guidance_t:
             if uncond is None:
                 raise ValueError("guidance needs unconditional logits")
-            logits = guide(cond.float(), uncond.float(), guidance_at(step, steps, guidance_scale, guidance_ramp))
+            logits = guide(cond.float(), uncond.float(), guidance_at(step, steps, guidance_t, guidance_ramp))
         else:
             logits = cond.float()
         logits = top_k_filter(logits, top_k)
@@ -167,8 +203,9 @@ def parallel_decode(
         if step == steps - 1:
             tokens = sampled
         else:
-            # The ratio as float32 computes it from integers, like the reference implementations.
-            ratio = float(torch.tensor(step + 1, dtype=torch.float32) / steps)
+            # mask_ratio rounds this to float32, which equals the reference implementations' float32 division
+            # (double rounding through float64 is innocuous for a quotient).
+            ratio = (step + 1) / steps
             lengths = mask_lengths(n_initial, unknown.sum(-1), ratio, schedule)
             log_p = torch.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
             temperature = choice_temperature_at(step, steps, choice_temperature, temperature_schedule, temperature_end)

@@ -113,6 +113,19 @@ def test_bad_resolution(tiny, resolution):
         generate(tiny, PROMPTS[:1], resolution=resolution)
 
 
+def test_replicas_draw_independent_noise_and_seeds_share_none(tiny):
+    first = generate(tiny, PROMPTS[:1], sample_indices=[3], output_type="latent")
+    assert torch.equal(first, generate(tiny, PROMPTS[:1], sample_indices=[3], replica=0, output_type="latent"))
+    replica1 = generate(tiny, PROMPTS[:1], sample_indices=[3], replica=1, output_type="latent")
+    seed1 = generate(tiny, PROMPTS[:1], sample_indices=[3], seed=1, output_type="latent")
+    assert (replica1 - first).abs().max() > 0.1 and (replica1 - seed1).abs().max() > 0.1
+
+
+def test_guidance_below_one_is_refused(tiny):
+    with pytest.raises(MuseInputError, match=r"guidance_scale=0\.5 .*at least 1"):
+        generate(tiny, PROMPTS[:1], guidance_scale=0.5)
+
+
 def test_bad_indices_and_steps(tiny):
     with pytest.raises(MuseInputError, match="sample indices"):
         generate(tiny, PROMPTS, sample_indices=[0])

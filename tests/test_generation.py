@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -24,6 +25,7 @@ from bench.generation import (
     check_sampling_record, generate_samples, plan_samples, sample_file_name, shard, write_sampling_record,
 )
 from bench.pipelines import load_generator
+from bench.results import write_json
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -51,7 +53,7 @@ def test_plan_orders_samples_and_shards_split_it_disjointly():
         assert sorted(s.key for part in shards for s in part) == [s.key for s in plan]
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
     assert sample_file_name(3, 512, 2) == "00003-512-k2.png"
-    assert plan[1].seed(10) == 11 and plan[1].row(10)["replica"] == 1
+    assert plan[1].row(10)["seed"] == 10 and plan[1].row(10)["replica"] == 1
 
 
 def test_a_killed_run_resumes_to_exactly_the_files_of_an_uninterrupted_run(generator, tmp_path):
@@ -63,11 +65,11 @@ def test_a_killed_run_resumes_to_exactly_the_files_of_an_uninterrupted_run(gener
 
     batches = []
 
-    def killed_after_two_batches(prompts, resolution, seed, indices):
+    def killed_after_two_batches(prompts, resolution, seed, indices, replica):
         if len(batches) == 2:
             raise KeyboardInterrupt  # what Ctrl-C or a SLURM preemption looks like to the loop
         batches.append(indices)
-        return generator.generate(prompts, resolution, seed, indices)
+        return generator.generate(prompts, resolution, seed, indices, replica)
 
     with pytest.raises(KeyboardInterrupt):
         generate_samples(killed_after_two_batches, plan, seed=0, batch_size=3, out_dir=cut, progress=False)
@@ -92,6 +94,90 @@ def test_a_damaged_png_is_made_again(generator, tmp_path):
     counts = generate_samples(generator.generate, plan, seed=0, batch_size=2, out_dir=tmp_path, progress=False)
     assert counts == {"generated": 1, "resumed": 1}
     assert digests(tmp_path) == before
+
+
+def test_runs_with_different_seeds_share_no_image_and_replica_zero_is_the_one_per_prompt_image(generator, tmp_path):
+    records = load_dataset("partiprompts", limit=2)
+    folders = {}
+    for seed in (0, 1):
+        folders[seed] = tmp_path / f"seed{seed}"
+        generate_samples(generator.generate, plan_samples(records, [256], samples_per_prompt=3), seed=seed,
+                         batch_size=4, out_dir=folders[seed], progress=False)
+    shared = set(digests(folders[0]).values()) & set(digests(folders[1]).values())
+    assert len(digests(folders[0])) == 6 and not shared  # replica k of seed 0 used to be replica k-1 of seed 1
+    single = tmp_path / "single"
+    generate_samples(generator.generate, plan_samples(records, [256]), seed=0, batch_size=2, out_dir=single,
+                     progress=False)
+    assert digests(single) == {name: d for name, d in digests(folders[0]).items() if "-k" not in name}
+
+
+def test_generated_pixels_do_not_depend_on_the_thread_count(generator):
+    # torchrun gives each rank one intra-op thread; a one-process run uses every core. The same tokens must give
+    # the same pixels either way (the VQ decoder's float sums otherwise depend on the thread count).
+    records = load_dataset("partiprompts", limit=8)
+    prompts, indices = [r.prompt for r in records], [r.index for r in records]
+    before = torch.get_num_threads()
+    pixels = {}
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            pixels[threads] = [np.asarray(image) for image in generator.generate(prompts, 256, 0, indices)]
+    finally:
+        torch.set_num_threads(before)
+    assert all(np.array_equal(a, b) for a, b in zip(pixels[1], pixels[2]))
+
+
+def test_a_folder_of_an_older_sampling_format_is_refused_saying_what_to_do(tmp_path):
+    # What sampling.json held before replicas were drawn from (seed, index, replica): no "format".
+    write_json(tmp_path / "sampling.json", {"model": {"name": "muse-tiny"}, "seed": 0, "sampler": {"256": {}}})
+    (tmp_path / "00000-k1.png").write_bytes(b"")
+    with pytest.raises(BenchError, match=r"format 1, this version writes 2.*seed \+ replica.*new run directory"):
+        check_sampling_record(tmp_path, {"model": {"name": "muse-tiny"}, "seed": 0, "sampler": {"256": {}}})
+
+
+@pytest.mark.parametrize(("name", "override", "expected"), [
+    # (g, t) of the first stage; Muse presets are t = 4 (g = 5), aMUSEd's default is g = 10, SD v1.4's g = 7.5.
+    ("muse-tiny", None, {"base": (5.0, 4.0), "superres": (5.0, 4.0)}),
+    ("muse-tiny", 2.0, {"base": (2.0, 1.0), "superres": (2.0, 1.0)}),
+    ("amused-tiny", None, {"base": (10.0, 9.0)}),
+    ("amused-tiny", 1.0, {"base": (1.0, 0.0)}),
+    ("sd-v1-4-tiny", None, {"denoiser": (7.5, 6.5)}),
+    ("sd-v1-4-tiny", 4.0, {"denoiser": (4.0, 3.0)}),
+])
+def test_protocol_records_guidance_as_the_cfg_scale_and_as_muses_t_for_every_family(name, override, expected):
+    from bench.jobs import sampling_protocol
+    from muse.sampling import GUIDANCE_CONVENTION
+
+    family = "stable-diffusion" if name.startswith("sd-") else "muse"
+    cfg = OmegaConf.create({"name": name, "family": family, "pretrained": None, "init_seed": 0, "profile": "tiny",
+                            "resolution": [256, 512], "steps": None, "guidance_scale": override})
+    generator = load_generator(cfg, "cpu")
+    resolution = 512 if "superres" in expected else 256
+    protocol = sampling_protocol(generator, resolution=resolution, seed=0)
+    stages = {k: (v["guidance_scale"], v["guidance_t"]) for k, v in protocol["sampler"].items()}
+    assert stages == expected
+    first = next(iter(expected.values()))
+    assert (protocol["guidance"], protocol["guidance_t"]) == first
+    assert protocol["guidance_convention"] == GUIDANCE_CONVENTION and "g = 1 + t" in GUIDANCE_CONVENTION
+    assert ("batched" if family == "stable-diffusion" else "with 1 thread on a CPU") in protocol["determinism"]
+
+
+def test_a_guidance_scale_below_one_is_refused_before_anything_is_written(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from bench.cli import CONF_DIR
+    from bench.jobs import run_generation
+    from muse.errors import MuseInputError
+
+    for model in ("muse-tiny", "sd-v1-4-tiny"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[
+                "job=generate", "eval.metrics=[]", "dataset.limit=1", f"model={model}", "model.guidance_scale=0.5"])
+        run_dir = tmp_path / model
+        run_dir.mkdir()
+        with pytest.raises((BenchError, MuseInputError), match=r"model\.guidance_scale=0\.5 .*at least 1"):
+            run_generation(cfg, run_dir=run_dir, experiment="test")
+        assert not list(run_dir.iterdir())
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
@@ -119,6 +205,7 @@ def compose_config(*overrides: str):
 @pytest.mark.parametrize(("overrides", "key"), [
     (["model.steps=0"], "model.steps"),
     (["model.guidance_scale=-1"], "model.guidance_scale"),
+    (["model.guidance_scale=0.5"], "model.guidance_scale"),  # the CFG scale g: 1 is "off", below 1 is refused
     (["model.guidance_scale=nan"], "model.guidance_scale"),
     (["batch_size=0"], "batch_size"),
     (["eval.samples_per_prompt=0"], "eval.samples_per_prompt"),
@@ -167,8 +254,10 @@ def test_muse_generates_natively_at_256_and_512():
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "HYDRA_FULL_ERROR")}
-    env["OMP_NUM_THREADS"] = "1"
+    # OMP_NUM_THREADS is left as it is: torchrun sets it to 1 per rank, the one-process run uses every core, and
+    # the files must still be the same.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "HYDRA_FULL_ERROR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done

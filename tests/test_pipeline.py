@@ -61,7 +61,7 @@ def test_seed_and_negative_prompt_change_the_image(pipe):
 
 
 def test_empty_prompt_is_the_unconditional_prompt(pipe):
-    out = pipe([""], seed=0, guidance_scale=0.0)
+    out = pipe([""], seed=0, guidance_scale=1.0)
     assert out.images[0].size == (256, 256)
 
 
@@ -174,3 +174,85 @@ def test_random_weight_images_show_their_tokens(pipe):
     # images looked alike; different samples must differ visibly.
     images = pipe(PROMPTS[:2], seed=0, steps=4, output_type="pt").images
     assert (images[0] - images[1]).abs().mean() > 0.05  # > 12 grey levels on average
+
+
+def forward_batches(module):
+    sizes = []
+    return sizes, module.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+
+
+def with_guidance_t(pipe, t):
+    """The same modules with every stage's preset guidance set to Muse's t."""
+    from dataclasses import replace
+
+    c = pipe.config
+    config = replace(c, base_sampler=replace(c.base_sampler, guidance_t=t),
+                     superres_sampler=replace(c.superres_sampler, guidance_t=t))
+    return MusePipeline(config, pipe.text_encoder, pipe.vq_base, pipe.base, pipe.vq_superres, pipe.superres)
+
+
+def test_guidance_scale_is_the_cfg_scale_in_every_stage(pipe):
+    # guidance_scale is g = 1 + t: g = 3 decodes exactly as presets of Muse's t = 2, in both stages.
+    fast = dict(resolution=512, seed=1, steps=3, superres_steps=2)
+    assert torch.equal(pipe(PROMPTS[:2], guidance_scale=3.0, **fast).tokens,
+                       with_guidance_t(pipe, 2.0)(PROMPTS[:2], **fast).tokens)
+    # The preset (t = 4, ramped) is g = 5.
+    assert torch.equal(pipe(PROMPTS[:1], seed=2, steps=4).tokens, pipe(PROMPTS[:1], seed=2, steps=4, guidance_scale=5).tokens)
+    settings = pipe.sampler_settings(512, guidance_scale=3.0, steps=6)
+    assert {k: (v["guidance_scale"], v["guidance_t"], v["steps"]) for k, v in settings.items()} == {
+        "base": (3.0, 2.0, 6), "superres": (3.0, 2.0, 8)}
+
+
+def test_guidance_scale_one_runs_no_unconditional_forward(pipe):
+    base, base_hook = forward_batches(pipe.base.decoder)
+    sr, sr_hook = forward_batches(pipe.superres.decoder)
+    try:
+        pipe(PROMPTS[:2], resolution=512, seed=0, steps=2, superres_steps=2, guidance_scale=1.0)
+    finally:
+        base_hook.remove(), sr_hook.remove()
+    assert base == [2, 2] and sr == [2, 2]
+
+
+@pytest.mark.parametrize("g", [0.0, 0.99, -1.0, float("nan")])
+def test_guidance_scale_below_one_is_refused_naming_the_convention(pipe, g):
+    with pytest.raises(MuseInputError, match=r"guidance_scale=.*classifier-free guidance scale g.*t is g - 1.*at least 1"):
+        pipe(PROMPTS[:1], guidance_scale=g)
+
+
+def test_checkpoints_that_stored_t_as_guidance_scale_still_load(pipe, tmp_path):
+    # Sampler configs written before the rename held Muse's t under the key guidance_scale.
+    pipe.save_pretrained(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "muse_pipeline.json"
+    data = json.loads(path.read_text())
+    for stage in ("base_sampler", "superres_sampler"):
+        sampler = data["config"][stage]
+        sampler["guidance_scale"] = sampler.pop("guidance_t") - 1.5  # a t of 2.5, to see it read as t
+    path.write_text(json.dumps(data))
+    loaded = MusePipeline.from_pretrained(str(tmp_path / "ckpt"))
+    assert loaded.config.base_sampler.guidance_t == loaded.config.superres_sampler.guidance_t == 2.5
+    fast = dict(resolution=512, seed=4, steps=3, superres_steps=2)
+    assert torch.equal(loaded(PROMPTS[:1], **fast).tokens, pipe(PROMPTS[:1], guidance_scale=3.5, **fast).tokens)
+
+
+def test_replica_draws_an_independent_image_and_replica_zero_is_the_default(pipe):
+    a = pipe(PROMPTS[:1], seed=0, steps=4, sample_indices=[3]).tokens
+    assert torch.equal(a, pipe(PROMPTS[:1], seed=0, steps=4, sample_indices=[3], replica=0).tokens)
+    replica1 = pipe(PROMPTS[:1], seed=0, steps=4, sample_indices=[3], replica=1).tokens
+    seed1 = pipe(PROMPTS[:1], seed=1, steps=4, sample_indices=[3]).tokens
+    assert not torch.equal(replica1, a) and not torch.equal(replica1, seed1)
+
+
+def test_decoded_pixels_do_not_depend_on_the_thread_count_with_decode_threads(pipe):
+    # oneDNN's convolutions round differently per intra-op thread count (torchrun gives each rank one thread):
+    # with decode_threads fixed, the pixels are a function of the tokens alone.
+    tokens = pipe(PROMPTS, seed=0, steps=4).tokens
+    before = torch.get_num_threads()
+    images = {}
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            images[threads] = pipe.decode_tokens(tokens, 256, threads=1)
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(images[1], images[2]) and torch.equal(images[1], images[3])

@@ -32,6 +32,7 @@ from bench.report import (
     write_report,
 )
 from bench.results import build_results, evaluation, write_json, write_jsonl, write_results
+from muse.sampling import GUIDANCE_CONVENTION
 
 REPO = Path(__file__).resolve().parent.parent
 PROVENANCE = {"git_commit": "0123456789abcdef", "git_dirty": False, "packages": {"muse-bench": "0.1.0"},
@@ -57,9 +58,12 @@ def fid_protocol():
             "n_reference": 8, "n_generated": 4, "min_samples": 2048, "below_minimum": True}
 
 
-def an_evaluation(model, *, guidance=4.0, dataset="partiprompts", metrics=None, samples_dir=None, weights="random"):
+def an_evaluation(model, *, guidance=5.0, dataset="partiprompts", metrics=None, samples_dir=None, weights="random"):
+    """An evaluation as bench.jobs.sampling_protocol records it: guidance is the CFG scale g, beside Muse's t."""
     protocol = {"resolution": 256, "seed": 0, "samples_per_prompt": 1, "steps": 24, "guidance": guidance,
-                "sampler": {"base": {"steps": 24, "schedule": "cosine", "guidance_scale": guidance}}}
+                "guidance_t": guidance - 1, "guidance_convention": GUIDANCE_CONVENTION,
+                "sampler": {"base": {"steps": 24, "schedule": "cosine", "guidance_scale": guidance,
+                                     "guidance_t": guidance - 1}}}
     if samples_dir:
         protocol["samples_dir"] = samples_dir
     return evaluation(model=model, dataset=dataset, weights=weights, requested=4, effective=4, protocol=protocol,
@@ -374,6 +378,41 @@ def test_a_measured_row_whose_protocol_matches_says_so(tmp_path):
     assert "protocol matches: zero-shot FID-30K" in matching and NOT_PAPER not in matching
     clean = next(line for line in table2.splitlines() if "**measured**: muse-632m" in line)
     assert f"**{NOT_PAPER}**: clean-fid mode clean" in clean and "protocol matches" not in clean
+
+
+def test_published_amused_quality_is_beside_a_measured_row_only_at_the_same_guidance(tmp_path):
+    def amused(g, fid, clip):
+        return an_evaluation("amused-256", guidance=g, dataset="coco5k", weights="pretrained", metrics={
+            "fid": metric(fid, stderr=0.1, higher=False, **fid_protocol()),
+            "clip_score_x100": metric(clip, stderr=0.1, **clip_protocol())})
+
+    runs = [write_run(tmp_path / str(g), evaluations=[amused(g, fid, clip)], limit=None,
+                      overrides=[f"model.guidance_scale={g}"]) for g, fid, clip in ((4, 41.0, 25.0), (10, 45.0, 27.0))]
+    text = write_report(load_runs(runs), tmp_path / "out").read_text()
+    part = text.split("### aMUSEd's published quality", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in part.splitlines() if line.startswith("| aMUSEd-256")]
+    # FID 39.3 was published at g=4: only the g=4 run's FID stands beside it; CLIP 26.1 (g=5) has no partner.
+    assert rows == [next(line for line in rows if "| FID | 39.3 | 4 | 41 ± 0.10 | 4 |" in line)]
+    assert "amused-256 FID (10) was measured at guidance g=10, the published 39.3 at g=4" in part
+    assert "amused-256 CLIP x100 (4) was measured at guidance g=4, the published 26.1 at g=5" in part
+    assert "model.guidance_scale=5 measures it there" in part
+
+
+def test_runs_recorded_before_the_cfg_scale_convention_show_guidance_as_g(tmp_path):
+    # Older results.json files stored Muse's t for Muse and aMUSEd (guidance 4 meant g = 5) and g for SD.
+    muse = an_evaluation("muse-tiny", metrics={"clip_score": metric(0.2, **clip_protocol())})
+    sd = an_evaluation("sd-v1-4-tiny", metrics={"clip_score": metric(0.1, **clip_protocol())})
+    for ev, value, sampler in ((muse, 4.0, {"base": {"steps": 24, "guidance_scale": 4.0}}),
+                               (sd, 7.5, {"denoiser": {"steps": 50, "guidance_scale": 7.5}})):
+        for key in ("guidance_t", "guidance_convention"):
+            del ev["protocol"][key]
+        ev["protocol"].update(guidance=value, sampler=sampler)
+    run = write_run(tmp_path / "run", evaluations=[muse, sd])
+    text = write_report(load_runs([run]), tmp_path / "out").read_text()
+    quality = text.split("## Quality metrics", 1)[1].split("\n## ", 1)[0]
+    assert "| muse-tiny | partiprompts | 256 | 5 |" in quality and "| sd-v1-4-tiny | partiprompts | 256 | 7.5 |" in quality
+    assert "g=5 (the run recorded Muse's t=4; g = 1 + t)" in quality
+    assert "base: steps=24, guidance_t=4.0" in quality and "denoiser: steps=50, guidance_scale=7.5" in quality
 
 
 def test_a_folder_without_results_is_listed_and_nothing_usable_is_an_error(tmp_path):
