@@ -142,7 +142,7 @@ def write_sampling_record(out_dir: str | Path, record: dict[str, Any]) -> None:
     """Write sampling.json into a folder that check_sampling_record accepted, unless it is there already."""
     path = Path(out_dir) / SAMPLING_FILE
     if not path.is_file():
-        write_json(path, record)
+        write_json(path, {"format": SAMPLING_FORMAT, **record})
 
 
 def png_bytes(image) -> bytes:
