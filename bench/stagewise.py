@@ -134,15 +134,16 @@ def time_role(parts_by_model: dict[str, list[Part]], *, device: torch.device | s
               deadline: float | None = None) -> dict[str, PartTimes] | None:
     """Time the parts of every model of a group for one role: `warmup` untimed rounds, then `runs` rounds,
     each calling every part of every model once, models in turn. Returns per model its PartTimes, or None
-    when `deadline` (a time.monotonic() value) would be passed: checked before the warm-up, and after it from
-    the warm-up's own duration (a round costs what a warm-up round cost)."""
+    when `deadline` (a time.monotonic() value) would be passed: checked before each warm-up call (so a slow
+    machine overshoots by one call at most), then once from the warm-up round's duration (a timed round costs
+    what a warm-up round cost)."""
     device = torch.device(device)
-    if deadline is not None and time.monotonic() > deadline:
-        return None
     start = time.monotonic()
     for _ in range(max(warmup, 1)):  # at least one call: first calls allocate and pick kernels
         for parts in parts_by_model.values():
             for part in parts:
+                if deadline is not None and time.monotonic() > deadline:
+                    return None
                 _time_call(part.call, device)
     round_s = (time.monotonic() - start) / max(warmup, 1)
     if deadline is not None and time.monotonic() + runs * round_s > deadline:

@@ -414,6 +414,13 @@ def test_per_stage_sums_count_times_call_time_per_round_and_rounds_interleave_mo
     over = time_per_stage(plans, resolutions=[256], batch_sizes=[1], runs=2, warmup=1, deadline=0.0)
     assert {t.status for t in over.values()} == {"over_budget"}
     assert over[("a", 256, 1)].rows()[0]["status"] == "over_budget"
+    # a deadline passed during the warm-up stops it after the call in flight (a slow machine overshoots by one call)
+    from bench.stagewise import time_role
+
+    calls.clear()
+    slow = {m: [part(m, "base", 24, 0.05)] for m in "ab"}
+    assert time_role(slow, device="cpu", warmup=1, runs=2, deadline=time.monotonic() + 0.01) is None
+    assert len(calls) == 1
 
 
 def test_per_stage_frees_a_role_before_building_the_next():
