@@ -274,7 +274,7 @@ def sd_stage_plan(profile: str, prompts: list[str], device, dtype, seed: int = 0
     guided = guidance_scale > 1
     evaluations = _evaluations(PNDMScheduler(**config.scheduler), steps)
 
-    def text_role(resolutions):
+    def text_role(resolutions, shared):
         model = build_for_timing(lambda: CLIPTextModel(CLIPTextConfig(**config.text_encoder)), **build)
         folder = clip_bpe_tokenizer_dir()
         tokenizer = CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"),
@@ -292,7 +292,7 @@ def sd_stage_plan(profile: str, prompts: list[str], device, dtype, seed: int = 0
 
         return parts
 
-    def generator_role(resolutions):
+    def generator_role(resolutions, shared):
         unet = build_for_timing(lambda: UNet2DConditionModel(**config.unet), **build)
 
         def parts(resolution, batch):
@@ -306,7 +306,7 @@ def sd_stage_plan(profile: str, prompts: list[str], device, dtype, seed: int = 0
 
         return parts
 
-    def decoder_role(resolutions):
+    def decoder_role(resolutions, shared):
         vae = build_for_timing(lambda: AutoencoderKL(**config.vae), **build)
 
         def parts(resolution, batch):

@@ -302,8 +302,12 @@ def time_models(cfg: DictConfig, *, run_dir: str | Path) -> tuple[dict[str, list
     timings: dict[tuple[str, int, int, bool], Timing] = {}
     compute: dict[tuple[str, int], dict[str, Any]] = {}
     last_unit_s = 0.0  # the longest configuration so far (measured, extrapolated): what the next may cost
+    groups = compare_groups(list(spec.models), pairs, pairwise=spec.protocol == "per_stage")
+    # (model, resolution, batch, compiled, group): each group's own timings, for the ratios of its pairs; a model
+    # timed in several groups (per_stage pairs) reports the rows of its first.
+    timed_in: dict[tuple[str, int, int, bool, int], Timing] = {}
     for compiled in variants:
-        for group in compare_groups(list(spec.models), pairs):
+        for gid, group in enumerate(groups):
             log.info("building %s%s", ", ".join(group), " (compiled)" if compiled else "")
             runners = {name: build_runner(name, spec, device, dtype, cfg.model.init_seed, cfg.seed, compile=compiled,
                                           prompts=prompts) for name in group}
@@ -325,7 +329,7 @@ def time_models(cfg: DictConfig, *, run_dir: str | Path) -> tuple[dict[str, list
                 timed = time_per_stage({name: (runners[name].stage_plan, by_res) for name, by_res in group_infos.items()},
                                        resolutions=list(spec.resolutions), batch_sizes=list(spec.batch_sizes),
                                        runs=spec.runs, warmup=spec.warmup, deadline=deadline)
-                timings.update({(*key, compiled): t for key, t in timed.items()})
+                timed_in.update({(*key, compiled, gid): t for key, t in timed.items()})
             else:
                 for resolution in spec.resolutions:
                     members = {name: by_res[resolution] for name, by_res in group_infos.items() if resolution in by_res}
@@ -348,18 +352,24 @@ def time_models(cfg: DictConfig, *, run_dir: str | Path) -> tuple[dict[str, list
                                 {n: (info, lambda b, k, clock, run=runners[n].run, r=resolution:
                                      run(prompts[:b], r, clock, k), runners[n].full_steps(resolution))
                                  for n, info in members.items()}, batch=batch, runs=spec.runs, warmup=spec.warmup)
-                        timings.update({(n, resolution, batch, compiled): t for n, t in timed.items()})
+                        timed_in.update({(n, resolution, batch, compiled, gid): t for n, t in timed.items()})
                         last_unit_s = max(last_unit_s, time.monotonic() - started)
                         log.info("timed %s%s at %d px, batch %d, in %.1f s", ", ".join(members),
                                  " (compiled)" if compiled else "", resolution, batch, time.monotonic() - started)
             runners.clear()
             release_memory(device)
+    for (*key, _), timing in timed_in.items():
+        timings.setdefault(tuple(key), timing)
     order = {name: i for i, name in enumerate(spec.models)}
     keys = sorted(timings, key=lambda k: (k[3], order[k[0]], k[1], k[2]))
     rows = [row for key in keys for row in timings[key].rows()]
-    ratios = [latency_ratio(timings[(slower, r, b, c)], timings[(faster, r, b, c)])
-              for c in variants for slower, faster in pairs for r in spec.resolutions for b in spec.batch_sizes
-              if (slower, r, b, c) in timings and (faster, r, b, c) in timings]
+    ratios = []
+    for c in variants:
+        for slower, faster in pairs:
+            gid = next(i for i, group in enumerate(groups) if slower in group and faster in group)
+            ratios += [latency_ratio(timed_in[(slower, r, b, c, gid)], timed_in[(faster, r, b, c, gid)])
+                       for r in spec.resolutions for b in spec.batch_sizes
+                       if (slower, r, b, c, gid) in timed_in and (faster, r, b, c, gid) in timed_in]
     write_latency_csv(Path(run_dir) / "latency.csv", rows)
     compute_list = [compute[key] for key in sorted(compute, key=lambda k: (order[k[0]], k[1]))]
     return {"rows": rows, "ratios": ratios, "compute": compute_list}, device

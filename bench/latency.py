@@ -290,7 +290,8 @@ def time_per_stage(plans: Mapping[str, tuple[Any, Mapping[int, RowInfo]]], *, re
         if not members:
             continue
         log.info("per_stage: building the %s of %s", role, ", ".join(members))
-        built = {name: build([r for r in resolutions if r in plans[name][1]]) for name, build in members.items()}
+        shared: dict = {}  # modules of identical shape, built once for the group (bench.stagewise.shared_module)
+        built = {name: build([r for r in resolutions if r in plans[name][1]], shared) for name, build in members.items()}
         for resolution in resolutions:
             for batch in batch_sizes:
                 parts = {name: at(resolution, batch) for name, at in built.items()
@@ -312,6 +313,7 @@ def time_per_stage(plans: Mapping[str, tuple[Any, Mapping[int, RowInfo]]], *, re
                 # The parts hold the role's modules (their calls close over them): drop them with the role.
                 del parts, timed
         built.clear()
+        shared.clear()
         release_memory(device)
     out = {}
     for name, (_, infos) in plans.items():
@@ -423,9 +425,18 @@ def write_latency_csv(path, rows: list[dict[str, Any]]):
     return write_csv(path, rows, COLUMNS)
 
 
-def compare_groups(models: Sequence[str], pairs: Sequence[Sequence[str]]) -> list[list[str]]:
-    """The models in timing groups: models linked by a compared pair (directly or through others) share a
-    group, timed in rounds together; every other model is a group of its own. Order follows `models`."""
+def compare_groups(models: Sequence[str], pairs: Sequence[Sequence[str]], *, pairwise: bool = False) -> list[list[str]]:
+    """The models in timing groups, each timed in rounds together: models linked by a compared pair (directly or
+    through others) share a group; every other model is a group of its own. Order follows `models`.
+
+    pairwise: every compared pair is a group of its own (a model in several pairs is timed with each partner),
+    for the per_stage protocol, where a group's modules of one role must fit in memory at once: Table 3's five
+    paper-size models together would need 22 GB for their generators alone.
+    """
+    if pairwise:
+        paired = {m for pair in pairs for m in pair}
+        groups = [sorted(pair, key=list(models).index) for pair in pairs]
+        return groups + [[m] for m in models if m not in paired]
     group_of = {m: {m} for m in models}
     for pair in pairs:
         a, b = pair

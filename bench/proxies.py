@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -407,18 +408,14 @@ def parti_stage_flops(proxy: PartiProxy, tokens: int | None = None) -> dict[str,
     return flops
 
 
-def parti_stage_plan(config: PartiConfig, prompts: list[str], device, dtype, seed: int = 0):
-    """The per_stage plan of the Parti proxy (bench/stagewise.py): the text encoder over 2B prompts; the text
-    memory once, then per token one cached decoder step at the middle position (whose cost is the mean over
-    the sequence, see the module docstring) and the guidance, top-k and draw on [B, codebook] logits; one VQ
-    decode of the batch."""
-    from bench.stagewise import Part, StagePlan, build_for_timing, random_tokens, repeat_prompts
+def _text_role(text: TextConfig, prompts: list[str], build: dict):
+    """Both proxies' per_stage text role: their T5 encoder over the prompts and as many empty prompts, one call."""
+    from bench.stagewise import Part, repeat_prompts, shared_module
 
-    build = dict(device=device, dtype=dtype, seed=seed)
-
-    def text_role(resolutions):
-        encoder = TextEncoder(build_for_timing(lambda: build_text_model(config.text), **build),
-                              load_tokenizer(config.text), "t5", config.text.max_length)
+    def role(resolutions, shared):
+        model = shared_module(shared, ("text", text.kind, json.dumps(text.model, sort_keys=True)),
+                              lambda: build_text_model(text), **build)
+        encoder = TextEncoder(model, load_tokenizer(text), "t5", text.max_length)
 
         def parts(resolution, batch):
             both = _with_unconditional(repeat_prompts(prompts, batch))
@@ -426,7 +423,19 @@ def parti_stage_plan(config: PartiConfig, prompts: list[str], device, dtype, see
 
         return parts
 
-    def generator_role(resolutions):
+    return role
+
+
+def parti_stage_plan(config: PartiConfig, prompts: list[str], device, dtype, seed: int = 0):
+    """The per_stage plan of the Parti proxy (bench/stagewise.py): the text encoder over 2B prompts; the text
+    memory once, then per token one cached decoder step at the middle position (whose cost is the mean over
+    the sequence, see the module docstring) and the guidance, top-k and draw on [B, codebook] logits; one VQ
+    decode of the batch."""
+    from bench.stagewise import Part, StagePlan, build_for_timing, random_tokens
+
+    build = dict(device=device, dtype=dtype, seed=seed)
+
+    def generator_role(resolutions, shared):
         decoder = build_for_timing(lambda: ARDecoder(config.codebook_size, config.seq_len, config.hidden,
                                                      config.layers, config.heads, config.mlp,
                                                      config.text.model["d_model"]), **build)
@@ -457,7 +466,7 @@ def parti_stage_plan(config: PartiConfig, prompts: list[str], device, dtype, see
 
         return parts
 
-    def decoder_role(resolutions):
+    def decoder_role(resolutions, shared):
         vq = build_for_timing(lambda: VQTokenizer.from_config(config.vq), **build)
 
         def parts(resolution, batch):
@@ -466,7 +475,8 @@ def parti_stage_plan(config: PartiConfig, prompts: list[str], device, dtype, see
 
         return parts
 
-    return StagePlan({"text": text_role, "generator": generator_role, "decoder": decoder_role})
+    return StagePlan({"text": _text_role(config.text, prompts, build), "generator": generator_role,
+                      "decoder": decoder_role})
 
 
 def parti_runner(profile: str, device, dtype, init_seed: int, seed: int, *, prompts: list[str] | None = None,
@@ -695,21 +705,11 @@ def imagen_stage_plan(config: ImagenConfig, prompts: list[str], device, dtype, s
     element-wise, are not timed). Pixel-space: no image decoder."""
     from diffusers import UNet2DConditionModel
 
-    from bench.stagewise import Part, StagePlan, build_for_timing, repeat_prompts
+    from bench.stagewise import Part, StagePlan, build_for_timing
 
     build = dict(device=device, dtype=dtype, seed=seed)
 
-    def text_role(resolutions):
-        encoder = TextEncoder(build_for_timing(lambda: build_text_model(config.text), **build),
-                              load_tokenizer(config.text), "t5", config.text.max_length)
-
-        def parts(resolution, batch):
-            both = _with_unconditional(repeat_prompts(prompts, batch))
-            return [Part("text_encoder", f"text encoder over {len(both)} prompts", 1, lambda: encoder(both))]
-
-        return parts
-
-    def generator_role(resolutions):
+    def generator_role(resolutions, shared):
         stages = {stage for r in resolutions if r in ImagenProxy.resolutions for stage in _imagen_stages(r)}
         unets = build_for_timing(lambda: nn.ModuleDict(
             {name: UNet2DConditionModel(**config.unets[name]) for name in IMAGEN_STAGES if name in stages}), **build)
@@ -733,7 +733,7 @@ def imagen_stage_plan(config: ImagenConfig, prompts: list[str], device, dtype, s
 
         return parts
 
-    return StagePlan({"text": text_role, "generator": generator_role})
+    return StagePlan({"text": _text_role(config.text, prompts, build), "generator": generator_role})
 
 
 def imagen_runner(profile: str, device, dtype, init_seed: int, seed: int, steps: dict | None = None, *,

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from bench.errors import BenchError
-from bench.stagewise import Part, StagePlan, build_for_timing, random_tokens, repeat_prompts
+from bench.stagewise import Part, StagePlan, build_for_timing, random_tokens, repeat_prompts, shared_module
 
 SD_NAME = "sd-v1-4"
 DIFFUSERS_SUFFIX = "+diffusers"
@@ -183,9 +184,10 @@ def muse_stage_plan(config, prompts: list[str], device, dtype, seed: int = 0) ->
     def guided(stage: str) -> bool:
         return bool(samplers[stage].guidance_t)
 
-    def text_role(resolutions):
-        encoder = TextEncoder(build_for_timing(lambda: build_text_model(text_cfg), **build), load_tokenizer(text_cfg),
-                              text_cfg.kind, text_cfg.max_length)
+    def text_role(resolutions, shared):
+        model = shared_module(shared, ("text", text_cfg.kind, json.dumps(text_cfg.model, sort_keys=True)),
+                              lambda: build_text_model(text_cfg), **build)
+        encoder = TextEncoder(model, load_tokenizer(text_cfg), text_cfg.kind, text_cfg.max_length)
 
         def parts(resolution, batch):
             stages = ["base"] + (["superres"] if resolution > config.base_resolution else [])
@@ -218,7 +220,7 @@ def muse_stage_plan(config, prompts: list[str], device, dtype, seed: int = 0) ->
                 Part(stage, f"transformer forward over {rows} rows", sampler.steps, lambda: model.logits(tokens, context)),
                 Part(stage, "sampler: 2 steps on fixed logits", sampler.steps / 2, two_sampler_steps)]
 
-    def generator_role(resolutions):
+    def generator_role(resolutions, shared):
         # The super-res transformer only where a resolution needs it (0.85B parameters for Muse-3B).
         need_superres = any(r > config.base_resolution for r in resolutions)
         built = build_for_timing(lambda: torch.nn.ModuleList(
@@ -237,7 +239,7 @@ def muse_stage_plan(config, prompts: list[str], device, dtype, seed: int = 0) ->
 
         return parts
 
-    def decoder_role(resolutions):
+    def decoder_role(resolutions, shared):
         vqs = {}
         if config.base_resolution in resolutions:
             vqs[config.base_resolution] = build_for_timing(lambda: VQTokenizer.from_config(config.vq_base), **build)

@@ -59,13 +59,26 @@ PartsAt = Callable[[int, int], "list[Part] | None"]
 @dataclass
 class StagePlan:
     """How to build each role of one model at timing size: role -> a builder taking the resolutions to be
-    timed and returning PartsAt.
+    timed and the role's `shared` modules, and returning PartsAt.
 
     Builders allocate the role's modules (full size, the run's dtype and device; only those the resolutions
     need) and are called one role at a time; what they return is dropped before the next role is built.
+    `shared` is one dict for every model of a timed group in that role: a builder keeps a module there under
+    a key of its exact shape (shared_module), so models with the same text encoder (T5-XXL in Muse-632M,
+    Muse-3B and the Imagen proxy) hold one copy, not three.
     """
 
-    roles: dict[str, Callable[[Sequence[int]], PartsAt]] = field(default_factory=dict)
+    roles: dict[str, Callable[[Sequence[int], dict], PartsAt]] = field(default_factory=dict)
+
+
+def shared_module(shared: dict, key: tuple, make: Callable[[], nn.Module], **build) -> nn.Module:
+    """build_for_timing(make, **build), or the module a model of the same group already built under `key`
+    (which must say everything that shapes it: class, config, dtype). Timing does not depend on weight
+    values, so two models may time one module."""
+    key = (*key, str(build.get("dtype")), str(build.get("device")))
+    if key not in shared:
+        shared[key] = build_for_timing(make, **build)
+    return shared[key]
 
 
 def build_for_timing(make: Callable[[], nn.Module], *, device: torch.device | str, dtype: torch.dtype,

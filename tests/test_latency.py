@@ -246,6 +246,29 @@ def test_compared_models_are_timed_in_rounds():
     assert all(len(m.total) == 3 for m in measured.values())
     assert compare_groups(["a", "b", "c", "d"], [["c", "a"]]) == [["a", "c"], ["b"], ["d"]]
     assert compare_groups(["a", "b", "c"], [["a", "b"], ["b", "c"]]) == [["a", "b", "c"]]
+    # per_stage: each pair on its own, so only two models' modules of a role are in memory at once
+    assert compare_groups(["a", "b", "c", "d"], [["b", "a"], ["c", "a"]], pairwise=True) == [["a", "b"], ["a", "c"],
+                                                                                            ["d"]]
+
+
+def test_models_of_a_group_with_the_same_text_encoder_share_one_copy():
+    from bench.latency import time_per_stage
+    from bench.stagewise import Part, StagePlan, shared_module
+
+    built = []
+
+    def text_role(width):
+        def build(resolutions, shared):
+            def make():
+                built.append(width)
+                return torch.nn.Linear(width, width)
+            module = shared_module(shared, ("text", width), make, device="cpu", dtype=torch.float32)
+            return lambda r, b: [Part("text_encoder", "text", 1, lambda: module(torch.ones(1, width)))]
+        return build
+
+    plans = {m: (StagePlan({"text": text_role(w)}), {256: info(m)}) for m, w in (("a", 8), ("b", 8), ("c", 4))}
+    time_per_stage(plans, resolutions=[256], batch_sizes=[1], runs=1, warmup=1)
+    assert sorted(built) == [4, 8]  # a and b (T5-XXL in Muse-632M, Muse-3B and Imagen) hold one copy
 
 
 def test_extrapolation_fits_fixed_plus_per_step():
@@ -309,14 +332,20 @@ def test_paper_table3_puts_measured_beside_published():
 
 
 def test_paper_table3_job_writes_the_published_table_beside_per_stage_rows(tmp_path):
-    # The preset's protocol (per_stage) with test-size shapes: the full preset builds T5-XXL.
-    done = muse_bench(tmp_path, "experiment=paper_table3", "latency.models=[muse-632m]", "latency.resolutions=[256]",
-                      "latency.compare=[]", "latency.runs=1", "latency.warmup=0", "latency.profile=tiny",
+    # The preset's protocol (per_stage, compared pairs timed pair by pair) with test-size shapes: the full preset
+    # builds T5-XXL.
+    done = muse_bench(tmp_path, "experiment=paper_table3", "latency.models=[muse-632m,muse-3b,sd-v1-4]",
+                      "latency.resolutions=[256]", "latency.compare=[[sd-v1-4,muse-3b],[sd-v1-4,muse-632m]]",
+                      "latency.runs=1", "latency.warmup=0", "latency.profile=tiny", "latency.sd_profile=tiny",
                       "latency.dtype=float32")
     assert done.returncode == 0, done.stderr
     rows = read_csv(tmp_path / "latency.csv")
     assert {r["profile"] for r in rows} == {"tiny"} and all(r["protocol"].startswith("per_stage") for r in rows)
-    assert {r["stage"] for r in rows} == {"text_encoder", "base", "decoder", "total"}
+    # sd-v1-4 was timed with each partner; latency.csv has its rows once
+    assert [r["model"] for r in rows if r["stage"] == "total"] == ["muse-632m", "muse-3b", "sd-v1-4"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["slower"], r["faster"], r["rounds"]) for r in results["latency_ratios"]] == [
+        ("sd-v1-4", "muse-3b", 1), ("sd-v1-4", "muse-632m", 1)]
     table = read_csv(tmp_path / "table3.csv")
     assert len(table) == 7 and all(r["source"] for r in table)
 
@@ -396,8 +425,8 @@ def test_per_stage_sums_count_times_call_time_per_round_and_rounds_interleave_mo
         return Part(stage, f"{stage} call", count, call)
 
     def plan(model, scale):
-        return StagePlan({"text": lambda res: (lambda r, b: [part(model, "text_encoder", 2, 0.001 * scale)]),
-                          "generator": lambda res: (lambda r, b: [part(model, "base", 24, 0.002 * scale)])})
+        return StagePlan({"text": lambda res, shared: (lambda r, b: [part(model, "text_encoder", 2, 0.001 * scale)]),
+                          "generator": lambda res, shared: (lambda r, b: [part(model, "base", 24, 0.002 * scale)])})
 
     plans = {m: (plan(m, s), {256: info(m)}) for m, s in (("a", 1), ("b", 3))}
     timed = time_per_stage(plans, resolutions=[256], batch_sizes=[1], runs=2, warmup=1)
@@ -434,7 +463,7 @@ def test_per_stage_frees_a_role_before_building_the_next():
     alive = {}
 
     def role(name, check):
-        def build(resolutions):
+        def build(resolutions, shared):
             if check:
                 assert alive["text"]() is None, "the text role's modules are still held"
             module = torch.nn.Linear(4, 4)
