@@ -235,11 +235,11 @@ def test_default_job_writes_the_report_with_latency_samples_and_trajectories(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["experiment"] == "default"
-    assert {(r["model"], r["batch_size"], r["protocol"].split(":")[0]) for r in results["latency"]
-            if r["stage"] == "total"} == {("muse-tiny", 1, "per_stage"), ("sd-v1-4", 1, "per_stage")}
-    # Two test-size models: the report gives no time ratio between them.
-    [pair] = results["latency_ratios"]
-    assert pair["ratio"] is None and not pair["shown"]
+    assert {(r["model"], r["resolution"], r["batch_size"], r["protocol"].split(":")[0]) for r in results["latency"]
+            if r["stage"] == "total"} == {(m, res, 1, "per_stage") for m in ("muse-tiny", "sd-v1-4") for res in (256, 512)}
+    # Two test-size models: the report gives no time ratio between them, at either resolution.
+    assert [(p["resolution"], p["ratio"], p["shown"]) for p in results["latency_ratios"]] == [
+        (256, None, False), (512, None, False)]
     [evaluation] = results["evaluations"]
     assert evaluation["n_samples"]["requested"] == 2
     # No CLIP weights here: the metric is reported as skipped, saying how to supply them.
