@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from bench.errors import BenchError
 
+
 def check_guidance(value: float | None, key: str) -> None:
     """Refuse a guidance scale that is not the CFG scale g >= 1 (muse.sampling.to_guidance_t, the convention's
     one definition); None (the model's own) passes."""

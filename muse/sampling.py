@@ -180,8 +180,9 @@ def parallel_decode(
     """Fill the masked positions of `tokens` [B, L] in `steps` parallel steps (REFERENCE.md section 3).
 
     logits_fn(tokens) -> (cond_logits, uncond_logits or None), each [B, L, V]; it should compute both in one
-    batched forward. guidance_t is Muse's t (0 = no guidance: uncond is not used). Known tokens never change. After step s < steps - 1, floor(N * schedule((s+1)/steps))
-    tokens stay masked (N = unknown at the start; at least one is fixed per step); after the last step none.
+    batched forward. guidance_t is Muse's t (0 = no guidance: uncond is not used). Known tokens never change.
+    After step s < steps - 1, floor(N * schedule((s+1)/steps)) tokens stay masked (N = unknown at the start; at
+    least one is fixed per step); after the last step none.
     """
     if steps < 1:
         raise MuseInputError(f"steps must be at least 1, got {steps}")
