@@ -368,7 +368,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def latency_ratio(slower: Timing, faster: Timing) -> dict[str, Any]:
     """The results.json entry comparing two models at one resolution and batch size (greater than 1: `faster`
-    is faster).
+    is faster). `slower` and `faster` name the pair as latency.compare lists it (the claim's order), not what
+    was measured: the verdict says that.
 
     ratio: the median over rounds of slower's time / faster's time in the same round, with `ratio_range`
     [min, max] over rounds and `verdict` ("faster", "tie" when the range covers 1, "slower"); null where the

@@ -1190,10 +1190,12 @@ def _ratios(runs: list[Run]) -> str | None:
             notes.append((label, facets))
     if not rows:
         return None
-    header = (["Run"] if many else []) + ["Slower", "Faster", "Resolution", "Batch", "Compiled",
+    header = (["Run"] if many else []) + ["First", "Second", "Resolution", "Batch", "Compiled",
                                           "Time ratio (median, range over rounds)", "Verdict",
-                                          "Full-size FLOP ratio", "Compute floor, slower / faster", "Paper's claim"]
-    intro = ("Time ratio: the first model's end-to-end time over the second's, per round (both timed back to back), "
+                                          "Full-size FLOP ratio", "Compute floor, first / second", "Paper's claim"]
+    intro = ("First and second: a pair of latency.compare, listed as the claim puts it (the first is claimed to be "
+             "the slower; results.json keeps them as `slower` and `faster`), whatever this machine measures. "
+             "Time ratio: the first model's end-to-end time over the second's, per round (both timed back to back), "
              "median and range over rounds; above 1 the second model is faster, a range covering 1 is a tie. Given "
              "only where the timed profiles keep the full-size cost ratio (both full size, or one architecture "
              "timed twice): a scaled or tiny profile changes the models' costs by different factors. Full-size "
