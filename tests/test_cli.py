@@ -16,7 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
-from bench.datasets import load_dataset
+from bench.data.prompts import load_dataset
 from muse import MusePipeline
 from muse.presets import PRESET_NAMES, preset_config
 

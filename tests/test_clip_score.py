@@ -1,4 +1,4 @@
-"""CLIP score (bench/clip_score.py), the torchmetrics cross-check, CMMD (bench/cmmd.py) and the re-scoring judge.
+"""CLIP score (bench/metrics/clip_score.py), the torchmetrics cross-check, CMMD (bench/metrics/cmmd.py) and the re-scoring judge.
 
 Everything runs on muse-bench-tiny-clip: random weights, OpenAI's real BPE tokenizer, real photos.
 """
@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.clip_score import (
+from bench.core.errors import BenchError
+from bench.metrics.clip_score import (
     TINY_CLIP_NAME,
     ClipScorer,
     build_clip_scorer,
@@ -26,8 +27,7 @@ from bench.clip_score import (
     paired_cosines,
     transformers_clip_for_torchmetrics,
 )
-from bench.cmmd import cmmd, cmmd_metric
-from bench.errors import BenchError
+from bench.metrics.cmmd import cmmd, cmmd_metric
 
 ASSETS = Path(__file__).parent / "assets"
 PHOTO = ASSETS / "photo_256.png"
@@ -252,7 +252,7 @@ def test_a_cached_tag_is_loaded_from_the_cache_without_the_network(monkeypatch, 
     import huggingface_hub
     import open_clip
 
-    from bench.clip_score import register_tiny_clip
+    from bench.metrics.clip_score import register_tiny_clip
 
     register_tiny_clip()
     tag = {"url": "https://example.invalid/clip/tiny-clip.bin", "hf_hub": "", "quick_gelu": True,
@@ -273,7 +273,7 @@ def test_registering_the_tiny_clip_leaves_nothing_in_the_temp_folder(monkeypatch
 
     import open_clip
 
-    import bench.clip_score as clip_score
+    import bench.metrics.clip_score as clip_score
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(clip_score, "_tiny_registered", False)
@@ -286,14 +286,14 @@ def test_registering_the_tiny_clip_leaves_nothing_in_the_temp_folder(monkeypatch
 def test_build_clip_scorer_from_config(tiny_checkpoint, photos):
     from omegaconf import OmegaConf
 
-    from bench.config import ClipConfig
+    from bench.core.config import ClipConfig
 
     cfg = OmegaConf.structured(ClipConfig(arch=TINY_CLIP_NAME, pretrained=str(tiny_checkpoint), batch_size=2))
     built = build_clip_scorer(cfg, "cpu")
     assert built.batch_size == 2 and built.protocol["arch"] == TINY_CLIP_NAME
 
     injected = OmegaConf.structured(ClipConfig(model={
-        "_target_": "bench.clip_score.open_clip_scorer", "arch": TINY_CLIP_NAME, "pretrained": str(tiny_checkpoint)}))
+        "_target_": "bench.metrics.clip_score.open_clip_scorer", "arch": TINY_CLIP_NAME, "pretrained": str(tiny_checkpoint)}))
     via_target = build_clip_scorer(injected, "cpu")
     np.testing.assert_array_equal(via_target.image_embeddings(photos[:1]), built.image_embeddings(photos[:1]))
 
@@ -409,8 +409,8 @@ def test_cmmd_embeds_the_whole_image_resized_bicubic_without_a_crop(tiny_checkpo
     from open_clip.transform import PreprocessCfg, image_transform_v2
     from torchvision.transforms.functional import normalize, to_tensor
 
-    from bench.cmmd import build_cmmd_scorer
-    from bench.config import CmmdConfig
+    from bench.core.config import CmmdConfig
+    from bench.metrics.cmmd import build_cmmd_scorer
 
     assert (CmmdConfig().arch, CmmdConfig().pretrained) == ("ViT-L-14-336", "openai")
     cmmd_scorer = build_cmmd_scorer({"arch": TINY_CLIP_NAME, "pretrained": str(tiny_checkpoint)}, "cpu")
@@ -437,7 +437,7 @@ def test_cmmd_embeds_the_whole_image_resized_bicubic_without_a_crop(tiny_checkpo
 def test_cmmd_missing_weights_offline_name_the_cmmd_settings(monkeypatch, tmp_path):
     from huggingface_hub import constants as hf_constants
 
-    from bench.cmmd import build_cmmd_scorer
+    from bench.metrics.cmmd import build_cmmd_scorer
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(BenchError, match=r"eval\.cmmd\.arch=ViT-L-14-336 eval\.cmmd\.pretrained=openai") as info:
@@ -449,7 +449,7 @@ def test_cmmd_missing_weights_offline_name_the_cmmd_settings(monkeypatch, tmp_pa
 
 
 def test_rescore_judge_uses_its_own_scores(scorer, photos, tmp_path):
-    from bench.parti import Pick, RescoreJudge, win_rate
+    from bench.metrics.parti import Pick, RescoreJudge, win_rate
 
     for i, im in enumerate(photos[:2]):
         im.save(tmp_path / f"{i}.png")

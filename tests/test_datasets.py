@@ -25,7 +25,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from bench.datasets import (
+from bench.core.errors import BenchError
+from bench.data.download import COCO_ARCHIVES, download_file, main, prepare_dataset
+from bench.data.prompts import (
     COCO_JSON_SELECTION,
     PromptRecord,
     caption_list_protocol,
@@ -36,10 +38,8 @@ from bench.datasets import (
     read_coco30k,
     read_mlperf_coco,
 )
-from bench.download import COCO_ARCHIVES, download_file, main, prepare_dataset
-from bench.errors import BenchError
-from bench.generation import MANIFEST_KEYS
-from bench.references import ReferenceImage, open_references
+from bench.data.references import ReferenceImage, open_references
+from bench.jobs.generation import MANIFEST_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path("/work/shared/data")
@@ -556,7 +556,7 @@ def test_prepare_cc3m_downloads_at_the_resolution_the_same_settings_evaluate(tmp
     """img2dataset resizes as it downloads: the prepare job asks for the evaluation's resolution (here 512, the
     cascade), not a fixed 256 that would leave every reference upsampled."""
     from bench.cli import compose_config
-    from bench.jobs import run_prepare
+    from bench.jobs.prepare import run_prepare
 
     cfg = compose_config(["experiment=cc3m", "job=prepare", "resolutions=[512]", f"data_root={tmp_path / 'data'}"])
     written = run_prepare(cfg, run_dir=tmp_path / "run", experiment="cc3m")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.clip_score import TINY_CLIP_NAME, open_clip_scorer
+from bench.metrics.clip_score import TINY_CLIP_NAME, open_clip_scorer
 
 BIN = Path(sys.executable).parent
 PHOTOS = sorted(Path("/work/shared/data/cc_images").glob("*.jpg")) or sorted(
@@ -38,7 +38,7 @@ def setup(tmp_path_factory):
     for photo in PHOTOS:
         shutil.copy(photo, refs / photo.name)
     overrides = [
-        "eval.fid.feature_extractor={_target_: bench.features.RandomConvFeatures, dims: 32}",
+        "eval.fid.feature_extractor={_target_: bench.metrics.features.RandomConvFeatures, dims: 32}",
         f"eval.clip.arch={TINY_CLIP_NAME}", f"eval.clip.pretrained={checkpoint}",
         f"eval.cmmd.arch={TINY_CLIP_NAME}", f"eval.cmmd.pretrained={checkpoint}",
         f"dataset.reference_dir={refs}", f"eval.cache_dir={root / 'cache'}",
@@ -169,7 +169,7 @@ def offline_without_weights(tmp_path, monkeypatch):
 
     from huggingface_hub import constants as hf_constants
 
-    import bench.features as features_mod
+    import bench.metrics.features as features_mod
 
     monkeypatch.setattr(features_mod, "CLEANFID_INCEPTION_DIR", tmp_path / "cleanfid")
     (tmp_path / "tmp").mkdir()
@@ -192,7 +192,7 @@ def test_partiprompts_offline_runs_without_the_weights_of_metrics_it_cannot_comp
     CLIP-L/14-336 is asked for, and the metrics that can run do. (The preset's win rate is left out only to
     spare the test a second model: it needs no weights beyond CLIP score's.)"""
     from bench.cli import compose_config
-    from bench.jobs import generate_and_score
+    from bench.jobs.generate import generate_and_score
 
     preset = compose_config(["experiment=partiprompts"]).eval.metrics
     assert {"fid", "kid", "cmmd", "clip_score", "parti"} <= set(preset)
@@ -212,8 +212,8 @@ def test_weights_of_a_metric_that_will_be_computed_are_still_asked_for_before_ge
     """With reference images, CMMD will be computed: its CLIP weights missing offline stop the run before any
     sample is made, with a message naming the eval.cmmd settings."""
     from bench.cli import compose_config
-    from bench.errors import BenchError
-    from bench.jobs import generate_and_score
+    from bench.core.errors import BenchError
+    from bench.jobs.generate import generate_and_score
 
     root, _ = setup
     cfg = compose_config(["job=generate", "eval.metrics=[cmmd]", *TINY_RUN, f"dataset.reference_dir={root / 'refs'}",
@@ -232,7 +232,7 @@ def test_reference_features_are_keyed_by_the_images_in_the_folder(tmp_path, capl
     from PIL import Image
 
     from bench.cli import compose_config
-    from bench.jobs import generate_and_score
+    from bench.jobs.generate import generate_and_score
 
     refs = tmp_path / "refs"
     refs.mkdir()
@@ -240,7 +240,7 @@ def test_reference_features_are_keyed_by_the_images_in_the_folder(tmp_path, capl
         Image.open(photo).convert("RGB").resize((96, 64)).save(refs / f"{i:05d}.png")
     cfg = compose_config([
         "job=generate", "eval.metrics=[fid]", "dataset.limit=6", "model.steps=2", "eval.bootstrap=0",
-        "eval.fid.feature_extractor={_target_: bench.features.RandomConvFeatures, dims: 4}",
+        "eval.fid.feature_extractor={_target_: bench.metrics.features.RandomConvFeatures, dims: 4}",
         f"dataset.reference_dir={refs}", f"eval.cache_dir={tmp_path / 'cache'}"])
 
     def fid() -> dict:

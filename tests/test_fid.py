@@ -16,9 +16,17 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageFile
 from torch import nn
 
-import bench.features as features_mod
-from bench.errors import BenchError
-from bench.features import (
+import bench.metrics.features as features_mod
+from bench.core.errors import BenchError
+from bench.data.images import (
+    EXTENSIONS,
+    REFERENCE_RESIZE,
+    ImageLoadError,
+    list_images,
+    load_rgb,
+    to_square,
+)
+from bench.metrics.features import (
     INCEPTION_FILE,
     INCEPTION_SHA256,
     INCEPTION_URL,
@@ -27,7 +35,7 @@ from bench.features import (
     RandomConvFeatures,
     build_fid_extractor,
 )
-from bench.fid import (
+from bench.metrics.fid import (
     FeatureAccumulator,
     fid_metric,
     fid_protocol,
@@ -38,7 +46,6 @@ from bench.fid import (
     reference_cache_key,
     reference_features,
 )
-from bench.images import EXTENSIONS, REFERENCE_RESIZE, ImageLoadError, list_images, load_rgb, to_square
 
 ASSETS = Path(__file__).parent / "assets"
 CC_IMAGES = Path("/work/shared/data/cc_images")
@@ -300,7 +307,7 @@ def test_reference_failures_are_reported_and_an_empty_set_refused(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_injected_extractors_from_config(tmp_path, photos):
-    spec = {"_target_": "bench.features.RandomConvFeatures", "seed": 3, "dims": 6}
+    spec = {"_target_": "bench.metrics.features.RandomConvFeatures", "seed": 3, "dims": 6}
     hydra_built = build_fid_extractor({"feature_extractor": spec}, "cpu")
     assert hydra_built.mode == "clean" and hydra_built.dims == 6
     assert "NOT comparable" in hydra_built.name and "seed=3" in hydra_built.name

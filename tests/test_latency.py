@@ -9,8 +9,15 @@ import time
 import pytest
 import torch
 
-from bench.latency import COLUMNS, RowInfo, Timing, latency_csv, peak_flops, time_pipeline
-from bench.timing import StageClock, measure, percentile
+from bench.latency.measure import (
+    COLUMNS,
+    RowInfo,
+    Timing,
+    latency_csv,
+    peak_flops,
+    time_pipeline,
+)
+from bench.latency.timing import StageClock, measure, percentile
 
 CONTRACT_COLUMNS = ("model", "weights", "profile", "resolution", "batch_size", "steps", "stage", "n_runs", "median_s",
                     "p90_s", "images_per_s", "peak_mem_bytes", "params", "flops", "device", "dtype", "compiled")
@@ -169,7 +176,7 @@ def timing(model, totals, *, profile="full", arch=None, flops=100, full=100, bat
 
 
 def test_a_ratio_is_the_median_of_per_round_ratios_with_its_range():
-    from bench.latency import latency_ratio
+    from bench.latency.measure import latency_ratio
 
     # Round 2 hit a busy spell on both models: per-round ratios 2, 2, 2.2. The ratio of medians would be 3.
     slow, fast = timing("a", [2.0, 20.0, 4.4]), timing("b", [1.0, 10.0, 2.0])
@@ -182,7 +189,7 @@ def test_a_ratio_is_the_median_of_per_round_ratios_with_its_range():
 
 
 def test_ratios_stand_beside_the_full_size_flop_ratio_and_gpu_floors():
-    from bench.latency import FLOOR_GPUS, latency_ratio
+    from bench.latency.measure import FLOOR_GPUS, latency_ratio
 
     entry = latency_ratio(timing("sd", [1.0], full=19e12, flops=19e12, batch=2),
                           timing("muse", [2.0], full=78e12, flops=78e12, batch=2))
@@ -193,7 +200,7 @@ def test_ratios_stand_beside_the_full_size_flop_ratio_and_gpu_floors():
 
 
 def test_no_cross_model_ratio_from_profiles_that_break_the_cost_ratio():
-    from bench.latency import latency_ratio
+    from bench.latency.measure import latency_ratio
 
     # Scaled widths change two architectures' costs by different factors: SD costs 0.24x Muse-3B at full size but
     # 2x at the scaled profile, so a scaled time ratio would say the opposite of the FLOP count.
@@ -216,7 +223,7 @@ def test_full_size_flops_put_stable_diffusion_below_muse_3b_and_the_scaled_profi
     a quarter of Muse-3B per image at 256 and half at 512; narrowing every width by 16 does not keep that."""
     from types import SimpleNamespace
 
-    from bench.runners import build_runner
+    from bench.models.runners import build_runner
 
     def runner(name, profile):
         spec = SimpleNamespace(compile=False, compile_mode="default", compile_backend="inductor", profile=profile,
@@ -236,8 +243,8 @@ def test_full_size_flops_put_stable_diffusion_below_muse_3b_and_the_scaled_profi
 
 
 def test_compared_models_are_timed_in_rounds():
-    from bench.latency import compare_groups
-    from bench.timing import measure_group
+    from bench.latency.measure import compare_groups
+    from bench.latency.timing import measure_group
 
     order = []
     measured = measure_group({name: (lambda clock, name=name: order.append(name)) for name in "ab"},
@@ -252,8 +259,8 @@ def test_compared_models_are_timed_in_rounds():
 
 
 def test_models_of_a_group_with_the_same_text_encoder_share_one_copy():
-    from bench.latency import time_per_stage
-    from bench.stagewise import Part, StagePlan, shared_module
+    from bench.latency.measure import time_per_stage
+    from bench.latency.stagewise import Part, StagePlan, shared_module
 
     built = []
 
@@ -272,7 +279,7 @@ def test_models_of_a_group_with_the_same_text_encoder_share_one_copy():
 
 
 def test_extrapolation_fits_fixed_plus_per_step():
-    from bench.latency import extrapolate
+    from bench.latency.measure import extrapolate
 
     # 0.5 s of set-up plus 0.25 s a step: 0.75 s at 1 step, 1.0 s at 2, so 6.5 s at 24.
     assert extrapolate(0.75, 1.0, 24) == pytest.approx(6.5)
@@ -281,7 +288,7 @@ def test_extrapolation_fits_fixed_plus_per_step():
 
 
 def test_extrapolated_rows_cover_every_stage_and_sum_to_the_total():
-    from bench.latency import time_pipeline_extrapolated
+    from bench.latency.measure import time_pipeline_extrapolated
 
     seen_steps = []
 
@@ -303,7 +310,7 @@ def test_extrapolated_rows_cover_every_stage_and_sum_to_the_total():
 
 
 def test_scaled_profile_keeps_the_shape_of_the_work():
-    from bench.profiles import scaled_config
+    from bench.models.profiles import scaled_config
     from muse.presets import preset_config
 
     full, scaled = preset_config("muse-3b"), scaled_config(preset_config("muse-3b"))
@@ -318,7 +325,7 @@ def test_scaled_profile_keeps_the_shape_of_the_work():
 
 
 def test_paper_table3_puts_measured_beside_published():
-    from bench.jobs import paper_table3
+    from bench.jobs.latency import paper_table3
 
     rows = [dict(model="muse-3b", resolution=256, batch_size=1, stage="total", status="ok", median_s=2.0,
                  device="cpu", profile="scaled", weights="random", protocol="extrapolated: ..."),
@@ -369,7 +376,8 @@ def test_compile_needs_a_warmup_run(tmp_path):
 
 
 def test_compiled_pipeline_gives_the_same_tokens():
-    from bench.runners import CompileSpec, _muse_runner
+    from bench.models.runner import CompileSpec
+    from bench.models.runners import _muse_runner
 
     eager = _muse_runner("muse-tiny", "cpu", torch.float32, 0, 0)
     compiled = _muse_runner("muse-tiny", "cpu", torch.float32, 0, 0, compile=CompileSpec(True, "default", "eager"))
@@ -390,8 +398,8 @@ def test_proxies_run_through_the_latency_job(tmp_path):
 
 
 def test_extrapolation_shrugs_off_one_disturbed_pair(monkeypatch):
-    import bench.latency as latency
-    from bench.timing import Measurement
+    import bench.latency.measure as latency
+    from bench.latency.timing import Measurement
 
     # Fixed 0.5 s + 0.1 s a step; in the second timed round the 2-step run was slowed by 5 s (a busy machine).
     def fake_measure_group(runs_by_key, *, device, warmup, runs):
@@ -413,8 +421,8 @@ def test_extrapolation_shrugs_off_one_disturbed_pair(monkeypatch):
 
 
 def test_per_stage_sums_count_times_call_time_per_round_and_rounds_interleave_models():
-    from bench.latency import time_per_stage
-    from bench.stagewise import Part, StagePlan
+    from bench.latency.measure import time_per_stage
+    from bench.latency.stagewise import Part, StagePlan
 
     calls = []
 
@@ -444,7 +452,7 @@ def test_per_stage_sums_count_times_call_time_per_round_and_rounds_interleave_mo
     assert {t.status for t in over.values()} == {"over_budget"}
     assert over[("a", 256, 1)].rows()[0]["status"] == "over_budget"
     # a deadline passed during the warm-up stops it after the call in flight (a slow machine overshoots by one call)
-    from bench.stagewise import time_role
+    from bench.latency.stagewise import time_role
 
     calls.clear()
     slow = {m: [part(m, "base", 24, 0.05)] for m in "ab"}
@@ -457,8 +465,8 @@ def test_per_stage_frees_a_role_before_building_the_next():
     bfloat16) be timed at full size on a 24 GB machine."""
     import weakref
 
-    from bench.latency import time_per_stage
-    from bench.stagewise import Part, StagePlan
+    from bench.latency.measure import time_per_stage
+    from bench.latency.stagewise import Part, StagePlan
 
     alive = {}
 
@@ -480,7 +488,7 @@ def test_per_stage_frees_a_role_before_building_the_next():
 def test_timing_modules_get_values_of_the_usual_scale_and_their_position_ids():
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from bench.stagewise import build_for_timing
+    from bench.latency.stagewise import build_for_timing
 
     config = CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                             num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=2,
@@ -510,7 +518,7 @@ def test_timing_modules_get_values_of_the_usual_scale_and_their_position_ids():
 def test_the_gpu_preset_composes_as_a_gpu_user_runs_it():
     from hydra import compose, initialize_config_dir
 
-    from bench.cli import CONF_DIR
+    from bench.core.paths import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=latency_gpu"])

@@ -1,4 +1,4 @@
-"""PartiPrompts analysis (bench/parti.py): group means, best-of-K, win rate and its results.json entries."""
+"""PartiPrompts analysis (bench/metrics/parti.py): group means, best-of-K, win rate and its results.json entries."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.errors import BenchError
-from bench.parti import ClipJudge, Pick, best_of_k, group_means, judge_protocol, win_rate, win_rate_metrics
+from bench.core.errors import BenchError
+from bench.metrics.parti import (
+    ClipJudge,
+    Pick,
+    best_of_k,
+    group_means,
+    judge_protocol,
+    win_rate,
+    win_rate_metrics,
+)
 
 CATEGORIES = ["Animals", "Arts", "Food & Beverage"]
 CHALLENGES = ["Basic", "Complex", "Imagination"]

@@ -7,7 +7,12 @@ import os
 import pytest
 import torch
 
-from muse import MissingWeightsError, MuseInputError, MusePipeline, UnsafeCheckpointError
+from muse import (
+    MissingWeightsError,
+    MuseInputError,
+    MusePipeline,
+    UnsafeCheckpointError,
+)
 
 PROMPTS = ["a red cube on a blue sphere", "a corgi wearing sunglasses", "", "an astronaut riding a horse",
            "a bowl of ramen", "the eiffel tower at night", "two cats playing chess", "a lighthouse in a storm"]

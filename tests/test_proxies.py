@@ -6,11 +6,19 @@ Paper-size models are only ever built on the meta device here; generation uses t
 import pytest
 import torch
 
-from bench.proxies import (
-    IMAGEN_NAME, PARTI_NAME, ImagenProxy, PartiProxy, imagen_config, imagen_runner, imagen_stage_flops,
-    parti_config, parti_runner, parti_stage_flops,
+from bench.latency.timing import StageClock
+from bench.models.proxies import (
+    IMAGEN_NAME,
+    PARTI_NAME,
+    ImagenProxy,
+    PartiProxy,
+    imagen_config,
+    imagen_runner,
+    imagen_stage_flops,
+    parti_config,
+    parti_runner,
+    parti_stage_flops,
 )
-from bench.timing import StageClock
 from muse.errors import MuseInputError
 
 PROMPTS = ["a photograph of an astronaut riding a horse", "a red cube on a blue sphere"]

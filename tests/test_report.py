@@ -1,6 +1,6 @@
-"""The report (bench/report.py) and its figures (bench/figures.py) over schema-valid run folders.
+"""The report (bench/report/build.py) and its figures (bench/report/figures.py) over schema-valid run folders.
 
-Run folders are written through bench.results (build_results / write_results / evaluation), so the report
+Run folders are written through bench.core.results (build_results / write_results / evaluation), so the report
 reads the real results.json schema; one test makes a real (tiny, offline) run with the muse-bench command.
 """
 
@@ -17,11 +17,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import figures
-from bench.errors import BenchError
-from bench.latency import COLUMNS
-from bench.features import INCEPTION_NAME
-from bench.report import (
+from bench.core.errors import BenchError
+from bench.core.results import (
+    build_results,
+    evaluation,
+    write_json,
+    write_jsonl,
+    write_results,
+)
+from bench.latency.measure import COLUMNS
+from bench.metrics.features import INCEPTION_NAME
+from bench.report import figures
+from bench.report.build import (
     NOT_PAPER,
     REFERENCE_CSV,
     load_runs,
@@ -31,7 +38,6 @@ from bench.report import (
     trajectory_file,
     write_report,
 )
-from bench.results import build_results, evaluation, write_json, write_jsonl, write_results
 from muse.sampling import GUIDANCE_CONVENTION
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +65,7 @@ def fid_protocol():
 
 
 def an_evaluation(model, *, guidance=5.0, dataset="partiprompts", metrics=None, samples_dir=None, weights="random"):
-    """An evaluation as bench.jobs.sampling_protocol records it: guidance is the CFG scale g, beside Muse's t."""
+    """An evaluation as bench.jobs.generate.sampling_protocol records it: guidance is the CFG scale g, beside Muse's t."""
     protocol = {"resolution": 256, "seed": 0, "samples_per_prompt": 1, "steps": 24, "guidance": guidance,
                 "guidance_t": guidance - 1, "guidance_convention": GUIDANCE_CONVENTION,
                 "sampler": {"base": {"steps": 24, "schedule": "cosine", "guidance_scale": guidance,
@@ -82,7 +88,7 @@ def latency_rows(model, resolution, batch, stages, *, profile="tiny"):
 
 
 def write_run(run_dir, *, evaluations=(), latency=(), overrides=(), extra=None, limit=4):
-    """A run folder with a schema-valid results.json (bench.results) and Hydra's .hydra/overrides.yaml."""
+    """A run folder with a schema-valid results.json (bench.core.results) and Hydra's .hydra/overrides.yaml."""
     run_dir = Path(run_dir)
     results = build_results(experiment="test", config={"dataset": {"name": "partiprompts", "limit": limit}},
                             provenance=PROVENANCE, evaluations=list(evaluations), latency=list(latency),
@@ -95,7 +101,7 @@ def write_run(run_dir, *, evaluations=(), latency=(), overrides=(), extra=None, 
 
 
 def write_samples(run_dir, model, prompts):
-    """samples/<model>/partiprompts/*.png and manifest.jsonl, as bench.jobs writes them."""
+    """samples/<model>/partiprompts/*.png and manifest.jsonl, as the generate job writes them."""
     folder = Path(run_dir) / "samples" / model / "partiprompts"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -113,7 +119,7 @@ def failed_run(run_dir, overrides, log_line):
     run_dir = Path(run_dir)
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (run_dir / "muse-bench.log").write_text(f"[2024-01-01 12:00:00][bench.jobs][INFO] - start\n{log_line}\n")
+    (run_dir / "muse-bench.log").write_text(f"[2024-01-01 12:00:00][bench.jobs.generate][INFO] - start\n{log_line}\n")
     return run_dir
 
 
@@ -144,7 +150,7 @@ def rich_run(run_dir):
         latency += latency_rows("muse-tiny", 512, batch, {"text_encoder": 0.01, "base": 0.2, "superres": 0.4 * batch,
                                                           "decoder": 0.1})
         latency += latency_rows("sd-v1-4", 512, batch, {"text_encoder": 0.01, "denoiser": 3.0 * batch, "decoder": 0.3})
-    # A batch size that ran out of memory: one total row without times (bench/latency.py).
+    # A batch size that ran out of memory: one total row without times (bench/latency/measure.py).
     latency.append(latency_rows("sd-v1-4", 512, 4, {"denoiser": 1.0})[-1] | {
         "median_s": None, "p90_s": None, "images_per_s": None, "status": "oom"})
     run_dir = write_run(run_dir, evaluations=[muse, sd], latency=latency, overrides=["dataset.limit=4"])
@@ -309,7 +315,7 @@ def test_guidance_sweep_draws_the_fid_clip_curve_and_lists_the_failed_run(tmp_pa
 
 def test_a_sweep_member_killed_before_it_committed_to_its_folder_is_listed_with_its_overrides(tmp_path):
     root = sweep(tmp_path, guidances=(2.0,), failed_guidance=4.0)
-    # Killed while loading its model: Hydra's record is still pending (bench/rundir.py), nothing else written.
+    # Killed while loading its model: Hydra's record is still pending (bench/core/rundir.py), nothing else written.
     pending = root / "2" / ".hydra-pending"
     pending.mkdir(parents=True)
     (pending / "overrides.yaml").write_text("- model.guidance_scale=8\n- dataset.limit=4\n")
@@ -320,8 +326,8 @@ def test_a_sweep_member_killed_before_it_committed_to_its_folder_is_listed_with_
 
 
 def with_comparability(ev):
-    """An evaluation whose metric entries carry comparable_to_published, as bench.evaluate records it."""
-    from bench.published import comparable_to_published
+    """An evaluation whose metric entries carry comparable_to_published, as bench.metrics.evaluate records it."""
+    from bench.metrics.published import comparable_to_published
 
     for name, entry in ev["metrics"].items():
         entry["protocol"]["comparable_to_published"] = comparable_to_published(
@@ -541,7 +547,7 @@ def test_report_of_a_real_run_of_the_command(tmp_path):
 def test_speed_ups_show_time_ratios_only_where_the_cost_ratio_is_kept_beside_flops_and_floors(tmp_path):
     import torch
 
-    from bench.latency import RowInfo, Timing, compute_row, latency_ratio
+    from bench.latency.measure import RowInfo, Timing, compute_row, latency_ratio
 
     def timing(model, profile, totals, flops, full, arch=None):
         info = RowInfo(model, "random", profile, 256, 24, "cpu", torch.bfloat16, 10, {"total": flops},

@@ -15,22 +15,27 @@ from importlib import metadata
 
 import pytest
 
-from bench.datasets import DATASET_NAMES, PromptRecord, load_dataset, read_partiprompts
-from bench.errors import BenchError
-from bench.generation import manifest_row, sample_file_name
-from bench.provenance import collect_provenance
-from bench.results import (
+from bench.core.errors import BenchError
+from bench.core.provenance import collect_provenance
+from bench.core.results import (
     SCHEMA_VERSION,
     atomic_write_bytes,
     build_results,
-    remove_stale_temporaries,
-    write_csv,
     evaluation,
     read_jsonl,
+    remove_stale_temporaries,
+    write_csv,
     write_json,
     write_jsonl,
     write_results,
 )
+from bench.data.prompts import (
+    DATASET_NAMES,
+    PromptRecord,
+    load_dataset,
+    read_partiprompts,
+)
+from bench.jobs.generation import manifest_row, sample_file_name
 
 HEADER = "Prompt\tCategory\tChallenge\tNote\n"
 
