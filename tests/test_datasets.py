@@ -42,15 +42,16 @@ from bench.data.references import ReferenceImage, open_references
 from bench.jobs.generation import MANIFEST_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path("/work/shared/data")
-CC_IMAGES = sorted((SHARED / "cc_images").glob("*.jpg"))
+# The official val2017 captions file (3.9 MB, not shipped) from the data folder beside the checkout, if there.
+SHARED = REPO.parent / "shared" / "data"
+CC_IMAGES = sorted((REPO / "tests" / "assets" / "cc_images").glob("*.jpg"))
 VAL2017 = SHARED / "captions_val2017.json"
 PHOTO = REPO / "tests" / "assets" / "photo_256.png"
 RESERVED_METADATA = set(MANIFEST_KEYS) | {"replica"}
 
 
 def needs_shared(*paths: Path):
-    return pytest.mark.skipif(not all(p.exists() for p in paths), reason="needs /work/shared/data")
+    return pytest.mark.skipif(not all(p.exists() for p in paths), reason=f"needs {SHARED} (the data folder beside the checkout)")
 
 
 # ---- the shipped caption lists -------------------------------------------------------------------------------
@@ -223,7 +224,6 @@ def _coco_cfg(folder: Path, **options) -> dict:
     return {"name": "coco30k", "reference_dir": str(folder), **options}
 
 
-@needs_shared(SHARED / "cc_images")
 def test_coco_matched_references_are_the_selected_captions_images(tmp_path):
     records = load_dataset("coco30k", limit=4)
     written = _coco_folder(tmp_path / "val2014", [r.id for r in records] + [9, 10])
@@ -239,7 +239,6 @@ def test_coco_matched_references_are_the_selected_captions_images(tmp_path):
     }
 
 
-@needs_shared(SHARED / "cc_images")
 def test_coco_all_references_are_every_image_of_the_folder(tmp_path):
     records = load_dataset("coco30k", limit=4)
     _coco_folder(tmp_path / "val2014", [r.id for r in records] + [9, 10])
@@ -252,7 +251,6 @@ def test_coco_all_references_are_every_image_of_the_folder(tmp_path):
     assert [i.key for i in capped.images] == expected[:2] and capped.protocol["reference_limit"] == 2
 
 
-@needs_shared(SHARED / "cc_images")
 def test_coco_references_listed_by_a_captions_file(tmp_path):
     records = load_dataset("coco30k", limit=3)
     ids = [r.id for r in records] + [9]
@@ -270,7 +268,6 @@ def test_coco_references_listed_by_a_captions_file(tmp_path):
         open_references(_coco_cfg(tmp_path / "val2014", captions_file=str(captions)), records)
 
 
-@needs_shared(SHARED / "cc_images")
 def test_missing_coco_images_are_counted_named_and_explained(tmp_path):
     records = load_dataset("coco30k", limit=6)
     _coco_folder(tmp_path / "val2014", [r.id for r in records[:4]])
@@ -290,7 +287,6 @@ def test_missing_coco_images_are_counted_named_and_explained(tmp_path):
         open_references(_coco_cfg(tmp_path / "val2014", reference_set="some"), records)
 
 
-@needs_shared(SHARED / "cc_images")
 @pytest.mark.parametrize("preset", ["coco30k", "coco5k"])
 def test_dataset_presets_drive_the_references(tmp_path, preset):
     cfg = OmegaConf.load(REPO / "conf" / "dataset" / f"{preset}.yaml")
@@ -342,7 +338,6 @@ def _write_tar_layout(folder: Path, samples) -> None:
                 tar.addfile(info, io.BytesIO(payload))
 
 
-@needs_shared(SHARED / "cc_images")
 @pytest.mark.parametrize("layout", ["files", "webdataset"])
 def test_cc3m_references_match_urls_and_count_the_unreachable(tmp_path, layout):
     records = load_dataset("cc3m", limit=6)
@@ -372,7 +367,6 @@ def test_cc3m_references_match_urls_and_count_the_unreachable(tmp_path, layout):
     assert len(capped.images) == 3 and capped.protocol["count"] == 3
 
 
-@needs_shared(SHARED / "cc_images")
 def test_cc3m_without_any_matching_image_says_how_to_download(tmp_path):
     records = load_dataset("cc3m", limit=3)
     folder = tmp_path / "out"
@@ -512,7 +506,7 @@ def test_the_pinned_archive_size_is_checked_before_downloading(server, tmp_path)
         prepare_dataset("coco30k", tmp_path, mirror=server.url, progress=False)
 
 
-@needs_shared(SHARED / "cc_images", VAL2017)
+@needs_shared(VAL2017)
 def test_prepare_coco_downloads_verifies_and_extracts(server, tmp_path):
     ids = [139, 285, 632]
     photos = {f"val2014/COCO_val2014_{i:012d}.jpg": CC_IMAGES[k].read_bytes() for k, i in enumerate(ids)}

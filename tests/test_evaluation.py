@@ -17,8 +17,7 @@ import torch
 from bench.metrics.clip_score import TINY_CLIP_NAME, open_clip_scorer
 
 BIN = Path(sys.executable).parent
-PHOTOS = sorted(Path("/work/shared/data/cc_images").glob("*.jpg")) or sorted(
-    (Path(__file__).resolve().parent / "assets").glob("*.png"))
+PHOTOS = sorted((Path(__file__).resolve().parent / "assets" / "cc_images").glob("*.jpg"))
 
 
 def muse_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:

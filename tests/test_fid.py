@@ -48,7 +48,7 @@ from bench.metrics.fid import (
 )
 
 ASSETS = Path(__file__).parent / "assets"
-CC_IMAGES = Path("/work/shared/data/cc_images")
+CC_IMAGES = ASSETS / "cc_images"
 SIZE = 48  # small generated-image size: clean-fid still resizes every image to 299
 
 

@@ -219,7 +219,7 @@ def test_no_cross_model_ratio_from_profiles_that_break_the_cost_ratio():
 
 
 def test_full_size_flops_put_stable_diffusion_below_muse_3b_and_the_scaled_profile_breaks_the_ratio():
-    """The fact behind the ratio rule (REFERENCE.md section 8): counted on the meta device, SD v1.4 costs about
+    """The fact behind the ratio rule (the counts the README's Latency section quotes): counted on the meta device, SD v1.4 costs about
     a quarter of Muse-3B per image at 256 and half at 512; narrowing every width by 16 does not keep that."""
     from types import SimpleNamespace
 

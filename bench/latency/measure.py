@@ -40,7 +40,7 @@ from bench.latency.timing import (
 
 log = logging.getLogger(__name__)
 
-# CONTRACT.md's latency.csv columns, then ours: percent of the compute floor, run status, timing protocol.
+# latency.csv's columns as the README documents them, first those every latency.csv has always had, then: percent of the compute floor, run status, timing protocol.
 COLUMNS = (
     "model", "weights", "profile", "resolution", "batch_size", "steps", "stage", "n_runs", "median_s", "p90_s",
     "images_per_s", "peak_mem_bytes", "params", "flops", "device", "dtype", "compiled",
@@ -50,7 +50,7 @@ PROTOCOLS = ("measured", "extrapolated", "per_stage")
 
 # Dense tensor-core peaks in bf16 (= fp16) from the vendors' datasheets: the compute floor, FLOPs / peak, is
 # a time no implementation can beat. Matched by device-name fragment, most specific first. Measured large
-# matrix products reach about 80% of these (H100: 790-800 TFLOP/s, REFERENCE.md section 6).
+# matrix products reach about 80% of these (H100: about 790-800 TFLOP/s on 8192^3 bf16 matrix products).
 GPU_PEAKS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
 # The GPUs every floor prediction names: A100 (SXM or PCIe), H100 SXM, H200.
 FLOOR_GPUS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
