@@ -54,8 +54,6 @@ def app(cfg: DictConfig) -> None:
         remove_stale_temporaries(run_dir)
     world.barrier()
     try:
-        if cfg.job not in JOBS:
-            raise BenchError(f"Unknown job {cfg.job!r}. Known jobs: {', '.join(JOBS)}.")
         results = JOBS[cfg.job](
             cfg,
             run_dir=run_dir,

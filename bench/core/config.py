@@ -2,18 +2,38 @@
 
 conf/config.yaml starts its defaults list with `muse_bench_schema`, so every YAML preset in conf/
 (model/, dataset/, experiment/) is merged onto these dataclasses: an unknown key or a value of the
-wrong type is refused at composition time instead of being silently accepted.
+wrong type is refused at composition time instead of being silently accepted. Every closed choice is an
+enum (a StrEnum: it compares, hashes, formats and serialises as its string), so Hydra refuses a wrong value
+when it composes the config, with the allowed list; open choices (device, compile backend) stay strings.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 SCHEMA_NAME = "muse_bench_schema"
+
+
+def _choices(name: str, values: str) -> type[StrEnum]:
+    # The functional form: members are named by the very strings users type (some hold a hyphen), which is what
+    # OmegaConf matches an override against.
+    return StrEnum(name, [(v, v) for v in values.split()])
+
+
+Job = _choices("Job", "default generate latency prepare")
+Family = _choices("Family", "muse stable-diffusion")
+Profile = _choices("Profile", "full scaled tiny")
+Dtype = _choices("Dtype", "float32 bfloat16 float16")
+LatencyProtocol = _choices("LatencyProtocol", "measured extrapolated per_stage")
+CompileMode = _choices("CompileMode", "default reduce-overhead max-autotune max-autotune-no-cudagraphs")
+FidMode = _choices("FidMode", "clean legacy_pytorch legacy_tensorflow")
+ReferenceSet = _choices("ReferenceSet", "all matched")
+Metric = _choices("Metric", "fid kid clip_score cmmd parti win_rate")
 
 
 @dataclass
@@ -23,7 +43,7 @@ class ModelConfig:
     # A name of muse.presets.PRESET_NAMES; also the label of the model in samples/ and results.json.
     name: str = MISSING
     # muse (Muse and aMUSEd through MusePipeline) or stable-diffusion (diffusers' StableDiffusionPipeline).
-    family: str = "muse"
+    family: Family = Family.muse
     # A local checkpoint folder or a hub id for MusePipeline.from_pretrained; null = random init.
     pretrained: str | None = None
     # The output resolutions this pipeline supports (256: base model; 512: base + super-res).
@@ -37,7 +57,7 @@ class ModelConfig:
     init_seed: int = 0
     # Stable Diffusion models (name sd-v1-4...): full (SD v1.4's published shape), scaled or tiny
     # (bench/models/diffusion.py); random weights unless pretrained is set. Muse presets ignore it.
-    profile: str = "full"
+    profile: Profile = Profile.full
     # Override the model's own decoding steps (base stage for Muse) and guidance scale; null = its defaults.
     # guidance_scale is the classifier-free guidance scale g for every family (diffusers', aMUSEd's; Muse's
     # t = g - 1; 1 = no guidance, below 1 refused). A guidance sweep (the paper's Figure 8) is a multirun over it.
@@ -63,7 +83,7 @@ class DatasetConfig:
     # COCO: captions_valXXXX.json that lists the reference image files by id (optional).
     captions_file: str | None = None
     # COCO: "all" (every image of the split, the Imagen convention) or "matched" (the selected captions' images).
-    reference_set: str = "all"
+    reference_set: ReferenceSet = ReferenceSet.all
     # Keep at most N reference images (a deterministic subset); null = all.
     reference_limit: int | None = None
 
@@ -80,23 +100,23 @@ class LatencyConfig:
     runs: int = 3
     warmup: int = 1
     # float32, bfloat16 or float16.
-    dtype: str = "float32"
+    dtype: Dtype = Dtype.float32
     # Muse presets: full (as published) or scaled (widths / 16, same layers, tokens and steps; bench/models/profiles.py).
-    profile: str = "full"
+    profile: Profile = Profile.full
     # measured (every step run), extrapolated (decoding loops timed at 1 and 2 steps, fitted, evaluated at the
     # real step counts) or per_stage (a few full-size forwards of each part, built one role at a time so a
     # paper-size model fits in 24 GB; bench/latency/stagewise.py): the last two for models too slow to run whole here.
-    protocol: str = "measured"
+    protocol: LatencyProtocol = LatencyProtocol.measured
     # torch.compile the per-step forwards and the image decoders; the first warm-up run's excess over the
     # steady state is reported apart (compile_s). mode reduce-overhead captures CUDA graphs on a GPU.
     compile: bool = False
     # Time every model eager, then compiled (compile_mode, compile_backend), in one run.
     eager_and_compiled: bool = False
-    compile_mode: str = "default"
+    compile_mode: CompileMode = CompileMode["default"]
     compile_backend: str = "inductor"
     # Stable Diffusion v1.4 (model name sd-v1-4): profile full, scaled or tiny (bench/models/diffusion.py), or a
     # local diffusers folder of its weights.
-    sd_profile: str = "tiny"
+    sd_profile: Profile = Profile.tiny
     sd_pretrained: str | None = None
     # [slower, faster] model pairs whose end-to-end time ratio results.json reports (latency_ratios). The models
     # of a pair are timed in rounds, back to back; the ratio is the median of per-round ratios, with its range.
@@ -110,7 +130,7 @@ class FidConfig:
     """FID and KID through clean-fid (bench/metrics/fid.py, bench/metrics/features.py)."""
 
     # clean (default), legacy_pytorch or legacy_tensorflow: clean-fid's resize and Inception port.
-    mode: str = "clean"
+    mode: FidMode = FidMode.clean
     # null = clean-fid's Inception (inception-2015-12-05.pt); or {_target_: ...} building an nn.Module that maps
     # [N,3,H,W] floats in [0,255] to [N,D] features (clean-fid's custom_feat_extractor); or a TorchScript path.
     feature_extractor: Any = None
@@ -175,7 +195,7 @@ class EvalConfig:
     """Which metrics the generate job computes on its samples, and how."""
 
     # Any of fid, kid, clip_score, cmmd, parti (per-category / per-challenge CLIP), win_rate.
-    metrics: list[str] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
     # Images per prompt (the paper's PartiPrompts protocol draws 16 and keeps the best by CLIP); replica k
     # draws from (seed, index, k), and replica 0 is the image a one-per-prompt run makes.
     samples_per_prompt: int = 1
@@ -211,7 +231,7 @@ class BenchConfig:
     resolutions: list[int] = field(default_factory=lambda: [256])
     # Which job runs: "default" (latency, a small generation, metrics, report.md), "generate" (samples +
     # manifest + metrics in results.json), "latency" (latency.csv) or "prepare" (a dataset's reference images).
-    job: str = "generate"
+    job: Job = Job.generate
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     # The default job also draws the decoding trajectories (what is unmasked at each step) of its first N samples.
     trajectories: int = 2
