@@ -80,7 +80,7 @@ def test_a_protocol_that_matches_the_published_one_is_comparable():
     ("fid", _fid(n_generated=5_000), {}, "5,000 samples (published: 30,000)"),
     ("fid", _fid(), {"weights": "random"}, "random model weights"),
     ("fid", _fid(), {"resolution": 512}, "evaluated at 512 px (published: 256)"),
-    ("fid", _fid(feature_extractor="bench.metrics.features.RandomConvFeatures(seed=0,dims=8,width=16) [random weights]"),
+    ("fid", _fid(feature_extractor="bench.testing.RandomConvFeatures(seed=0,dims=8,width=16) [random weights]"),
      {}, "stand-in feature network"),
     ("fid", _fid(reference={"reference_set": "matched", "reference_limit": None}), {}, "reference set matched"),
     ("fid", _fid(reference={"reference_set": "all", "reference_limit": 500}), {}, "dataset.reference_limit=500"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.metrics.clip_score import TINY_CLIP_NAME, open_clip_scorer
+from bench.metrics.clip_model import TINY_CLIP_NAME, open_clip_scorer
 
 BIN = Path(sys.executable).parent
 PHOTOS = sorted((Path(__file__).resolve().parent / "assets" / "cc_images").glob("*.jpg"))
@@ -37,7 +37,7 @@ def setup(tmp_path_factory):
     for photo in PHOTOS:
         shutil.copy(photo, refs / photo.name)
     overrides = [
-        "eval.fid.feature_extractor={_target_: bench.metrics.features.RandomConvFeatures, dims: 32}",
+        "eval.fid.feature_extractor={_target_: bench.testing.RandomConvFeatures, dims: 32}",
         f"eval.clip.arch={TINY_CLIP_NAME}", f"eval.clip.pretrained={checkpoint}",
         f"eval.cmmd.arch={TINY_CLIP_NAME}", f"eval.cmmd.pretrained={checkpoint}",
         f"dataset.reference_dir={refs}", f"eval.cache_dir={root / 'cache'}",
@@ -165,6 +165,7 @@ def offline_without_weights(tmp_path, monkeypatch):
     """No Inception weights anywhere clean-fid looks and no network: what a fresh offline machine has."""
     import tempfile
     import urllib.error
+    import urllib.request
 
     from huggingface_hub import constants as hf_constants
 
@@ -175,10 +176,10 @@ def offline_without_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
 
-    def offline(url, dest):
+    def offline(request, timeout=None):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(features_mod, "_download", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # what the one downloader, bench.core.download, calls
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
 
 
@@ -239,7 +240,7 @@ def test_reference_features_are_keyed_by_the_images_in_the_folder(tmp_path, capl
         Image.open(photo).convert("RGB").resize((96, 64)).save(refs / f"{i:05d}.png")
     cfg = compose_config([
         "job=generate", "eval.metrics=[fid]", "dataset.limit=6", "model.steps=2", "eval.bootstrap=0",
-        "eval.fid.feature_extractor={_target_: bench.metrics.features.RandomConvFeatures, dims: 4}",
+        "eval.fid.feature_extractor={_target_: bench.testing.RandomConvFeatures, dims: 4}",
         f"dataset.reference_dir={refs}", f"eval.cache_dir={tmp_path / 'cache'}"])
 
     def fid() -> dict:
@@ -265,3 +266,52 @@ def test_reference_features_are_keyed_by_the_images_in_the_folder(tmp_path, capl
     assert changed["protocol"]["reference_cache"]["key"] != cache["key"]
     assert changed["value"] != first["value"]
 
+
+
+# ---- the metric registry: one mapping for scoring and evaluation ---------------------------------------------
+
+
+def test_every_registered_metric_declares_its_network_references_and_entries():
+    from bench.metrics import METRICS, NETWORKS
+    from bench.metrics.metric import NETWORKS as NETWORK_NAMES
+    from bench.metrics.metric import Metric
+
+    assert tuple(NETWORKS) == NETWORK_NAMES
+    for name in METRICS:
+        metric = METRICS[name]
+        assert isinstance(metric, Metric) and metric.name == name
+        assert metric.network in NETWORKS and metric.entries
+        assert metric.score_model is not None or metric.score_run is not None, name
+    assert {m for m in METRICS if METRICS[m].needs_references} == {"fid", "kid", "cmmd"}
+    assert {m: METRICS[m].network for m in METRICS} == {
+        "fid": "fid", "kid": "fid", "clip_score": "clip", "cmmd": "cmmd", "parti": "clip", "win_rate": "clip"}
+
+
+def test_every_requested_metric_is_reported_when_its_network_is_missing(tmp_path):
+    """With CLIP's weights missing (the default job, offline), clip_score, parti and win_rate are each reported as
+    skipped with the reason, under every entry they would write: none is dropped silently."""
+    from omegaconf import OmegaConf
+
+    from bench.core.results import evaluation
+    from bench.metrics.evaluate import score_models
+    from bench.metrics.scoring import MetricTools
+
+    reason = "CLIP weights are not on this machine: set eval.clip.pretrained"
+    tools = MetricTools(unavailable={"clip": reason})
+    state = {"fid_keys": [], "fid": None, "clip": {}, "cmmd": {}, "truncated": [], "failures": []}
+    evaluations = [evaluation(model=m, dataset="partiprompts", weights="random", requested=2, effective=2,
+                              protocol={"resolution": 256}) for m in ("muse-tiny", "sd-v1-4-tiny")]
+    cfg = OmegaConf.create({"seed": 0, "dataset": {"name": "partiprompts"}, "eval": {"bootstrap": 0}})
+    score_models(evaluations, {"muse-tiny": (state, []), "sd-v1-4-tiny": (state, [])}, tools=tools, cfg=cfg,
+                 metrics=["clip_score", "parti", "win_rate", "fid"], references=None, resolution=256, run_dir=tmp_path)
+    for entry in evaluations:
+        metrics = entry["metrics"]
+        assert set(metrics) == {"clip_score", "clip_score_x100", "parti", "win_rate", "loss_rate", "win_ratio", "fid"}
+        for name, metric in metrics.items():
+            assert metric["value"] is None, name
+            assert metric["protocol"]["comparable_to_published"]["value"] is False, name
+        assert all(metrics[n]["protocol"]["skipped"] == reason for n in metrics if n != "fid")
+        assert "dataset.reference_dir" in metrics["fid"]["protocol"]["skipped"]
+        assert metrics["loss_rate"]["higher_is_better"] is False and metrics["parti"]["higher_is_better"] is True
+        assert "breakdown" not in entry
+    assert not (tmp_path / "parti_breakdown.csv").exists()

@@ -148,7 +148,7 @@ class FidConfig:
 
 @dataclass
 class ClipConfig:
-    """CLIP score and the CLIP judge through open_clip (bench/metrics/clip_score.py)."""
+    """CLIP score and the CLIP judge through open_clip (bench/metrics/clip_score.py, bench/metrics/clip_model.py)."""
 
     arch: str = "ViT-L-14"
     # An open_clip pretrained tag, or a local checkpoint file; null = random weights (smoke runs only).
@@ -157,7 +157,7 @@ class ClipConfig:
     quick_gelu: bool | None = None
     # Where open_clip looks for / stores weights; null = the Hugging Face cache (HF_HOME).
     cache_dir: str | None = None
-    # null = open_clip's (arch, pretrained); or {_target_: ...} returning a bench.metrics.clip_score.ClipScorer.
+    # null = open_clip's (arch, pretrained); or {_target_: ...} returning a bench.metrics.clip_model.ClipScorer.
     model: Any = None
     batch_size: int = 32
 

@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,30 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSON-lines file such as manifest.jsonl."""
     with Path(path).open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+@dataclass
+class MetricEntry:
+    """One entry of an evaluation's `metrics` in results.json: every metric builds its entries as these.
+
+    `value` is None for a metric that was not computed (then `protocol["skipped"]` says why); `stderr` is None
+    where no standard error was computed; `protocol` records every choice that moves the value.
+    """
+
+    value: float | None
+    higher_is_better: bool
+    stderr: float | None = None
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def skipped(cls, reason: str, higher_is_better: bool) -> MetricEntry:
+        """An entry with no value, saying why the metric was not computed."""
+        return cls(None, higher_is_better, None, {"skipped": reason})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The results.json form: {value, higher_is_better, stderr, protocol}, in that order."""
+        return {"value": self.value, "higher_is_better": self.higher_is_better, "stderr": self.stderr,
+                "protocol": self.protocol}
 
 
 def evaluation(

@@ -3,42 +3,41 @@
 - coco30k, coco5k: downloads the official COCO archives val2014.zip (40,504 images, 6.6 GB) and
   annotations_trainval2014.zip (for captions_val2014.json), verifies their sha256, extracts them under
   `root`, and returns the `dataset.reference_dir` / `dataset.captions_file` values to use.
-  Downloads are resumable: bytes go to `<archive>.part` and a rerun continues it with an HTTP Range
-  request. A complete file whose sha256 does not match is deleted (resuming it could never repair it)
-  and the step fails, so the next run starts that archive afresh.
+  Downloads are resumable (bench/core/download.py): bytes go to `<archive>.part` and a rerun continues
+  it with an HTTP Range request. A complete file whose sha256 does not match is deleted (resuming it could
+  never repair it) and the step fails, so the next run starts that archive afresh.
 - cc3m: the images exist only as URLs, many of them dead; img2dataset is the tool for that, so this
   step writes the caption list with the header img2dataset needs and returns the img2dataset command
   line (it does not download the images itself). img2dataset resizes as it downloads, so the command
   asks for the resolution that will be evaluated (`image_size`; the prepare job passes the run's):
   references smaller than that would be upsampled, which the evaluation warns about.
 
-Run it as `python -m bench.download coco30k --root /data/coco`. Only the standard library (urllib) and
-tqdm are used.
+Run it as `python -m bench.download coco30k --root /data/coco`. Archives are fetched by the one downloader,
+bench/core/download.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import http.client
 import json
-import re
 import shlex
 import shutil
 import sys
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.core.download import download_file
 from bench.core.errors import BenchError
-from bench.core.results import file_sha256
 from bench.data.prompts import CC3M_HEADER, DATASET_NAMES, load_dataset
 
 COCO_HOST = "http://images.cocodataset.org"
+# The other way to a prepared COCO, named when an archive cannot be downloaded.
+_MANUAL_ROUTE = ("or extract the archives yourself and set dataset.reference_dir / dataset.captions_file to the "
+                 "results")
 
 
 @dataclass(frozen=True)
@@ -68,100 +67,6 @@ COCO_ARCHIVES = {
         members=("annotations/captions_val2014.json",),
     ),
 }
-
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-
-
-def _offline_error(url: str, dest: Path, sha256: str | None, reason: object) -> BenchError:
-    checksum = f" (sha256 {sha256})" if sha256 else ""
-    return BenchError(
-        f"Could not download {url}: {reason}. Without internet access, download it on another machine{checksum}, "
-        f"put it at {dest} and run this step again (a complete archive there is verified, not downloaded again); "
-        "or extract the archives yourself and set dataset.reference_dir / dataset.captions_file to the results."
-    )
-
-
-def download_file(
-    url: str,
-    dest: str | Path,
-    *,
-    sha256: str | None = None,
-    size: int | None = None,
-    progress: bool = True,
-    timeout: float = 60.0,
-    chunk_size: int = 1 << 20,
-) -> dict[str, Any]:
-    """Download `url` to `dest`, resumably, and verify its sha256 when one is given.
-
-    Bytes are appended to `dest`.part; an existing .part is continued with `Range: bytes=N-` (a server
-    that answers 200 instead of 206 restarts it). A tqdm bar shows bytes, rate and ETA when `progress`.
-    `size`, when given, is checked against the server's before downloading. On a sha256 mismatch the
-    .part is deleted and BenchError raised. Returns url, path, bytes, sha256 (always computed) and
-    verified (whether a known sha256 was checked).
-    """
-    from tqdm import tqdm
-
-    dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
-    if dest.is_file():
-        # A complete file from an earlier run, or one the user put there by hand.
-        digest = file_sha256(dest)
-        if sha256 and digest != sha256:
-            raise BenchError(f"{dest} has sha256 {digest}, expected {sha256} for {url}. Delete it and run this step "
-                             "again to download it afresh.")
-        return {"url": url, "path": str(dest), "bytes": dest.stat().st_size, "sha256": digest, "verified": bool(sha256)}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    offset = part.stat().st_size if part.is_file() else 0
-    if size is not None and offset > size:
-        part.unlink()
-        offset = 0
-    headers = {"User-Agent": "muse-bench"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and offset:  # nothing left to fetch: the .part is already complete
-            response = None
-        else:
-            raise BenchError(f"{url} answered HTTP {err.code} {err.reason}. Check the URL (or the mirror), or "
-                             f"download it by hand to {dest}.") from err
-    except (urllib.error.URLError, OSError) as err:
-        raise _offline_error(url, dest, sha256, getattr(err, "reason", err)) from err
-    if response is not None:
-        with response:
-            if offset and response.status != 206:
-                offset = 0  # the server ignored the Range header and sends the whole file
-            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-            if match and match.group(3) != "*":
-                total: int | None = int(match.group(3))
-            elif response.headers.get("Content-Length"):
-                total = offset + int(response.headers["Content-Length"])
-            else:
-                total = None
-            if size is not None and total is not None and total != size:
-                raise BenchError(f"{url} is {total} bytes, expected {size}: the server sends another file. Check the "
-                                 "URL or mirror.")
-            with tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=dest.name, disable=not progress) as bar, part.open("ab" if offset else "wb") as out:
-                try:
-                    while chunk := response.read(chunk_size):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-                except (OSError, http.client.HTTPException) as err:
-                    raise BenchError(f"Download of {url} interrupted after {out.tell()} bytes ({err}); run this step "
-                                     f"again to resume it from {part}.") from err
-            if total is not None and part.stat().st_size < total:
-                raise BenchError(f"Download of {url} stopped at {part.stat().st_size} of {total} bytes; run this step "
-                                 f"again to resume it from {part}.")
-    digest = file_sha256(part)
-    if sha256 and digest != sha256:
-        part.unlink()
-        raise BenchError(f"{url} downloaded with sha256 {digest}, expected {sha256}; the file was deleted. Run this "
-                         "step again; if it fails again, the server (or mirror) serves another file.")
-    part.replace(dest)
-    return {"url": url, "path": str(dest), "bytes": dest.stat().st_size, "sha256": digest, "verified": bool(sha256)}
-
 
 def _extract(archive: Path, root: Path, members: Sequence[str], progress: bool) -> None:
     """Extract `members` (all when empty) of a zip into root, refusing paths that leave root."""
@@ -210,7 +115,7 @@ def _prepare_coco(
                              f"dataset.reference_dir / dataset.captions_file to it; otherwise move it away and run "
                              "this step again.")
         info = download_file(url, root / archive.name, sha256=sha256, size=None if overridden else archive.size,
-                             progress=progress, timeout=timeout)
+                             progress=progress, timeout=timeout, hint=_MANUAL_ROUTE)
         # Extract beside the final place and move in at the end, so an interrupted extraction is never mistaken
         # for a complete folder.
         staging = root / f".{archive.name}.extracting"

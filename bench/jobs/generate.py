@@ -110,10 +110,10 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
         write_sampling_record,
     )
     from bench.metrics.scoring import (
-        REFERENCE_METRICS,
         MetricTools,
         SampleScorer,
         check_metrics,
+        reference_metrics,
         runnable_metrics,
     )
     from bench.models.generators import load_generator
@@ -135,7 +135,7 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     references = None
     # Decided from the config alone, so that every rank of a sharded run loads the same feature networks.
     has_references = bool(cfg.dataset.reference_dir or dataset_has_references(cfg.dataset.name))
-    if world.is_main and REFERENCE_METRICS & set(metrics) and has_references:
+    if world.is_main and reference_metrics(metrics) and has_references:
         from bench.data.references import open_references
 
         # Checked before any image is made: missing or wrong reference images should not cost a generation run.

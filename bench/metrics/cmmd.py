@@ -25,12 +25,18 @@ against the value.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.core.errors import BenchError
+from bench.core.results import MetricEntry
+from bench.metrics.metric import Metric
+
+if TYPE_CHECKING:
+    from bench.metrics.evaluate import ModelScores, Scoring
 
 SIGMA = 10.0
 SCALE = 1000.0
@@ -48,13 +54,13 @@ _BLOCK_ROWS = 1024
 
 
 def build_cmmd_scorer(cfg: Any, device: str) -> Any:
-    """The bench.metrics.clip_score.ClipScorer that embeds images for CMMD, from the `eval.cmmd` config.
+    """The bench.metrics.clip_model.ClipScorer that embeds images for CMMD, from the `eval.cmmd` config.
 
     Same keys as eval.clip (arch, pretrained, quick_gelu, cache_dir, model, batch_size); by default the
     reference's CLIP ViT-L/14-336 with OpenAI weights, with the whole image resized to the input size (no crop).
     Missing weights offline raise a BenchError that names the eval.cmmd settings.
     """
-    from bench.metrics.clip_score import build_clip_scorer
+    from bench.metrics.clip_model import build_clip_scorer
 
     return build_clip_scorer(cfg, device, setting="eval.cmmd", resize_mode=RESIZE_MODE, default_arch=PAPER_ARCH)
 
@@ -121,7 +127,7 @@ def small_sample_bias(k_xx: float, k_yy: float, n_x: int, n_y: int, scale: float
 
 def cmmd_metric(gen_emb: np.ndarray, ref_emb: np.ndarray, *, sigma: float = SIGMA, scale: float = SCALE,
                 protocol: Mapping[str, Any] | None = None,
-                max_relative_bias: float = MAX_RELATIVE_BIAS) -> dict[str, Any]:
+                max_relative_bias: float = MAX_RELATIVE_BIAS) -> MetricEntry:
     """The results.json entry for CMMD (lower is better; stderr null). `protocol` is the CMMD scorer's (which
     backbone, weights and preprocessing embedded the images) plus anything else the caller records; this adds
     the kernel, the estimator, the sample counts, the paper's backbone for comparison, and `small_sample_bias`:
@@ -164,4 +170,47 @@ def cmmd_metric(gen_emb: np.ndarray, ref_emb: np.ndarray, *, sigma: float = SIGM
             f"about {bias:.4g} ({share}); published CMMDs use 30,000 images, where it is negligible. Compare only "
             "at equal counts, or read small_sample_bias.unbiased_value."
         )
-    return {"value": value, "higher_is_better": False, "stderr": None, "protocol": proto}
+    return MetricEntry(value, False, None, proto)
+
+
+# ---- the cmmd metric of a run --------------------------------------------------------------------------------
+
+
+class ClipImages:
+    """A CLIP scorer seen as a feature extractor of uint8 arrays, for the reference cache
+    (bench.metrics.reference_cache.reference_features)."""
+
+    # What identifies the embeddings in the reference cache key: the network, its weights and its preprocessing.
+    _IDENTITY = ("backend", "target", "arch", "pretrained", "checkpoint_sha256", "init_seed", "image_preprocess")
+
+    def __init__(self, scorer: Any):
+        self.scorer = scorer
+        identity = {k: scorer.protocol[k] for k in self._IDENTITY if k in scorer.protocol}
+        self.name = "CLIP image embedding: " + json.dumps(identity, sort_keys=True, default=str)
+        self.mode = "clip-preprocess"
+        self.device = str(getattr(scorer, "device", "cpu"))
+        self.dims = None
+
+    def __call__(self, images):
+        from PIL import Image
+
+        return np.asarray(self.scorer.image_embeddings([Image.fromarray(a) for a in images]))
+
+
+def _score_cmmd(scoring: Scoring, model: ModelScores) -> dict[str, MetricEntry]:
+    from bench.data.images import REFERENCE_RESIZE
+
+    scorer, cfg = scoring.tools.cmmd, scoring.cfg.eval.cmmd
+    # As google-research cmmd's io_util: each reference centre-cropped and resized to the CLIP input size.
+    size = scorer.image_size or scoring.resolution
+    reference, note = scoring.reference(ClipImages(scorer), size)
+    if not model.state["cmmd"]:
+        raise BenchError(f"No readable samples of {model.name} to score.")
+    return {"cmmd": cmmd_metric(
+        np.stack(list(model.state["cmmd"].values())), reference.features, sigma=cfg.sigma, scale=cfg.scale,
+        max_relative_bias=cfg.max_relative_bias,
+        protocol={**scorer.protocol, **model.common, **note,
+                  "reference_resize": {**REFERENCE_RESIZE, "size": [size, size], "as": REFERENCE_PREPROCESS}})}
+
+
+CMMD = Metric("cmmd", network="cmmd", entries={"cmmd": False}, needs_references=True, score_model=_score_cmmd)

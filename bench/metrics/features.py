@@ -7,7 +7,10 @@ arrive as arrays straight from the generator or are read back from PNG files.
 
 `build_fid_extractor` reads the `eval.fid` config: clean-fid's Inception (its weights file must be
 present or downloadable; offline, a BenchError says how to supply it), a Hydra `_target_` building a
-module (tests and offline smoke runs use `RandomConvFeatures`), or a TorchScript file.
+module (tests and offline smoke runs inject bench.testing.RandomConvFeatures), or a TorchScript file. Missing
+Inception weights are fetched once by the one downloader (bench/core/download.py) and checked against their
+published sha256. One idea (Inception features as clean-fid computes them) a little over 400 lines: most of it
+is finding, checking and loading the weights each clean-fid mode needs.
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ import os
 import platform
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.core.download import DownloadError, download_file
 from bench.core.errors import BenchError
 from bench.core.results import file_sha256
 
@@ -79,6 +81,9 @@ GENERATED_RESIZE = {
         "graph (TF-style bilinear)",
     },
 }
+
+# Stand-ins that moved to bench/testing.py, under the `_target_` earlier command lines gave them: still accepted.
+MOVED_TARGETS = {"bench.metrics.features.RandomConvFeatures": "bench.testing.RandomConvFeatures"}
 
 _DOWNLOAD_TIMEOUT_S = 20  # per socket operation: offline, name resolution fails at once anyway
 
@@ -160,45 +165,6 @@ class FeatureExtractor:
         }
 
 
-class RandomConvFeatures(nn.Module):
-    """A tiny convolutional feature network with fixed random weights, for offline smoke tests and CI.
-
-    Weights are drawn from a generator seeded with `seed`, so the same (seed, dims, width) gives the
-    same features in every process. Input: [N, 3, H, W] floats in [0, 255], any H, W >= 1. Output:
-    [N, dims]. Numbers computed with it are NOT comparable with Inception FIDs; its `protocol_name`
-    says so in every result.
-    """
-
-    def __init__(self, seed: int = 0, dims: int = 64, width: int = 16) -> None:
-        super().__init__()
-        self.seed, self.dims, self.width = int(seed), int(dims), int(width)
-        self.conv1 = nn.Conv2d(3, width, 5, stride=4, padding=2)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
-        self.conv3 = nn.Conv2d(2 * width, dims, 3, stride=2, padding=1)
-        generator = torch.Generator().manual_seed(self.seed)
-        with torch.no_grad():
-            for conv in (self.conv1, self.conv2, self.conv3):
-                fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-                conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator) * 0.1)
-        self.requires_grad_(False)
-        self.eval()
-
-    @property
-    def protocol_name(self) -> str:
-        """Stable id for protocols and cache keys; flags that the numbers are not Inception FIDs."""
-        return (
-            f"bench.metrics.features.RandomConvFeatures(seed={self.seed},dims={self.dims},width={self.width}) "
-            "[random weights: NOT comparable with Inception FID/KID]"
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] in [0, 255] -> [N, dims]: strided convs with tanh, then a global average pool."""
-        x = x / 127.5 - 1.0
-        x = torch.tanh(self.conv2(torch.tanh(self.conv1(x))))
-        return self.conv3(x).mean(dim=(2, 3))
-
-
 def inception_search_dirs() -> list[Path]:
     """Folders searched for clean-fid's weights: clean-fid's own (/tmp) and the temp dir, when different."""
     dirs = [CLEANFID_INCEPTION_DIR, Path(tempfile.gettempdir())]
@@ -237,19 +203,6 @@ def _weights_for(mode: str) -> _Weights:
     return _Weights(INCEPTION_FILE, INCEPTION_URL, INCEPTION_SHA256, tuple(inception_search_dirs()))
 
 
-def _download(url: str, dest: Path) -> None:
-    """Download `url` to `dest` through a temporary file, so an interrupted download leaves nothing behind."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-            shutil.copyfileobj(response, out)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _missing_weights_error(weights: _Weights, mode: str, reason: str) -> BenchError:
     where = " or ".join(str(d / weights.file) for d in weights.dirs)
     digest = weights.sha256 if len(weights.sha256) == 64 else f"starting {weights.sha256}"
@@ -258,7 +211,7 @@ def _missing_weights_error(weights: _Weights, mode: str, reason: str) -> BenchEr
         f"machine and could not be downloaded ({reason}). Download {weights.url} (sha256 {digest}) on a "
         f"machine with a network, then either put it at {where}, or set eval.fid.inception_path=/path/to/"
         f"{weights.file}. For an offline smoke test without Inception, inject a small extractor instead: "
-        "eval.fid.feature_extractor._target_=bench.metrics.features.RandomConvFeatures (its numbers are not "
+        "eval.fid.feature_extractor._target_=bench.testing.RandomConvFeatures (its numbers are not "
         "comparable with published FIDs)."
     )
 
@@ -289,8 +242,10 @@ def resolve_inception_weights(mode: str, inception_path: str | Path | None = Non
         raise _missing_weights_error(weights, mode, "downloads are disabled")
     dest = weights.dirs[0] / weights.file
     try:
-        _download(weights.url, dest)
-    except (OSError, urllib.error.URLError) as exc:  # URLError, timeouts, refused connections, read-only dir
+        download_file(weights.url, dest, progress=False, timeout=_DOWNLOAD_TIMEOUT_S)
+    except DownloadError as exc:  # offline, refused, timed out
+        raise _missing_weights_error(weights, mode, exc.reason) from exc
+    except (BenchError, OSError) as exc:  # an HTTP error, an interrupted download, a read-only folder
         raise _missing_weights_error(weights, mode, f"{type(exc).__name__}: {exc}") from exc
     try:
         weights.check(dest)
@@ -321,39 +276,63 @@ class _PytorchInceptionFeatures(nn.Module):
         return self.inception(x / 255)[0].squeeze(-1).squeeze(-1)
 
 
+def _link(path: Path, link: Path) -> None:
+    """`link` made to stand for the file at `path`: a symbolic link, or a copy where links are not allowed."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        link.symlink_to(path.resolve())
+    except OSError:
+        shutil.copyfile(path, link)
+
+
+@contextlib.contextmanager
+def _folder_holding(path: Path, name: str) -> Iterator[Path]:
+    """A folder in which `name` is the file at `path`: its own folder when the name matches, else a temporary
+    one with a link under that name. clean-fid opens its weights by fixed name in a fixed folder."""
+    if path.name == name:
+        yield path.parent
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        _link(path, Path(folder) / name)
+        yield Path(folder)
+
+
+@contextlib.contextmanager
+def _hub_dir_holding(path: Path) -> Iterator[None]:
+    """torch.hub's folder set, while inside, to a temporary one whose checkpoints/ holds `path` under the name
+    clean-fid's legacy_pytorch Inception asks torch.hub for; the previous folder is set again on leaving."""
+    previous = torch.hub.get_dir()
+    with tempfile.TemporaryDirectory() as hub:
+        _link(path, Path(hub) / "checkpoints" / PT_INCEPTION_FILE)
+        torch.hub.set_dir(hub)
+        try:
+            yield
+        finally:
+            torch.hub.set_dir(previous)
+
+
 def load_inception(mode: str, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """clean-fid's Inception for `mode` built from a local weights file, as cleanfid.features builds it."""
     path = Path(path)
     if mode == "legacy_pytorch":
-        from unittest import mock
-
         import cleanfid.inception_pytorch as inception_pytorch
 
-        # clean-fid fetches these weights through torch.hub's cache only; hand it the local file instead.
-        def local_state_dict(url: str, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-            return torch.load(path, map_location="cpu", weights_only=True)
-
-        with mock.patch.object(inception_pytorch, "load_state_dict_from_url", local_state_dict):
+        # clean-fid reads these weights only from torch.hub's cache, <hub dir>/checkpoints/<file> (downloading them
+        # when absent): unless the file is there already, point torch.hub for this one build at a temporary hub
+        # folder whose checkpoints/ holds it, through torch.hub's own setting.
+        hub_dir = torch.hub.get_dir()
+        cached = Path(hub_dir) / "checkpoints" / PT_INCEPTION_FILE
+        with contextlib.ExitStack() as stack:
+            if not (cached.is_file() and cached.resolve() == path.resolve()):
+                stack.enter_context(_hub_dir_holding(path))
             model: nn.Module = _PytorchInceptionFeatures(
-                inception_pytorch.InceptionV3(output_blocks=[3], resize_input=False)
-            )
+                inception_pytorch.InceptionV3(output_blocks=[3], resize_input=False))
     else:
         from cleanfid.inception_torchscript import InceptionV3W
 
-        resize_inside = mode == "legacy_tensorflow"
-        if path.name == INCEPTION_FILE:
-            with _quiet_jit_load():
-                model = InceptionV3W(str(path.parent), download=False, resize_inside=resize_inside)
-        else:
-            # InceptionV3W only opens <folder>/inception-2015-12-05.pt: give it a folder with that name in it.
-            with tempfile.TemporaryDirectory() as folder:
-                link = Path(folder) / INCEPTION_FILE
-                try:
-                    link.symlink_to(path.resolve())
-                except OSError:
-                    shutil.copyfile(path, link)
-                with _quiet_jit_load():
-                    model = InceptionV3W(folder, download=False, resize_inside=resize_inside)
+        # InceptionV3W only opens <folder>/inception-2015-12-05.pt.
+        with _folder_holding(path, INCEPTION_FILE) as folder, _quiet_jit_load():
+            model = InceptionV3W(str(folder), download=False, resize_inside=mode == "legacy_tensorflow")
     return model.to(device).eval()
 
 
@@ -416,9 +395,11 @@ def build_fid_extractor(cfg: Mapping[str, Any] | Any, device: str | torch.device
         if "_target_" not in spec:
             raise BenchError(
                 "eval.fid.feature_extractor must be null, a TorchScript file path, or a mapping with a _target_ "
-                "(e.g. eval.fid.feature_extractor._target_=bench.metrics.features.RandomConvFeatures); got keys "
+                "(e.g. eval.fid.feature_extractor._target_=bench.testing.RandomConvFeatures); got keys "
                 f"{sorted(spec)}."
             )
+        if spec["_target_"] in MOVED_TARGETS:
+            spec["_target_"] = MOVED_TARGETS[spec["_target_"]]
         import hydra.utils
 
         try:

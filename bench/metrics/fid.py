@@ -1,72 +1,39 @@
-"""FID and KID on features from bench.metrics.features: streaming, folders, cached reference features, metric entries.
+"""FID and KID on features from bench.metrics.features: streaming features of generated images, the distances,
+and their metric entries (the `fid` and `kid` metrics).
 
 Features are computed per image exactly as clean-fid computes them, and the distances are
 clean-fid's (frechet_distance restated so that it runs on SciPy 1.18, see _sqrtm; kernel_distance
 with a seeded generator), so a number here equals clean-fid's on the same images. What can differ between published FIDs is
 recorded in each metric's protocol: mode, feature network, resize of generated and reference
-images, sample counts, and whether the counts are below the level where the metric is reliable.
-
-Reference features are expensive (30K COCO images) and depend on every choice that moves them, so
-they are cached under a name derived from all those choices (`reference_cache_key`), the images
-themselves included (the caller's key holds bench.data.references' content fingerprint). Whether a run read
-the cache or wrote it, and under which key, is in its FeatureResult (and so in results.json).
+images, sample counts, and whether the counts are below the level where the metric is reliable. Reference
+features come from the cache shared with CMMD (bench/metrics/reference_cache.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.core.errors import BenchError
-from bench.core.results import atomic_write_bytes, write_json
-from bench.data.images import (
-    REFERENCE_RESIZE,
-    ImageLoadError,
-    list_images,
-    load_rgb,
-    to_square,
-)
+from bench.core.results import MetricEntry
+from bench.data.images import REFERENCE_RESIZE, list_images, load_rgb
+from bench.metrics.bootstrap import bootstrap_stderr
 from bench.metrics.features import FeatureExtractor
+from bench.metrics.metric import Metric
+from bench.metrics.reference_cache import FeatureResult, extract_all
+
+if TYPE_CHECKING:
+    from bench.metrics.evaluate import ModelScores, Scoring
 
 log = logging.getLogger(__name__)
 
-# 2: the key includes the reference images' content fingerprint, and the cache counts images smaller than the
-# resolution (n_smaller).
-CACHE_FORMAT = 2
 # Keys fid_metric / kid_metric need in the protocol they are given (fid_protocol provides them).
 REQUIRED_PROTOCOL_KEYS = ("mode", "feature_extractor", "generated_resize", "reference_resize")
-
-
-@dataclass
-class FeatureResult:
-    """Features of a set of images, row i belonging to keys[i], and the images that could not be read.
-
-    `failures` lists (file or name, reason). `cache_file` is the reference cache used or written, if any,
-    `cache_key` its sha256 key, and `cached` is true when the features were loaded from it without reading
-    any image. `n_smaller`: reference images whose centre square was smaller than the resolution (upsampled).
-    """
-
-    features: np.ndarray
-    keys: list[Any]
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    cache_file: Path | None = None
-    cached: bool = False
-    cache_key: str | None = None
-    n_smaller: int = 0
-
-    def cache_record(self) -> dict[str, Any]:
-        """What a metric's protocol records about the reference cache: key, file and whether it was a hit."""
-        return {"key": self.cache_key, "file": str(self.cache_file) if self.cache_file else None, "hit": self.cached}
 
 
 class FeatureAccumulator:
@@ -131,32 +98,6 @@ class FeatureAccumulator:
         return len(self._keys) + len(self._pending)
 
 
-def _extract_all(
-    items: Iterable[tuple[Any, Callable[[], np.ndarray]]], extractor: FeatureExtractor, batch_size: int
-) -> FeatureResult:
-    """Features of items (key, load) in their given order; loads failing with ImageLoadError are listed."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    chunks: list[np.ndarray] = []
-    keys: list[Any] = []
-    failures: list[tuple[str, str]] = []
-    batch: list[np.ndarray] = []
-    for key, load in items:
-        try:
-            batch.append(load())
-        except ImageLoadError as exc:
-            failures.append((str(key), exc.reason))
-            continue
-        keys.append(key)
-        if len(batch) == batch_size:
-            chunks.append(extractor(batch))
-            batch = []
-    if batch:
-        chunks.append(extractor(batch))
-    features = np.concatenate(chunks) if chunks else np.zeros((0, extractor.dims or 0), dtype=np.float32)
-    return FeatureResult(features=features, keys=keys, failures=failures)
-
-
 def folder_features(
     paths: str | Path | Iterable[str | Path], extractor: FeatureExtractor, batch_size: int = 32
 ) -> FeatureResult:
@@ -168,149 +109,7 @@ def folder_features(
     """
     if isinstance(paths, (str, Path)):
         paths = list_images(paths)
-    return _extract_all(((str(p), lambda p=p: load_rgb(p)) for p in paths), extractor, batch_size)
-
-
-def _canonical_json(obj: Any) -> str:
-    try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"reference cache key must be plain JSON data (str, int, float, list, dict): {exc}") from exc
-
-
-def reference_cache_key(
-    extractor: FeatureExtractor, *, resolution: int, key: Mapping[str, Any]
-) -> tuple[str, dict[str, Any]]:
-    """(sha256 hex, the canonical description hashed) naming cached reference features.
-
-    The description holds every choice that moves reference statistics: the caller's `key` (dataset,
-    split, image count or list, ...), the feature extractor's name, the clean-fid mode, the resolution
-    and REFERENCE_RESIZE. Batch size and device are left out: they move features only by rounding.
-    """
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(key, DictConfig):
-            key = OmegaConf.to_container(key, resolve=True)  # type: ignore[assignment]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    payload = {
-        "cache_format": CACHE_FORMAT,
-        "key": dict(key),
-        "feature_extractor": extractor.name,
-        "mode": extractor.mode,
-        "resolution": int(resolution),
-        "reference_resize": REFERENCE_RESIZE,
-    }
-    digest = hashlib.sha256(_canonical_json(payload).encode("utf-8")).hexdigest()
-    return digest, payload
-
-
-def _load_cache(path: Path, digest: str) -> FeatureResult | None:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["digest"]) != digest:
-                log.warning("Ignoring reference cache %s: made for another key", path)
-                return None
-            return FeatureResult(
-                features=data["features"],
-                keys=[str(k) for k in data["keys"]],
-                failures=[(str(n), str(r)) for n, r in zip(data["failure_names"], data["failure_reasons"])],
-                cache_file=path,
-                cached=True,
-                cache_key=digest,
-                n_smaller=int(data["n_smaller"]),
-            )
-    except Exception as exc:  # a damaged cache file is rebuilt, not fatal
-        log.warning("Ignoring unreadable reference cache %s (%s: %s); recomputing", path, type(exc).__name__, exc)
-        return None
-
-
-def reference_features(
-    images: Iterable[tuple[str, Callable[[], bytes | np.ndarray]]],
-    extractor: FeatureExtractor,
-    *,
-    resolution: int,
-    key: Mapping[str, Any],
-    cache_dir: str | Path,
-    batch_size: int = 32,
-) -> FeatureResult:
-    """Features of reference images, centre-cropped and resized to `resolution` (to_square), cached.
-
-    `images` yields (name, load): load() returns the encoded file bytes or a uint8 H x W x 3 array, and
-    is only called on a cache miss. The cache file under `cache_dir` is named by reference_cache_key,
-    written atomically as .npz with a .json sidecar describing it; a second call with the same key,
-    extractor, mode and resolution reads it without touching the images (and logs that it did). `key`
-    should name the images by content (bench.data.references.ReferenceSet.protocol does), or a changed folder
-    would get the old features. Unreadable images are skipped and listed in `failures` (also cached). No
-    readable reference image at all raises BenchError.
-    """
-    digest, payload = reference_cache_key(extractor, resolution=resolution, key=key)
-    cache_dir = Path(cache_dir).expanduser()
-    cache_file = cache_dir / f"reference-{digest[:24]}.npz"
-    if cache_file.is_file():
-        cached = _load_cache(cache_file, digest)
-        if cached is not None:
-            log.info("Reference features of %s read from the cache %s (key %s)", extractor.name, cache_file,
-                     digest[:16])
-            return cached
-    n_smaller = 0
-
-    def prepared(name: str, load: Callable[[], bytes | np.ndarray]) -> np.ndarray:
-        nonlocal n_smaller
-        try:
-            data = load()
-        except OSError as exc:  # a missing or unreadable file among many: report it like a corrupt one
-            raise ImageLoadError(name, f"{type(exc).__name__}: {exc}") from exc
-        img = load_rgb(bytes(data), name) if isinstance(data, (bytes, bytearray, memoryview)) else data
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(
-                f"reference loader for {name} returned {type(img).__name__}, not encoded bytes or a uint8 HxWx3 array"
-            )
-        if min(img.shape[:2]) < resolution:
-            n_smaller += 1
-        return to_square(img, resolution)
-
-    result = _extract_all(
-        ((name, lambda name=name, load=load: prepared(name, load)) for name, load in images),
-        extractor,
-        batch_size,
-    )
-    if not result.keys:
-        shown = "; ".join(f"{n}: {r}" for n, r in result.failures[:3])
-        raise BenchError(
-            "No reference images could be read"
-            + (f" ({len(result.failures)} failed, e.g. {shown})" if result.failures else " (the set is empty)")
-            + ". Check the dataset's reference_dir (and reference_limit), or run the prepare job to download them."
-        )
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        features=result.features,
-        keys=np.array([str(k) for k in result.keys]),
-        failure_names=np.array([n for n, _ in result.failures], dtype=str),
-        failure_reasons=np.array([r for _, r in result.failures], dtype=str),
-        digest=np.array(digest),
-        n_smaller=np.array(n_smaller),
-    )
-    atomic_write_bytes(cache_file, buffer.getvalue())
-    write_json(
-        cache_file.with_suffix(".json"),
-        {
-            **payload,
-            "sha256": digest,
-            "file": cache_file.name,
-            "n_images": len(result.keys),
-            "n_failures": len(result.failures),
-            "n_smaller": n_smaller,
-            "feature_dims": int(result.features.shape[1]),
-            "device": extractor.device,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-    )
-    log.info("Reference features of %s computed and cached in %s (key %s)", extractor.name, cache_file, digest[:16])
-    result.cache_file, result.cache_key, result.n_smaller = cache_file, digest, n_smaller
-    return result
+    return extract_all(((str(p), lambda p=p: load_rgb(p)) for p in paths), extractor, batch_size)
 
 
 def _check_features(gen: np.ndarray, ref: np.ndarray, metric: str) -> None:
@@ -413,39 +212,6 @@ def kernel_inception_distance(
     return value, stderr
 
 
-def bootstrap_stderr(
-    statistic: Callable[[np.ndarray, np.ndarray], float], gen: np.ndarray, ref: np.ndarray, n: int, seed: int = 0,
-    groups: Sequence[Hashable] | None = None,
-) -> float | None:
-    """Standard error of statistic(gen, ref) by `n` bootstrap resamples of the generated features.
-
-    Without `groups` each resample draws len(gen) rows of `gen` with replacement. With `groups` (one id per row,
-    e.g. the prompt of each image) it draws as many groups as there are, with replacement, and takes every row
-    of each: the K images of one prompt are correlated, so they are resampled together. Draws come from numpy
-    default_rng(seed); the result is the standard deviation (ddof=1) of the n statistics. It captures the
-    sampling variance of the generated set only: the reference set is held fixed, and the spread over
-    generation seeds is a separate matter. Returns None when n < 2.
-    """
-    if n < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        members = [np.array([i]) for i in range(len(gen))]
-    else:
-        if len(groups) != len(gen):
-            raise ValueError(f"{len(gen)} feature rows but {len(groups)} group ids: one per row is needed")
-        by_group: dict[Hashable, list[int]] = {}
-        for row, group in enumerate(groups):
-            by_group.setdefault(group, []).append(row)
-        members = [np.array(rows) for rows in by_group.values()]
-    values = []
-    for _ in range(n):
-        rows = np.concatenate([members[i] for i in rng.integers(0, len(members), size=len(members))])
-        values.append(statistic(gen[rows], ref))
-    stderr = float(np.std(values, ddof=1))
-    return stderr if np.isfinite(stderr) else None
-
-
 def fid_protocol(extractor: FeatureExtractor, *, resolution: int) -> dict[str, Any]:
     """The protocol entries fid_metric and kid_metric need, for features from `extractor` and references
     brought to `resolution` by reference_features. Callers add their own (dataset, reference set, ...)."""
@@ -485,8 +251,8 @@ def fid_metric(
     bootstrap: int = 0,
     seed: int = 0,
     groups: Sequence[Hashable] | None = None,
-) -> dict[str, Any]:
-    """A results.json metric entry for FID: value, higher_is_better False, stderr, protocol.
+) -> MetricEntry:
+    """The results.json entry for FID (lower is better).
 
     `protocol` must hold fid_protocol's keys; counts, the minimum and the stderr method are added.
     Below `min_samples` images on either side the value is still computed but flagged (below_minimum,
@@ -519,7 +285,7 @@ def fid_metric(
             f"rank-deficient below {d + 1} images and FID is biased upwards at small counts, so this value is not "
             "comparable with published FIDs (COCO FID-30K uses 30,000); compare only at equal counts."
         )
-    return {"value": value, "higher_is_better": False, "stderr": stderr, "protocol": proto}
+    return MetricEntry(value, False, stderr, proto)
 
 
 def kid_metric(
@@ -531,8 +297,8 @@ def kid_metric(
     num_subsets: int = 100,
     max_subset_size: int = 1000,
     seed: int = 0,
-) -> dict[str, Any]:
-    """A results.json metric entry for KID (raw scale, lower is better) by kernel_inception_distance.
+) -> MetricEntry:
+    """The results.json entry for KID (raw scale, lower is better) by kernel_inception_distance.
 
     `protocol` must hold fid_protocol's keys. Below `min_samples` images on either side the value is
     flagged (HEIM computes KID only with at least 1000 images). stderr: see kernel_inception_distance.
@@ -562,4 +328,41 @@ def kid_metric(
             f"Only {min(len(gen), len(ref))} images on one side (< {min_samples}): KID is noisy at this count "
             "(HEIM reports KID only with at least 1000 images); treat this value as a smoke test."
         )
-    return {"value": value, "higher_is_better": False, "stderr": stderr, "protocol": proto}
+    return MetricEntry(value, False, stderr, proto)
+
+
+# ---- the fid and kid metrics of a run ------------------------------------------------------------------------
+
+
+def _generated(model: ModelScores) -> np.ndarray:
+    if model.state["fid"] is None:
+        raise BenchError(f"No readable samples of {model.name} to score.")
+    return model.state["fid"]
+
+
+def _protocol(scoring: Scoring, model: ModelScores) -> tuple[FeatureResult, dict[str, Any]]:
+    """(the reference features, the protocol FID and KID start from) of one model at the run's resolution."""
+    reference, note = scoring.reference(scoring.tools.fid, scoring.resolution)
+    return reference, {**fid_protocol(scoring.tools.fid, resolution=scoring.resolution), **model.common, **note}
+
+
+def _score_fid(scoring: Scoring, model: ModelScores) -> dict[str, MetricEntry]:
+    gen = _generated(model)
+    reference, protocol = _protocol(scoring, model)
+    cfg = scoring.cfg.eval
+    return {"fid": fid_metric(gen, reference.features, protocol=protocol, min_samples=cfg.fid.min_samples,
+                              bootstrap=cfg.bootstrap, seed=scoring.cfg.seed,
+                              groups=[k[0] for k in model.state["fid_keys"]])}
+
+
+def _score_kid(scoring: Scoring, model: ModelScores) -> dict[str, MetricEntry]:
+    gen = _generated(model)
+    reference, protocol = _protocol(scoring, model)
+    cfg = scoring.cfg.eval.fid
+    return {"kid": kid_metric(gen, reference.features, protocol=protocol, min_samples=cfg.kid_min_samples,
+                              num_subsets=cfg.kid_subsets, max_subset_size=cfg.kid_subset_size,
+                              seed=scoring.cfg.seed)}
+
+
+FID = Metric("fid", network="fid", entries={"fid": False}, needs_references=True, score_model=_score_fid)
+KID = Metric("kid", network="fid", entries={"kid": False}, needs_references=True, score_model=_score_kid)

@@ -18,11 +18,16 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
 from bench.core.errors import BenchError
+from bench.core.results import MetricEntry, write_csv
+from bench.metrics.metric import Metric
+
+if TYPE_CHECKING:
+    from bench.metrics.evaluate import ModelScores, Scoring
 
 Verdict = Literal["a", "b", "tie"]
 VERDICTS = ("a", "b", "tie")
@@ -131,7 +136,7 @@ class RescoreJudge:
     def __init__(self, arch: str = "ViT-B-32", pretrained: str | None = "openai", margin: float = 0.0, *,
                  root_a: str | None = None, root_b: str | None = None, device: str = "cpu",
                  scorer: Any = None):
-        from bench.metrics.clip_score import open_clip_scorer
+        from bench.metrics.clip_model import open_clip_scorer
 
         self.scorer = scorer if scorer is not None else open_clip_scorer(arch, pretrained, device=device)
         self.margin = float(margin)
@@ -231,7 +236,7 @@ def _rate_stderr(p: float | None, n: int) -> float | None:
 
 
 def win_rate_metrics(result: Mapping[str, Any], *, model_a: str, model_b: str, samples_per_prompt: int,
-                     margin: float, protocol: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                     margin: float, protocol: Mapping[str, Any] | None = None) -> dict[str, MetricEntry]:
     """results.json entries from a `win_rate` result, for model A's evaluation:
     "win_rate" (A's share of prompts won), "loss_rate" (B's share) and "win_ratio" (A's wins / B's wins; the
     paper's 70.6 / 25.4 = 2.8), each with its stderr (binomial; delta method for the ratio; null where a count
@@ -247,10 +252,66 @@ def win_rate_metrics(result: Mapping[str, Any], *, model_a: str, model_b: str, s
         "paper": "human raters (5, >= 3 agreeing), Muse vs SD v1.4: 70.6% / 25.4% / 4% no consensus",
     }
     return {
-        "win_rate": {"value": overall["a_win_rate"], "higher_is_better": True,
-                     "stderr": _rate_stderr(overall["a_win_rate"], n), "protocol": common},
-        "loss_rate": {"value": overall["b_win_rate"], "higher_is_better": False,
-                      "stderr": _rate_stderr(overall["b_win_rate"], n), "protocol": common},
-        "win_ratio": {"value": overall["ratio"], "higher_is_better": True, "stderr": _ratio_stderr(overall),
-                      "protocol": common},
+        "win_rate": MetricEntry(overall["a_win_rate"], True, _rate_stderr(overall["a_win_rate"], n), common),
+        "loss_rate": MetricEntry(overall["b_win_rate"], False, _rate_stderr(overall["b_win_rate"], n), common),
+        "win_ratio": MetricEntry(overall["ratio"], True, _ratio_stderr(overall), common),
     }
+
+
+# ---- the parti and win_rate metrics of a run -----------------------------------------------------------------
+
+
+def scored_rows(samples: Sequence[Any], seed: int, cosines: Mapping[tuple[int, int], float]) -> list[dict[str, Any]]:
+    """Manifest rows of the scored samples (bench.jobs.generation.Sample), each with its CLIP cosine."""
+    rows = []
+    for s in samples:
+        key = (s.record.index, s.replica)
+        if key in cosines:
+            rows.append({**s.row(seed), "clip_cosine": cosines[key]})
+    return rows
+
+
+def _score_breakdown(scoring: Scoring, model: ModelScores) -> dict[str, MetricEntry]:
+    """The CLIP cosine per category and per challenge, into the model's evaluation (`breakdown`)."""
+    from bench.metrics.clip_score import cosines
+
+    rows = scored_rows(model.samples, scoring.cfg.seed, cosines(model.state))
+    values = [r["clip_cosine"] for r in rows]
+    model.entry["breakdown"] = {by: group_means(rows, values, by) for by in GROUP_KEYS}
+    return {}
+
+
+def _write_breakdown(scoring: Scoring, models: list[ModelScores]) -> None:
+    rows = [{"model": m.name, "by": by, **g} for m in models for by, groups in m.entry.get("breakdown", {}).items()
+            for g in groups]
+    if rows:
+        write_csv(scoring.run_dir / "parti_breakdown.csv", rows)
+
+
+def _score_win_rate(scoring: Scoring, models: list[ModelScores]) -> None:
+    """The first model's best-of-K images judged against the second's, into the first model's evaluation."""
+    from bench.metrics.clip_score import cosines
+
+    cfg = scoring.cfg
+    first, second = models[:2]
+    best = {}
+    for model in (first, second):
+        rows = scored_rows(model.samples, cfg.seed, cosines(model.state))
+        best[model.name] = best_of_k(rows, [r["clip_cosine"] for r in rows])
+    judge = None
+    if cfg.eval.win_rate.judge is not None:
+        from hydra.utils import instantiate
+
+        judge = instantiate(cfg.eval.win_rate.judge)
+    result = win_rate(best[first.name], best[second.name], judge=judge, margin=cfg.eval.win_rate.margin)
+    first.add(win_rate_metrics(result, model_a=first.name, model_b=second.name,
+                               samples_per_prompt=cfg.eval.samples_per_prompt, margin=cfg.eval.win_rate.margin))
+    first.entry["win_rate"] = result
+
+
+# parti writes no metric entry of its own (its breakdown goes beside them): when it cannot run, an entry named
+# "parti" says so, as every metric that cannot run does.
+PARTI = Metric("parti", network="clip", entries={"parti": True}, score_model=_score_breakdown,
+               score_run=_write_breakdown)
+WIN_RATE = Metric("win_rate", network="clip", entries={"win_rate": True, "loss_rate": False, "win_ratio": True},
+                  score_run=_score_win_rate)

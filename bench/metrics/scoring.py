@@ -1,8 +1,8 @@
 """Scoring a model's samples: per-sample features gathered while images are made, then the metrics.
 
 A SampleScorer holds, per sample at the evaluation resolution, its FID feature vector (bench.metrics.features), its
-CLIP image embedding and image-prompt cosine (bench.metrics.clip_score), and its CMMD image embedding (bench.metrics.cmmd, its
-own CLIP model). It is fed either in-process as images are generated ("streaming": no PNG is read back) or
+CLIP image embedding and image-prompt cosine (bench.metrics.clip_model), and its CMMD image embedding (bench.metrics.cmmd,
+its own CLIP model). MetricTools loads only the feature networks the requested metrics declare (bench.metrics.metric). It is fed either in-process as images are generated ("streaming": no PNG is read back) or
 from the written PNGs; both see the same pixels (PNG is lossless), so both give the same numbers. Memory grows
 with the number of samples only by their feature vectors: images are never kept. Shards of a distributed run merge by sample key, so the result does not
 depend on the number of processes.
@@ -22,12 +22,11 @@ from bench.core.errors import BenchError
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "clip_score", "cmmd", "parti", "win_rate")
-# The feature network each metric needs (a MetricTools field): a metric is skipped when its network is unavailable.
-TOOL_OF = {"fid": "fid", "kid": "fid", "clip_score": "clip", "parti": "clip", "win_rate": "clip", "cmmd": "cmmd"}
-# Metrics that compare with reference images: without any they are reported as skipped, and their feature
-# networks are not loaded (nor their weights asked for).
-REFERENCE_METRICS = {"fid", "kid", "cmmd"}
+def reference_metrics(metrics: Sequence[str]) -> list[str]:
+    """The requested metrics that compare with reference images (bench.metrics.metric.Metric.needs_references)."""
+    from bench.metrics import METRICS
+
+    return [m for m in metrics if METRICS[m].needs_references]
 
 
 def runnable_metrics(metrics: Sequence[str], has_references: bool) -> list[str]:
@@ -35,11 +34,14 @@ def runnable_metrics(metrics: Sequence[str], has_references: bool) -> list[str]:
 
     The others are reported as skipped (bench.metrics.evaluate), so their feature networks need not be loaded.
     """
-    return [m for m in metrics if has_references or m not in REFERENCE_METRICS]
+    needing = set(reference_metrics(metrics))
+    return [m for m in metrics if has_references or m not in needing]
 
 
 def check_metrics(metrics: Sequence[str]) -> list[str]:
     """The requested metric names, refused with the known ones listed when any is unknown."""
+    from bench.metrics import METRICS
+
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise BenchError(f"Unknown metric(s) {', '.join(unknown)} in eval.metrics. Known: {', '.join(METRICS)}.")
@@ -50,9 +52,10 @@ def check_metrics(metrics: Sequence[str]) -> list[str]:
 class MetricTools:
     """The feature extractors a run needs, built once and shared by every model it scores."""
 
+    # One field per feature network (bench.metrics.NETWORKS), named as its config node eval.<name>.
     fid: Any = None  # bench.metrics.features.FeatureExtractor
-    clip: Any = None  # bench.metrics.clip_score.ClipScorer
-    cmmd: Any = None  # bench.metrics.clip_score.ClipScorer built by bench.metrics.cmmd.build_cmmd_scorer
+    clip: Any = None  # bench.metrics.clip_model.ClipScorer
+    cmmd: Any = None  # bench.metrics.clip_model.ClipScorer built by bench.metrics.cmmd.build_cmmd_scorer
     fid_batch_size: int = 32
 
     # Feature networks that could not be loaded (skip_missing): "fid", "clip" or "cmmd" -> the error saying how to
@@ -63,17 +66,14 @@ class MetricTools:
     def build(cls, eval_cfg: Any, metrics: Sequence[str], device: str, skip_missing: bool = False) -> MetricTools:
         """Build only what `metrics` need. Missing weights raise BenchError saying how to supply them, or, with
         skip_missing, are recorded in `unavailable` (their metrics are then reported as skipped, with that text)."""
-        from bench.metrics.clip_score import build_clip_scorer
-        from bench.metrics.cmmd import build_cmmd_scorer
-        from bench.metrics.features import build_fid_extractor
+        from bench.metrics import METRICS, NETWORKS
 
         tools = cls(fid_batch_size=eval_cfg.fid.batch_size)
-        needs = [("fid", build_fid_extractor, eval_cfg.fid), ("clip", build_clip_scorer, eval_cfg.clip),
-                 ("cmmd", build_cmmd_scorer, eval_cfg.cmmd)]
-        for name, build, cfg in needs:
-            if any(TOOL_OF[m] == name for m in metrics):
+        needed = {METRICS[m].network for m in metrics}
+        for name in NETWORKS:
+            if name in needed:
                 try:
-                    setattr(tools, name, build(cfg, device))
+                    setattr(tools, name, NETWORKS[name](getattr(eval_cfg, name), device))
                 except BenchError as err:
                     if not skip_missing:
                         raise
