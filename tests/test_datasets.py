@@ -1,7 +1,7 @@
 """COCO-30K, COCO-5K (MLPerf) and CC3M: caption lists, reference images and the prepare step.
 
 The shipped lists are checked against pandas (an independent parser); reference folders, img2dataset
-outputs and COCO archives are built in tmp_path from the real photos in /work/shared/data/cc_images
+outputs and COCO archives are built in tmp_path from the real photos in tests/assets/cc_images
 (tests/assets/photo_256.png where one image is enough); downloads go to a local HTTP server.
 """
 

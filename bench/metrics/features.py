@@ -82,9 +82,6 @@ GENERATED_RESIZE = {
     },
 }
 
-# Stand-ins that moved to bench/testing.py, under the `_target_` earlier command lines gave them: still accepted.
-MOVED_TARGETS = {"bench.metrics.features.RandomConvFeatures": "bench.testing.RandomConvFeatures"}
-
 _DOWNLOAD_TIMEOUT_S = 20  # per socket operation: offline, name resolution fails at once anyway
 
 
@@ -398,8 +395,6 @@ def build_fid_extractor(cfg: Mapping[str, Any] | Any, device: str | torch.device
                 "(e.g. eval.fid.feature_extractor._target_=bench.testing.RandomConvFeatures); got keys "
                 f"{sorted(spec)}."
             )
-        if spec["_target_"] in MOVED_TARGETS:
-            spec["_target_"] = MOVED_TARGETS[spec["_target_"]]
         import hydra.utils
 
         try:
