@@ -47,3 +47,11 @@ def test_latency_presets_compose_into_the_experiments_that_use_them():
     table3 = latency("experiment=paper_table3")
     assert table3["protocol"] == "per_stage" and table3["resolutions"] == [256, 512, 1024]
     assert compose_config(["experiment=latency_gpu"]).device == "cuda"
+
+
+def test_the_metric_choices_are_the_registered_metrics():
+    # The schema's closed list (refused at composition) and the registry that computes them are one list.
+    from bench.core.config import Metric
+    from bench.metrics import METRICS
+
+    assert [m.value for m in Metric] == list(METRICS)
