@@ -26,18 +26,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from bench.core.errors import BenchError
+from bench.data.captions import COCO_JSON_SELECTION, coco_captions_from_json, read_cc3m, read_coco30k, read_mlperf_coco
 from bench.data.download import COCO_ARCHIVES, download_file, main, prepare_dataset
-from bench.data.prompts import (
-    COCO_JSON_SELECTION,
-    PromptRecord,
-    caption_list_protocol,
-    coco_captions_from_json,
-    load_dataset,
-    packaged_data_path,
-    read_cc3m,
-    read_coco30k,
-    read_mlperf_coco,
-)
+from bench.data.prompts import PromptRecord, caption_list_protocol, load_dataset, packaged_data_path
 from bench.data.references import ReferenceImage, open_references
 from bench.jobs.generation import MANIFEST_KEYS
 

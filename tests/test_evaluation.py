@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import muse_bench
 
 from bench.metrics.clip_model import TINY_CLIP_NAME, open_clip_scorer
 
-BIN = Path(sys.executable).parent
 PHOTOS = sorted((Path(__file__).resolve().parent / "assets" / "cc_images").glob("*.jpg"))
-
-
-def muse_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([str(BIN / "muse-bench"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,8 @@ from bench.core.results import (
     write_jsonl,
     write_results,
 )
-from bench.data.prompts import (
-    DATASET_NAMES,
-    PromptRecord,
-    load_dataset,
-    read_partiprompts,
-)
+from bench.data.partiprompts import read_partiprompts
+from bench.data.prompts import DATASET_NAMES, PromptRecord, load_dataset
 from bench.jobs.generation import manifest_row, sample_file_name
 
 HEADER = "Prompt\tCategory\tChallenge\tNote\n"

@@ -32,7 +32,8 @@ from typing import Any
 
 from bench.core.download import download_file
 from bench.core.errors import BenchError
-from bench.data.prompts import CC3M_HEADER, DATASET_NAMES, load_dataset
+from bench.data.captions import CC3M_HEADER
+from bench.data.prompts import DATASET_NAMES, load_dataset
 
 COCO_HOST = "http://images.cocodataset.org"
 # The other way to a prepared COCO, named when an archive cannot be downloaded.

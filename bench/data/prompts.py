@@ -10,21 +10,22 @@ Registered datasets (their files ship in bench/data/; sources, licences and chec
   or a list built from a user's captions_valXXXX.json (`coco_captions_from_json`).
 - coco5k: the 5,000 val2014 captions MLPerf Inference's text-to-image benchmark uses.
 - cc3m: the 15,840 rows of the Conceptual Captions (CC3M) validation split.
-The reference images these lists are compared against live in bench/data/references.py.
+Each is a `PromptList` (its shipped file and the reader of its format) defined beside its reader
+(partiprompts.py, captions.py) and registered in DATASETS by name; adding a dataset is a reader, one registry
+line and a conf/dataset/ preset. The reference images these lists are compared against live in
+bench/data/references.py.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
+from bench.core.registry import Registry
 from bench.core.results import file_sha256
 
 
@@ -39,338 +40,43 @@ class PromptRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-PARTIPROMPTS_COLUMNS = ("Prompt", "Category", "Challenge", "Note")
-
-
 def packaged_data_path(filename: str) -> Path:
     """Path of a data file shipped inside the bench package (bench/data/)."""
     return Path(str(resources.files("bench") / "data" / filename))
 
 
-def read_partiprompts(path: str | Path) -> list[PromptRecord]:
-    """Read a PartiPrompts TSV (header Prompt, Category, Challenge, Note) into records.
+@dataclass(frozen=True)
+class PromptList:
+    """A named prompt dataset: the caption list shipped in bench/data/ and the reader of its format (a path ->
+    its records)."""
 
-    The file is plain tab-separated text without CSV quoting (a prompt may start with a double
-    quote), so it is read with csv.QUOTE_NONE. A line that does not have the four fields, or has an
-    empty prompt, category or challenge, raises BenchError naming the file and line number. The id
-    of a record is its 0-based row number: PartiPrompts has no ids of its own.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(
-            f"PartiPrompts file not found: {path}. Point dataset.path at a PartiPrompts.tsv, or leave it "
-            "unset to use the copy shipped in bench/data/."
-        )
-    records: list[PromptRecord] = []
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            header = next(reader, None)
-            if header is None or tuple(header) != PARTIPROMPTS_COLUMNS:
-                raise BenchError(
-                    f"{path}:1: expected the header {'<TAB>'.join(PARTIPROMPTS_COLUMNS)}, found "
-                    f"{header!r}. Is this the PartiPrompts TSV?"
-                )
-            for row in reader:
-                if not row:  # a blank line, e.g. at the end of the file
-                    continue
-                line = reader.line_num
-                if len(row) != len(PARTIPROMPTS_COLUMNS):
-                    raise BenchError(
-                        f"{path}:{line}: expected {len(PARTIPROMPTS_COLUMNS)} tab-separated fields "
-                        f"({', '.join(PARTIPROMPTS_COLUMNS)}), found {len(row)}. Fix or remove that line."
-                    )
-                prompt, category, challenge, note = row
-                empty = [name for name, value in zip(PARTIPROMPTS_COLUMNS[:3], row[:3]) if not value.strip()]
-                if empty:
-                    raise BenchError(
-                        f"{path}:{line}: empty {', '.join(empty)} field. Fix or remove that line."
-                    )
-                index = len(records)
-                records.append(
-                    PromptRecord(
-                        index=index,
-                        prompt=prompt,
-                        id=index,
-                        metadata={"category": category, "challenge": challenge, "note": note},
-                    )
-                )
-    except UnicodeDecodeError as err:
-        raise BenchError(f"{path}: not UTF-8 text ({err}). Is this the PartiPrompts TSV?") from err
-    if not records:
-        raise BenchError(f"{path}: no prompts after the header.")
-    return records
+    file: str
+    read: Callable[[Path], list[PromptRecord]]
 
 
-# ---- COCO and CC3M caption lists ------------------------------------------------------------------------
-
-COCO30K_FILE = "MS-COCO_val2014_30k_captions.csv"
-COCO5K_FILE = "mlperf_coco2014_captions_source.tsv"
-CC3M_FILE = "Validation_GCC-1.1.0-Validation.tsv"
-
+# name (dataset.name) -> its PromptList, imported when first used.
+DATASETS = Registry("dataset.name", {
+    "partiprompts": "bench.data.partiprompts:PARTIPROMPTS",
+    "coco30k": "bench.data.captions:COCO30K",
+    "coco5k": "bench.data.captions:COCO5K",
+    "cc3m": "bench.data.captions:CC3M",
+})
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 # The number of records each COCO list defines; a list built from a captions JSON is cut to this size.
 COCO_SIZES = {"coco30k": 30000, "coco5k": 5000}
 
 
-def coco_file_name(image_id: int, split: str = "val2014") -> str:
-    """The official file name of a COCO-2014 image: COCO_val2014_000000123456.jpg."""
-    return f"COCO_{split}_{image_id:012d}.jpg"
-
-
-def _table_rows(path: Path, what: str, *, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:
-    """Yield (first line number, fields) of each non-blank row of a delimited text file.
-
-    The line number is where the row starts, so a quoted caption spanning lines is reported at its
-    first line. Undecodable bytes and csv errors become a BenchError naming file and line.
-    """
-    if not path.is_file():
+def _known(name: str) -> None:
+    if name not in DATASETS:
         raise BenchError(
-            f"{what} file not found: {path}. Point dataset.path at your copy, or leave it unset to use the "
-            "copy shipped in bench/data/."
+            f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASET_NAMES)}; pick one with dataset=NAME."
         )
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting, strict=True)
-        previous_end = 0
-        while True:
-            start = previous_end + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as err:
-                raise BenchError(
-                    f"{path}:{start}: not a valid {what} row ({err}). Fix or remove that line (a caption with a "
-                    'double quote must be quoted, with the quote doubled: "a ""quoted"" word").'
-                ) from err
-            except UnicodeDecodeError as err:
-                raise BenchError(f"{path}:{start}: not UTF-8 text ({err}). Is this the {what} file?") from err
-            previous_end = reader.line_num
-            if row:  # blank lines, e.g. at the end of the file, are not rows
-                yield start, row
-
-
-def _parse_image_id(path: Path, line: int, value: str) -> int:
-    try:
-        image_id = int(value)
-    except ValueError:
-        image_id = -1
-    if image_id < 0:
-        raise BenchError(f"{path}:{line}: image_id {value!r} is not a COCO image id (an integer). Fix that line.")
-    return image_id
-
-
-def _header(path: Path, rows: Iterator[tuple[int, list[str]]], required: tuple[str, ...], what: str) -> dict[str, int]:
-    """Read the header row and map each column name to its position; every `required` name must be there."""
-    first = next(rows, None)
-    if first is None:
-        raise BenchError(f"{path}: empty file. Is this the {what} file?")
-    line, header = first
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise BenchError(
-            f"{path}:{line}: the header lacks the column(s) {', '.join(missing)} (found {header!r}). "
-            f"Is this the {what} file?"
-        )
-    return {name: header.index(name) for name in header}
-
-
-def _check_fields(path: Path, line: int, row: list[str], columns: dict[str, int], caption: str) -> None:
-    if len(row) != len(columns):
-        raise BenchError(
-            f"{path}:{line}: expected {len(columns)} fields ({', '.join(columns)}), found {len(row)}. "
-            "Fix or remove that line."
-        )
-    if not row[columns[caption]].strip():
-        raise BenchError(f"{path}:{line}: empty {caption}. Fix or remove that line.")
-
-
-def read_coco30k(path: str | Path) -> list[PromptRecord]:
-    """Read a COCO-30K caption list: a CSV with header image_id,text, one caption per val2014 image.
-
-    Standard CSV quoting: a caption with a comma is quoted and some quoted captions span lines; they
-    are kept whole and verbatim (trailing spaces and newlines included, as other users of this list
-    pass them on). id = the COCO image id; metadata: image_id and the val2014 file_name.
-    """
-    path = Path(path)
-    what = "COCO-30K caption list (image_id,text)"
-    rows = _table_rows(path, what, delimiter=",", quoting=csv.QUOTE_MINIMAL)
-    columns = _header(path, rows, ("image_id", "text"), what)
-    records: list[PromptRecord] = []
-    for line, row in rows:
-        _check_fields(path, line, row, columns, "text")
-        image_id = _parse_image_id(path, line, row[columns["image_id"]])
-        records.append(
-            PromptRecord(
-                index=len(records),
-                prompt=row[columns["text"]],
-                id=image_id,
-                metadata={"image_id": image_id, "file_name": coco_file_name(image_id)},
-            )
-        )
-    if not records:
-        raise BenchError(f"{path}: no captions after the header.")
-    return records
-
-
-def read_mlperf_coco(path: str | Path) -> list[PromptRecord]:
-    """Read MLPerf Inference's COCO-2014 caption list (captions_source.tsv).
-
-    Tab-separated with header id, image_id, caption, height, width, file_name, coco_url; a caption
-    with a double quote is CSV-quoted with the quote doubled (MLPerf reads it with pandas), so it is
-    read with csv's standard quoting. id = the COCO image id; metadata: image_id, file_name and
-    annotation_id (the caption's COCO annotation id, the `id` column).
-    """
-    path = Path(path)
-    what = "MLPerf COCO-2014 caption list (captions_source.tsv)"
-    rows = _table_rows(path, what, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
-    columns = _header(path, rows, ("id", "image_id", "caption"), what)
-    records: list[PromptRecord] = []
-    for line, row in rows:
-        _check_fields(path, line, row, columns, "caption")
-        image_id = _parse_image_id(path, line, row[columns["image_id"]])
-        file_name = row[columns["file_name"]] if "file_name" in columns else coco_file_name(image_id)
-        records.append(
-            PromptRecord(
-                index=len(records),
-                prompt=row[columns["caption"]],
-                id=image_id,
-                metadata={
-                    "image_id": image_id,
-                    "file_name": file_name,
-                    "annotation_id": _parse_image_id(path, line, row[columns["id"]]),
-                },
-            )
-        )
-    if not records:
-        raise BenchError(f"{path}: no captions after the header.")
-    return records
-
-
-CC3M_HEADER = ["caption", "url"]
-
-
-def read_cc3m(path: str | Path) -> list[PromptRecord]:
-    """Read a Conceptual Captions (CC3M) TSV: caption<TAB>url per line, no quoting, no header.
-
-    A first line `caption<TAB>url` (the header img2dataset needs, see bench/data/download.py) is skipped.
-    id = the 0-based row number among the caption rows (CC3M has no ids of its own); metadata: url.
-    """
-    path = Path(path)
-    what = "CC3M caption list (caption<TAB>url)"
-    records: list[PromptRecord] = []
-    for line, row in _table_rows(path, what, delimiter="\t", quoting=csv.QUOTE_NONE):
-        if line == 1 and row == CC3M_HEADER:
-            continue
-        if len(row) != 2:
-            raise BenchError(
-                f"{path}:{line}: expected 2 tab-separated fields (caption, url), found {len(row)}. "
-                "Fix or remove that line."
-            )
-        caption, url = row
-        if not caption.strip() or not url.strip():
-            empty = "caption" if not caption.strip() else "url"
-            raise BenchError(f"{path}:{line}: empty {empty}. Fix or remove that line.")
-        index = len(records)
-        records.append(PromptRecord(index=index, prompt=caption, id=index, metadata={"url": url}))
-    if not records:
-        raise BenchError(f"{path}: no caption rows.")
-    return records
-
-
-def _hash_order(*parts: object) -> str:
-    return hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()
-
-
-COCO_JSON_SELECTION = (
-    "one caption per image: images ordered by sha256('{seed}:{image_id}'), each image's caption = the "
-    "annotation with the smallest sha256('{seed}:{image_id}:{annotation_id}'); the first N images kept"
-)
-
-
-def coco_captions_from_json(path: str | Path, *, n: int | None = None, seed: int = 0) -> list[PromptRecord]:
-    """Pick one caption per image for `n` images (all when None) of a COCO captions_<split>.json.
-
-    The rule (COCO_JSON_SELECTION) depends only on the seed and the COCO ids, not on Python's random
-    module or on the order of the JSON: images are ordered by sha256("{seed}:{image_id}") and each one's
-    caption is its annotation with the smallest sha256("{seed}:{image_id}:{annotation_id}"). So the
-    first n records of a larger n are the records of a smaller n, and another seed gives another sample.
-    Images without captions are skipped. Captions are kept verbatim. id = the image id; metadata:
-    image_id, file_name (as the JSON names it) and annotation_id.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"COCO captions file not found: {path}. Point dataset.path at captions_val2014.json "
-                         "(from annotations_trainval2014.zip; bench/data/download.py fetches it).")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise BenchError(f"{path}:{err.lineno}: not valid JSON ({err.msg}). Is this a COCO captions_*.json?") from err
-    except UnicodeDecodeError as err:
-        raise BenchError(f"{path}: not UTF-8 text ({err}). Is this a COCO captions_*.json?") from err
-    if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
-        raise BenchError(f"{path}: no 'images' and 'annotations' lists. Is this a COCO captions_*.json?")
-    try:
-        file_names = {int(image["id"]): str(image["file_name"]) for image in data["images"]}
-        captions: dict[int, list[tuple[int, str]]] = {}
-        for ann in data["annotations"]:
-            captions.setdefault(int(ann["image_id"]), []).append((int(ann["id"]), str(ann["caption"])))
-    except (KeyError, TypeError, ValueError) as err:
-        raise BenchError(f"{path}: an image or annotation lacks its id, file_name, image_id or caption ({err!r}). "
-                         "Is this a COCO captions_*.json (not instances_ or person_keypoints_)?") from err
-    usable = [image_id for image_id in file_names if captions.get(image_id)]
-    usable.sort(key=lambda image_id: (_hash_order(seed, image_id), image_id))
-    if n is not None:
-        if n > len(usable):
-            raise BenchError(f"{path} has captions for {len(usable)} images, fewer than the {n} asked for. "
-                             f"Set dataset.limit to {len(usable)} or less, or use a larger split's captions file.")
-        usable = usable[:n]
-    records = []
-    for index, image_id in enumerate(usable):
-        annotation_id, caption = min(captions[image_id], key=lambda c: (_hash_order(seed, image_id, c[0]), c[0]))
-        records.append(
-            PromptRecord(
-                index=index,
-                prompt=caption,
-                id=image_id,
-                metadata={"image_id": image_id, "file_name": file_names[image_id], "annotation_id": annotation_id},
-            )
-        )
-    return records
-
-
-# ---- the registry -----------------------------------------------------------------------------------------
-
-# name -> the file shipped in bench/data/ that `path` replaces.
-DATASET_FILES = {
-    "partiprompts": "PartiPrompts.tsv",
-    "coco30k": COCO30K_FILE,
-    "coco5k": COCO5K_FILE,
-    "cc3m": CC3M_FILE,
-}
 
 
 def dataset_file(name: str, path: str | Path | None = None) -> Path:
     """The caption list a dataset reads: `path` when given, else its file shipped in bench/data/."""
-    if name not in DATASET_FILES:
-        raise BenchError(
-            f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASET_FILES)}; pick one with dataset=NAME."
-        )
-    return Path(path) if path else packaged_data_path(DATASET_FILES[name])
-
-
-def _loader(name: str, read: Callable[[str | Path], list[PromptRecord]]) -> Callable[[str | None], list[PromptRecord]]:
-    return lambda path: read(dataset_file(name, path))
-
-
-# name -> loader(path or None).
-_DATASETS: dict[str, Callable[[str | None], list[PromptRecord]]] = {
-    "partiprompts": _loader("partiprompts", read_partiprompts),
-    "coco30k": _loader("coco30k", read_coco30k),
-    "coco5k": _loader("coco5k", read_mlperf_coco),
-    "cc3m": _loader("cc3m", read_cc3m),
-}
-
-DATASET_NAMES: tuple[str, ...] = tuple(_DATASETS)
+    _known(name)
+    return Path(path) if path else packaged_data_path(DATASETS[name].file)
 
 
 def _is_captions_json(path: str | Path | None) -> bool:
@@ -386,19 +92,18 @@ def load_dataset(
     captions_<split>.json: the list is then built by `coco_captions_from_json` with `caption_seed`,
     30,000 images (or `limit`, when smaller). Unknown names and a limit below 1 raise BenchError.
     """
-    if name not in _DATASETS:
-        raise BenchError(
-            f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASET_NAMES)}; pick one with dataset=NAME."
-        )
+    _known(name)
     if limit is not None and limit < 1:
         raise BenchError(f"dataset.limit must be at least 1, or null for the whole dataset; got {limit}.")
     if _is_captions_json(path):
         if name != "coco30k":
             raise BenchError(f"dataset.path={path} is a JSON file; only coco30k can be built from a COCO captions "
-                             f"JSON. For {name}, point dataset.path at a copy of {DATASET_FILES[name]}.")
+                             f"JSON. For {name}, point dataset.path at a copy of {DATASETS[name].file}.")
         size = COCO_SIZES[name] if limit is None else min(limit, COCO_SIZES[name])
+        from bench.data.captions import coco_captions_from_json
+
         return coco_captions_from_json(path, n=size, seed=caption_seed)
-    records = _DATASETS[name](path)
+    records = DATASETS[name].read(dataset_file(name, path))
     return records if limit is None else records[:limit]
 
 
@@ -408,5 +113,7 @@ def caption_list_protocol(name: str, path: str | None = None, *, caption_seed: i
     file = dataset_file(name, path)
     protocol: dict[str, Any] = {"caption_list": file.name, "caption_list_sha256": file_sha256(file)[:12]}
     if _is_captions_json(path):
+        from bench.data.captions import COCO_JSON_SELECTION
+
         protocol.update(caption_selection=COCO_JSON_SELECTION, caption_seed=caption_seed)
     return protocol

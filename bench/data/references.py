@@ -36,13 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
-from bench.data.prompts import (
-    COCO_SIZES,
-    PromptRecord,
-    caption_list_protocol,
-    coco_file_name,
-    load_dataset,
-)
+from bench.data.captions import coco_file_name
+from bench.data.prompts import COCO_SIZES, PromptRecord, caption_list_protocol, load_dataset
 
 REFERENCE_SETS = ("all", "matched")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # what img2dataset's encode_format can write
