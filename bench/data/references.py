@@ -35,11 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.core.config import ReferenceSet
 from bench.core.errors import BenchError
 from bench.data.captions import coco_file_name
 from bench.data.prompts import COCO_SIZES, PromptRecord, caption_list_protocol, load_dataset
 
-REFERENCE_SETS = ("all", "matched")
+# As the config schema lists them (dataset.reference_set); checked here too for direct Python callers.
+REFERENCE_SETS = tuple(ReferenceSet)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # what img2dataset's encode_format can write
 PREPARE_HINT = "muse-bench job=prepare dataset={name}` (or `python -m bench.download {name} --root DIR"
 

@@ -32,10 +32,12 @@ import torch
 from torch import nn
 
 from bench.core.download import DownloadError, download_file
+from bench.core.config import FidMode
 from bench.core.errors import BenchError
 from bench.core.results import file_sha256
 
-MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
+# clean-fid's modes, as the config schema lists them (eval.fid.mode); checked here too for direct Python callers.
+MODES = tuple(FidMode)
 
 # clean-fid's TorchScript Inception (TF weights), used by modes clean and legacy_tensorflow
 # (cleanfid/downloads_helper.py, inception_url).
@@ -103,7 +105,7 @@ class FeatureExtractor:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         self.device = str(self.device)
 
     def preprocess(self, img: np.ndarray) -> torch.Tensor:
