@@ -19,6 +19,9 @@ that returns the encoded bytes, so a reference set of 40k images costs no memory
 What is in the folder is part of the protocol (`content`: a sha256 over every image's name, byte size and
 modification time, read with one stat per file), so cached reference features are keyed by the images
 themselves: a second download into a folder of the same name, or any changed image, gives other features.
+
+One idea, one file (a little over 400 lines): every layout ends in the same ReferenceSet, and the rules that
+make two reference sets comparable (order, limit, fingerprint) are read best side by side.
 """
 
 from __future__ import annotations
