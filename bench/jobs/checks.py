@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from bench.core.errors import BenchError
+from muse.errors import MuseInputError
+from muse.sampling import to_guidance_t
 
 
 def check_guidance(value: float | None, key: str) -> None:
@@ -17,9 +19,6 @@ def check_guidance(value: float | None, key: str) -> None:
     one definition); None (the model's own) passes."""
     if value is None:
         return
-    from muse.errors import MuseInputError
-    from muse.sampling import to_guidance_t
-
     try:
         to_guidance_t(value, key)
     except MuseInputError as err:

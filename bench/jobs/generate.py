@@ -9,7 +9,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from bench.core.config import ModelConfig
 from bench.core.errors import BenchError
+from bench.core.paths import CONF_DIR
 from bench.core.provenance import collect_provenance
 from bench.core.results import (
     MANIFEST_FILE,
@@ -18,8 +20,16 @@ from bench.core.results import (
     write_jsonl,
     write_results,
 )
+from bench.core.rundir import promote_record
 from bench.data.prompts import load_dataset
-from bench.models.generators import resolve_device
+from bench.data.references import open_references
+from bench.jobs.checks import check_generate_settings
+from bench.jobs.distributed import init_world, process_device
+from bench.jobs.generation import check_sampling_record, generate_samples, plan_samples, shard, write_sampling_record
+from bench.metrics.evaluate import score_models
+from bench.metrics.scoring import MetricTools, SampleScorer, check_metrics, reference_metrics, runnable_metrics
+from bench.models.generators import load_generator, resolve_device
+from muse.sampling import GUIDANCE_CONVENTION, STREAM_DERIVATION
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +46,6 @@ def sampling_protocol(generator: Any, *, resolution: int, seed: int, samples_per
     resolution the model made the image and how it was resized to `resolution` (both None when it was made at
     `resolution`, its native one).
     """
-    from muse.sampling import GUIDANCE_CONVENTION, STREAM_DERIVATION
-
     settings = generator.settings(resolution)
     first = next(iter(settings.values()))
     return {
@@ -59,9 +67,6 @@ def _model_configs(cfg: DictConfig) -> list[Any]:
     """The run's model, then eval.compare_to's preset from conf/model/, typed by the schema."""
     models = [cfg.model]
     if cfg.eval.compare_to:
-        from bench.core.config import ModelConfig
-        from bench.core.paths import CONF_DIR
-
         path = CONF_DIR / "model" / f"{cfg.eval.compare_to}.yaml"
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
@@ -99,25 +104,6 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     whether this is the main process). With skip_missing_weights, a metric whose feature network cannot be
     loaded is reported as skipped with the reason, not an error. keep_generator, if a list, receives the run's
     first model (the default job draws its decoding trajectories with it)."""
-    from bench.core.rundir import promote_record
-    from bench.jobs.checks import check_generate_settings
-    from bench.jobs.distributed import init_world, process_device
-    from bench.jobs.generation import (
-        check_sampling_record,
-        generate_samples,
-        plan_samples,
-        shard,
-        write_sampling_record,
-    )
-    from bench.metrics.scoring import (
-        MetricTools,
-        SampleScorer,
-        check_metrics,
-        reference_metrics,
-        runnable_metrics,
-    )
-    from bench.models.generators import load_generator
-
     models = _model_configs(cfg)
     check_generate_settings(cfg, models)
     metrics = check_metrics(cfg.eval.metrics)
@@ -136,8 +122,6 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     # Decided from the config alone, so that every rank of a sharded run loads the same feature networks.
     has_references = bool(cfg.dataset.reference_dir or dataset_has_references(cfg.dataset.name))
     if world.is_main and reference_metrics(metrics) and has_references:
-        from bench.data.references import open_references
-
         # Checked before any image is made: missing or wrong reference images should not cost a generation run.
         # Datasets without reference images of their own (PartiPrompts) report those metrics as skipped instead.
         references = open_references(cfg.dataset, records)
@@ -217,8 +201,6 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
                 protocol=protocols[resolution] | {"samples_dir": str(sample_dir.relative_to(run_dir))},
             ))
     if world.is_main and tools is not None:
-        from bench.metrics.evaluate import score_models
-
         score_models(evaluations, scored, tools=tools, cfg=cfg, metrics=metrics, references=references,
                      resolution=eval_resolution, run_dir=run_dir)
     return evaluations, device, world.is_main

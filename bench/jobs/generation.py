@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from bench.core.errors import BenchError
 from bench.core.results import atomic_write_bytes, read_json, write_json
+from bench.data.images import ImageLoadError, load_rgb
 from bench.data.prompts import PromptRecord
 
 log = logging.getLogger(__name__)
@@ -154,8 +156,6 @@ def png_bytes(image) -> bytes:
 
 def _finished_pixels(path: Path):
     """The pixels of a finished sample's PNG, or None when it is missing or damaged (then it is made again)."""
-    from bench.data.images import ImageLoadError, load_rgb
-
     if not path.is_file():
         return None
     try:
@@ -186,8 +186,6 @@ def generate_samples(
     """
     if batch_size < 1:
         raise BenchError(f"batch_size must be at least 1, got {batch_size}.")
-    from PIL import Image
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # One pass over the finished PNGs: each is decoded once, both to check it and (in batches, so memory stays

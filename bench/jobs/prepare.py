@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from bench.core.results import write_json
+from bench.data.download import prepare_dataset
 from bench.jobs.generate import evaluation_resolution
 
 log = logging.getLogger(__name__)
@@ -17,9 +19,6 @@ def run_prepare(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     """Fetch cfg.dataset's reference images under data_root (COCO: download + sha256 + extract; CC3M: the
     img2dataset command, at the resolution these settings evaluate at) and write what to set in prepare.json;
     the settings are logged too."""
-    from bench.core.results import write_json
-    from bench.data.download import prepare_dataset
-
     root = Path(cfg.data_root).expanduser() / cfg.dataset.name
     # CC3M's images are resized as they are downloaded: to the resolution the same settings would evaluate at.
     prepared = prepare_dataset(cfg.dataset.name, root, path=cfg.dataset.path, image_size=evaluation_resolution(cfg))

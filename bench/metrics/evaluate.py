@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.results import MetricEntry
+from bench.metrics import METRICS
+from bench.metrics.published import comparable_to_published
+from bench.metrics.reference_cache import reference_features
+from bench.metrics.scoring import effective_count
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,6 @@ class ModelScores:
     @property
     def common(self) -> dict[str, Any]:
         """What every metric of this model records first in its protocol."""
-        from bench.metrics.scoring import effective_count
-
         return {"n_generated": effective_count(self.state)}
 
     def add(self, entries: Mapping[str, MetricEntry]) -> None:
@@ -70,8 +72,6 @@ class Scoring:
 
 
 def _reference(extractor, references, cfg, resolution: int) -> tuple[Any, dict[str, Any]]:
-    from bench.metrics.reference_cache import reference_features
-
     key = {"dataset": cfg.dataset.name, **references.protocol}
     result = reference_features(
         [(image.key, image.read) for image in references.images], extractor, resolution=resolution, key=key,
@@ -99,8 +99,6 @@ def _reference(extractor, references, cfg, resolution: int) -> tuple[Any, dict[s
 def skip_reasons(metrics: list[str], *, tools: Any, has_references: bool) -> dict[str, str]:
     """The requested metrics that cannot be computed, each with the reason: no reference images for a metric
     that needs them, or its feature network unavailable (bench.metrics.scoring.MetricTools.unavailable)."""
-    from bench.metrics import METRICS
-
     skip = {}
     for name in metrics:
         metric = METRICS[name]
@@ -120,9 +118,6 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
     network that `tools` could not load, are reported as skipped with the reason, under every entry they would
     have written. The others are computed in registry order, each where its feature network is loaded.
     """
-    from bench.metrics import METRICS
-    from bench.metrics.scoring import effective_count
-
     skip = skip_reasons(metrics, tools=tools, has_references=references is not None)
     run = [METRICS[name] for name in METRICS if name in metrics and name not in skip
            and getattr(tools, METRICS[name].network) is not None]
@@ -147,8 +142,6 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
 
 def _mark_comparability(entry: dict[str, Any], *, dataset: str, resolution: int) -> None:
     """Add comparable_to_published to the protocol of every metric entry of an evaluation (bench/metrics/published.py)."""
-    from bench.metrics.published import comparable_to_published
-
     for name, metric in entry["metrics"].items():
         record = comparable_to_published(name, metric, dataset=dataset, model_weights=entry.get("weights", "random"),
                                          resolution=resolution)

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.core.download import DownloadError, download_file
 from bench.core.config import FidMode
+from bench.core.download import DownloadError, download_file
 from bench.core.errors import BenchError
 from bench.core.results import file_sha256
 

@@ -17,15 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from bench.core.errors import BenchError
+from bench.data.images import ImageLoadError, load_rgb
+from bench.metrics import METRICS, NETWORKS
+from bench.metrics.fid import FeatureAccumulator
 
 log = logging.getLogger(__name__)
 
+
 def reference_metrics(metrics: Sequence[str]) -> list[str]:
     """The requested metrics that compare with reference images (bench.metrics.metric.Metric.needs_references)."""
-    from bench.metrics import METRICS
-
     return [m for m in metrics if METRICS[m].needs_references]
 
 
@@ -40,8 +43,6 @@ def runnable_metrics(metrics: Sequence[str], has_references: bool) -> list[str]:
 
 def check_metrics(metrics: Sequence[str]) -> list[str]:
     """The requested metric names, refused with the known ones listed when any is unknown."""
-    from bench.metrics import METRICS
-
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise BenchError(f"Unknown metric(s) {', '.join(unknown)} in eval.metrics. Known: {', '.join(METRICS)}.")
@@ -66,8 +67,6 @@ class MetricTools:
     def build(cls, eval_cfg: Any, metrics: Sequence[str], device: str, skip_missing: bool = False) -> MetricTools:
         """Build only what `metrics` need. Missing weights raise BenchError saying how to supply them, or, with
         skip_missing, are recorded in `unavailable` (their metrics are then reported as skipped, with that text)."""
-        from bench.metrics import METRICS, NETWORKS
-
         tools = cls(fid_batch_size=eval_cfg.fid.batch_size)
         needed = {METRICS[m].network for m in metrics}
         for name in NETWORKS:
@@ -99,8 +98,6 @@ class SampleScorer:
 
     def __post_init__(self) -> None:
         if self.tools.fid is not None:
-            from bench.metrics.fid import FeatureAccumulator
-
             self._fid = FeatureAccumulator(self.tools.fid, self.tools.fid_batch_size)
 
     def add(self, samples: Sequence[Any], images: Sequence[Any]) -> None:
@@ -129,10 +126,6 @@ class SampleScorer:
 
     def add_files(self, samples: Sequence[Any], folder: str | Path, batch_size: int = 16) -> None:
         """Score the written PNGs of `samples` in `folder`; unreadable ones are recorded in `failures` and left out."""
-        from PIL import Image
-
-        from bench.data.images import ImageLoadError, load_rgb
-
         folder = Path(folder)
         todo = [s for s in samples if s.resolution == self.resolution]
         for start in range(0, len(todo), batch_size):
