@@ -243,6 +243,7 @@ def coco_captions_from_json(path: str | Path, *, n: int | None = None, seed: int
     return records
 
 
-COCO30K = PromptList(COCO30K_FILE, read_coco30k)
-COCO5K = PromptList(COCO5K_FILE, read_mlperf_coco)
+COCO30K = PromptList(COCO30K_FILE, read_coco30k, size=30_000, from_captions_json=coco_captions_from_json,
+                     json_selection=COCO_JSON_SELECTION)
+COCO5K = PromptList(COCO5K_FILE, read_mlperf_coco, size=5_000)
 CC3M = PromptList(CC3M_FILE, read_cc3m)

@@ -52,6 +52,12 @@ class PromptList:
 
     file: str
     read: Callable[[Path], list[PromptRecord]]
+    # How many records the list defines (the COCO lists); a list built from a captions JSON is cut to it.
+    size: int | None = None
+    # For a list that can also be built from a COCO captions JSON (coco30k): (path, n, seed) -> records, and the
+    # rule it selects captions by, for the protocol.
+    from_captions_json: Callable[..., list[PromptRecord]] | None = None
+    json_selection: str | None = None
 
 
 # name (dataset.name) -> its PromptList, imported when first used.
@@ -62,8 +68,6 @@ DATASETS = Registry("dataset.name", {
     "cc3m": "bench.data.captions:CC3M",
 })
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
-# The number of records each COCO list defines; a list built from a captions JSON is cut to this size.
-COCO_SIZES = {"coco30k": 30000, "coco5k": 5000}
 
 
 def _known(name: str) -> None:
@@ -95,15 +99,14 @@ def load_dataset(
     _known(name)
     if limit is not None and limit < 1:
         raise BenchError(f"dataset.limit must be at least 1, or null for the whole dataset; got {limit}.")
+    spec = DATASETS[name]
     if _is_captions_json(path):
-        if name != "coco30k":
+        if spec.from_captions_json is None:
             raise BenchError(f"dataset.path={path} is a JSON file; only coco30k can be built from a COCO captions "
-                             f"JSON. For {name}, point dataset.path at a copy of {DATASETS[name].file}.")
-        size = COCO_SIZES[name] if limit is None else min(limit, COCO_SIZES[name])
-        from bench.data.captions import coco_captions_from_json
-
-        return coco_captions_from_json(path, n=size, seed=caption_seed)
-    records = DATASETS[name].read(dataset_file(name, path))
+                             f"JSON. For {name}, point dataset.path at a copy of {spec.file}.")
+        size = spec.size if limit is None else min(limit, spec.size)
+        return spec.from_captions_json(path, n=size, seed=caption_seed)
+    records = spec.read(dataset_file(name, path))
     return records if limit is None else records[:limit]
 
 
@@ -113,7 +116,5 @@ def caption_list_protocol(name: str, path: str | None = None, *, caption_seed: i
     file = dataset_file(name, path)
     protocol: dict[str, Any] = {"caption_list": file.name, "caption_list_sha256": file_sha256(file)[:12]}
     if _is_captions_json(path):
-        from bench.data.captions import COCO_JSON_SELECTION
-
-        protocol.update(caption_selection=COCO_JSON_SELECTION, caption_seed=caption_seed)
+        protocol.update(caption_selection=DATASETS[name].json_selection, caption_seed=caption_seed)
     return protocol

@@ -41,10 +41,13 @@ from typing import Any
 from bench.core.config import ReferenceSet
 from bench.core.errors import BenchError
 from bench.data.captions import coco_file_name
-from bench.data.prompts import COCO_SIZES, PromptRecord, caption_list_protocol, load_dataset
+from bench.data.images import list_images
+from bench.data.prompts import PromptRecord, caption_list_protocol, load_dataset
 
 # As the config schema lists them (dataset.reference_set); checked here too for direct Python callers.
 REFERENCE_SETS = tuple(ReferenceSet)
+# The caption lists whose reference images are COCO val2014's.
+COCO_LISTS = ("coco30k", "coco5k")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # what img2dataset's encode_format can write
 PREPARE_HINT = "muse-bench job=prepare dataset={name}` (or `python -m bench.download {name} --root DIR"
 
@@ -143,7 +146,7 @@ def open_references(dataset_cfg: Any, records: Sequence[PromptRecord]) -> Refere
     path = _option(dataset_cfg, "path")
     caption_seed = _option(dataset_cfg, "caption_seed", 0)
     reference_dir = _option(dataset_cfg, "reference_dir")
-    if name in COCO_SIZES:
+    if name in COCO_LISTS:
         if reference_dir is None:
             raise BenchError(
                 f"dataset.reference_dir is not set: FID on {name} compares samples with COCO val2014 images. "
@@ -173,8 +176,6 @@ def open_references(dataset_cfg: Any, records: Sequence[PromptRecord]) -> Refere
 def folder_references(name: str, reference_dir: str | Path, *, reference_limit: int | None = None) -> ReferenceSet:
     """Every image of a plain folder (recursively, in clean-fid's order) as the reference set of a dataset that
     has none of its own (e.g. PartiPrompts against a photo collection); reference_limit keeps the first N."""
-    from bench.data.images import list_images
-
     folder = Path(reference_dir).expanduser()
     if not folder.is_dir():
         raise BenchError(f"dataset.reference_dir={str(reference_dir)!r} is not a folder.")

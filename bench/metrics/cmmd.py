@@ -33,6 +33,8 @@ import numpy as np
 
 from bench.core.errors import BenchError
 from bench.core.results import MetricEntry
+from bench.data.images import REFERENCE_RESIZE
+from bench.metrics.clip_model import build_clip_scorer
 from bench.metrics.metric import Metric
 
 if TYPE_CHECKING:
@@ -60,8 +62,6 @@ def build_cmmd_scorer(cfg: Any, device: str) -> Any:
     reference's CLIP ViT-L/14-336 with OpenAI weights, with the whole image resized to the input size (no crop).
     Missing weights offline raise a BenchError that names the eval.cmmd settings.
     """
-    from bench.metrics.clip_model import build_clip_scorer
-
     return build_clip_scorer(cfg, device, setting="eval.cmmd", resize_mode=RESIZE_MODE, default_arch=PAPER_ARCH)
 
 
@@ -198,8 +198,6 @@ class ClipImages:
 
 
 def _score_cmmd(scoring: Scoring, model: ModelScores) -> dict[str, MetricEntry]:
-    from bench.data.images import REFERENCE_RESIZE
-
     scorer, cfg = scoring.tools.cmmd, scoring.cfg.eval.cmmd
     # As google-research cmmd's io_util: each reference centre-cropped and resized to the CLIP input size.
     size = scorer.image_size or scoring.resolution

@@ -24,6 +24,8 @@ import numpy as np
 
 from bench.core.errors import BenchError
 from bench.core.results import MetricEntry, write_csv
+from bench.metrics.clip_model import open_clip_scorer
+from bench.metrics.clip_score import cosines
 from bench.metrics.metric import Metric
 
 if TYPE_CHECKING:
@@ -136,8 +138,6 @@ class RescoreJudge:
     def __init__(self, arch: str = "ViT-B-32", pretrained: str | None = "openai", margin: float = 0.0, *,
                  root_a: str | None = None, root_b: str | None = None, device: str = "cpu",
                  scorer: Any = None):
-        from bench.metrics.clip_model import open_clip_scorer
-
         self.scorer = scorer if scorer is not None else open_clip_scorer(arch, pretrained, device=device)
         self.margin = float(margin)
         self.roots = (root_a, root_b)
@@ -273,8 +273,6 @@ def scored_rows(samples: Sequence[Any], seed: int, cosines: Mapping[tuple[int, i
 
 def _score_breakdown(scoring: Scoring, model: ModelScores) -> dict[str, MetricEntry]:
     """The CLIP cosine per category and per challenge, into the model's evaluation (`breakdown`)."""
-    from bench.metrics.clip_score import cosines
-
     rows = scored_rows(model.samples, scoring.cfg.seed, cosines(model.state))
     values = [r["clip_cosine"] for r in rows]
     model.entry["breakdown"] = {by: group_means(rows, values, by) for by in GROUP_KEYS}
@@ -290,8 +288,6 @@ def _write_breakdown(scoring: Scoring, models: list[ModelScores]) -> None:
 
 def _score_win_rate(scoring: Scoring, models: list[ModelScores]) -> None:
     """The first model's best-of-K images judged against the second's, into the first model's evaluation."""
-    from bench.metrics.clip_score import cosines
-
     cfg = scoring.cfg
     first, second = models[:2]
     best = {}
