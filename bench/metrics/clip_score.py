@@ -319,6 +319,8 @@ def open_clip_scorer(arch: str = "ViT-L-14", pretrained: str | None = "openai", 
         merge_preprocess_dict,
     )
 
+    from muse.seeding import seeded_init
+
     if arch == TINY_CLIP_NAME:
         register_tiny_clip()
     if open_clip.get_model_config(arch) is None:
@@ -335,9 +337,8 @@ def open_clip_scorer(arch: str = "ViT-L-14", pretrained: str | None = "openai", 
     force_pp = {k: v for k, v in merge_preprocess_dict({}, tag_cfg).items() if k != "size"} if tag_cfg else None
     source = checkpoint if checkpoint else (pretrained if tag_cfg else None)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with seeded_init(seed):
             # Random weights (no checkpoint) are drawn from `seed`, so a smoke run is reproducible.
-            torch.manual_seed(seed)
             model = open_clip.create_model(arch, pretrained=source, force_quick_gelu=force_quick_gelu,
                                            force_preprocess_cfg=force_pp, cache_dir=cache_dir, device="cpu")
     except (RuntimeError, FileNotFoundError, OSError) as err:
