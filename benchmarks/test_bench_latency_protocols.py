@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.latency.measure import RowInfo, time_measured, time_per_stage
-from bench.models.runners import build_runner
+from bench.models.runner import build_runner
 
 
 class Spec:

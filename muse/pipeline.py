@@ -18,6 +18,7 @@ from .errors import MuseInputError
 from .output import MuseOutput, to_pil
 from .presets import preset_config
 from .sampling import make_generators, parallel_decode, to_guidance_scale, to_guidance_t
+from .seeding import seeded_init
 from .text import TextEmbedding, TextEncoder, build_text_model, load_tokenizer
 from .transformer import build_transformers
 from .vqgan import VQTokenizer
@@ -58,11 +59,7 @@ class MusePipeline:
                     seed: int = 0) -> "MusePipeline":
         """Random weights of the config's shape, drawn from `seed` (the same weights in every process on the
         same kind of device); device="meta" allocates nothing (for parameter counts)."""
-        device = torch.device(device)
-        rng_devices = [device] if device.type == "cuda" else []
-        # A private RNG state: the caller's global generator is left as it was.
-        with torch.random.fork_rng(devices=rng_devices, device_type=device.type if rng_devices else "cuda"), torch.device(device):
-            torch.manual_seed(seed)
+        with seeded_init(seed, device):
             text_model = build_text_model(dataclasses.replace(config.text, pretrained=None))
             vq_base = VQTokenizer.from_config(config.vq_base)
             vq_superres = VQTokenizer.from_config(config.vq_superres) if config.vq_superres else None

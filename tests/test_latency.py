@@ -9,12 +9,12 @@ import time
 import pytest
 import torch
 
+from bench.latency.floors import peak_flops
 from bench.latency.measure import (
     COLUMNS,
     RowInfo,
     Timing,
     latency_csv,
-    peak_flops,
     time_pipeline,
 )
 from bench.latency.timing import StageClock, measure, percentile
@@ -176,7 +176,7 @@ def timing(model, totals, *, profile="full", arch=None, flops=100, full=100, bat
 
 
 def test_a_ratio_is_the_median_of_per_round_ratios_with_its_range():
-    from bench.latency.measure import latency_ratio
+    from bench.latency.ratios import latency_ratio
 
     # Round 2 hit a busy spell on both models: per-round ratios 2, 2, 2.2. The ratio of medians would be 3.
     slow, fast = timing("a", [2.0, 20.0, 4.4]), timing("b", [1.0, 10.0, 2.0])
@@ -189,7 +189,8 @@ def test_a_ratio_is_the_median_of_per_round_ratios_with_its_range():
 
 
 def test_ratios_stand_beside_the_full_size_flop_ratio_and_gpu_floors():
-    from bench.latency.measure import FLOOR_GPUS, latency_ratio
+    from bench.latency.floors import FLOOR_GPUS
+    from bench.latency.ratios import latency_ratio
 
     entry = latency_ratio(timing("sd", [1.0], full=19e12, flops=19e12, batch=2),
                           timing("muse", [2.0], full=78e12, flops=78e12, batch=2))
@@ -200,7 +201,7 @@ def test_ratios_stand_beside_the_full_size_flop_ratio_and_gpu_floors():
 
 
 def test_no_cross_model_ratio_from_profiles_that_break_the_cost_ratio():
-    from bench.latency.measure import latency_ratio
+    from bench.latency.ratios import latency_ratio
 
     # Scaled widths change two architectures' costs by different factors: SD costs 0.24x Muse-3B at full size but
     # 2x at the scaled profile, so a scaled time ratio would say the opposite of the FLOP count.
@@ -219,11 +220,11 @@ def test_no_cross_model_ratio_from_profiles_that_break_the_cost_ratio():
 
 
 def test_full_size_flops_put_stable_diffusion_below_muse_3b_and_the_scaled_profile_breaks_the_ratio():
-    """The fact behind the ratio rule (the counts the README's Latency section quotes): counted on the meta device, SD v1.4 costs about
+    """The fact behind the ratio rule (README "Latency", Ratios): counted on the meta device, SD v1.4 costs about
     a quarter of Muse-3B per image at 256 and half at 512; narrowing every width by 16 does not keep that."""
     from types import SimpleNamespace
 
-    from bench.models.runners import build_runner
+    from bench.models.runner import build_runner
 
     def runner(name, profile):
         spec = SimpleNamespace(compile=False, compile_mode="default", compile_backend="inductor", profile=profile,
@@ -376,11 +377,11 @@ def test_compile_needs_a_warmup_run(tmp_path):
 
 
 def test_compiled_pipeline_gives_the_same_tokens():
+    from bench.models.muse import preset_runner
     from bench.models.runner import CompileSpec
-    from bench.models.runners import _muse_runner
 
-    eager = _muse_runner("muse-tiny", "cpu", torch.float32, 0, 0)
-    compiled = _muse_runner("muse-tiny", "cpu", torch.float32, 0, 0, compile=CompileSpec(True, "default", "eager"))
+    eager = preset_runner("muse-tiny", "cpu", torch.float32, 0, 0)
+    compiled = preset_runner("muse-tiny", "cpu", torch.float32, 0, 0, compile=CompileSpec(True, "default", "eager"))
     a = eager.pipeline(["a red cube"], seed=3, steps=4)
     b = compiled.pipeline(["a red cube"], seed=3, steps=4)
     assert torch.equal(a.tokens, b.tokens)

@@ -547,7 +547,9 @@ def test_report_of_a_real_run_of_the_command(tmp_path):
 def test_speed_ups_show_time_ratios_only_where_the_cost_ratio_is_kept_beside_flops_and_floors(tmp_path):
     import torch
 
-    from bench.latency.measure import RowInfo, Timing, compute_row, latency_ratio
+    from bench.latency.floors import compute_row
+    from bench.latency.measure import RowInfo, Timing
+    from bench.latency.ratios import latency_ratio
 
     def timing(model, profile, totals, flops, full, arch=None):
         info = RowInfo(model, "random", profile, 256, 24, "cpu", torch.bfloat16, 10, {"total": flops},

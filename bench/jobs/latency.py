@@ -15,12 +15,27 @@ from bench.core.errors import BenchError
 from bench.core.provenance import collect_provenance
 from bench.core.results import build_results, write_csv, write_results
 from bench.data.prompts import load_dataset
+from bench.latency.floors import compute_row
+from bench.latency.measure import (
+    PROTOCOLS,
+    RowInfo,
+    Timing,
+    compare_groups,
+    deadline_from,
+    release_memory,
+    time_extrapolated,
+    time_measured,
+    time_per_stage,
+    write_latency_csv,
+)
+from bench.latency.ratios import latency_ratio
+from bench.models import RUNNERS
 from bench.models.generators import resolve_device
+from bench.models.runner import build_runner
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 
 def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
@@ -46,13 +61,10 @@ def run_latency(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
 
 def _check_latency(spec: Any) -> None:
     """Refuse latency settings that cannot run, before anything is built or written."""
-    from bench.latency.measure import PROTOCOLS
-    from bench.models.runners import known_models
-
-    unknown = [name for name in spec.models if name not in known_models()]
+    unknown = [name for name in spec.models if name not in RUNNERS]
     if unknown:
         raise BenchError(f"Unknown model(s) {', '.join(map(repr, unknown))} in latency.models. Known models: "
-                         f"{', '.join(known_models())}.")
+                         f"{', '.join(RUNNERS)}.")
     if spec.dtype not in DTYPES:
         raise BenchError(f"latency.dtype={spec.dtype!r} is not one of {', '.join(DTYPES)}.")
     if spec.protocol not in PROTOCOLS:
@@ -76,27 +88,12 @@ def _check_latency(spec: Any) -> None:
 
 def time_models(cfg: DictConfig, *, run_dir: str | Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """The latency job's work: {"rows": latency.csv rows (also written), "ratios": the latency.compare pairs
-    (bench.latency.measure.latency_ratio), "compute": full-size FLOPs and floors}, and the device they were timed on.
+    (bench.latency.ratios.latency_ratio), "compute": full-size FLOPs and floors}, and the device they were timed on.
 
     Models linked by latency.compare are built and timed together, in rounds (bench.latency.measure.compare_groups);
     each group is released before the next is built. latency.eager_and_compiled times every group eager, then
     compiled. latency.budget_s, if set, leaves configurations not yet started when it is spent as over_budget.
     """
-    from bench.latency.measure import (
-        RowInfo,
-        Timing,
-        compare_groups,
-        compute_row,
-        deadline_from,
-        latency_ratio,
-        release_memory,
-        time_extrapolated,
-        time_measured,
-        time_per_stage,
-        write_latency_csv,
-    )
-    from bench.models.runners import build_runner
-
     spec = cfg.latency
     _check_latency(spec)
     dtype = DTYPES[spec.dtype]

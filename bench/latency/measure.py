@@ -1,25 +1,23 @@
-"""Latency of text-to-image pipelines under the one timing protocol (bench/latency/timing.py), as latency.csv rows, and
-the ratios between models.
+"""Latency of text-to-image pipelines under the one timing protocol (bench/latency/timing.py), as latency.csv rows.
 
 A row is one (model, resolution, batch size, stage) under one protocol: `stage` is a pipeline stage
 (text_encoder, base, superres, decoder for Muse) or `total` (end to end). Every row says whether the weights
 were random and which profile was timed (`tiny`: a test-size model, never a paper number), the FLOPs per image
-and, where the device's peak is known, the percent of the compute floor reached. Out-of-memory at some batch
-size is recorded in that row (status "oom") and the sweep goes on; a configuration not timed because the run's
-time budget (latency.budget_s) was spent says so (status "over_budget").
+and, where the device's peak is known, the percent of the compute floor reached (bench/latency/floors.py).
+Out-of-memory at some batch size is recorded in that row (status "oom") and the sweep goes on; a configuration
+not timed because the run's time budget (latency.budget_s) was spent says so (status "over_budget").
 
 Protocols:
 - measured: every step runs (`time_measured`);
 - extrapolated: each decoding loop timed at 1 and 2 steps and fitted as fixed + per-step (`time_extrapolated`);
 - per_stage: a few full-size forwards of each part, built one role at a time (bench/latency/stagewise.py).
-Models compared by latency.compare are timed in rounds (A B A B ...) and a ratio is the median of the per-round
-ratios, with their range: a ratio whose range covers 1 is a tie (`latency_ratio`). A cross-model ratio is
-given only where the timed profiles preserve the full-size cost ratio (both full size, or one architecture
-timed twice); the full-size FLOP ratio and the compute-floor times on named GPUs stand beside every ratio.
+Models compared by latency.compare are timed together, in rounds (A B A B ...; `compare_groups`), so that
+bench/latency/ratios.py can take their ratio round by round.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import statistics
 import time
@@ -30,6 +28,8 @@ from typing import Any
 import torch
 
 from bench.core.results import csv_text, write_csv
+from bench.latency.floors import peak_flops
+from bench.latency.stagewise import ROLES, time_role
 from bench.latency.timing import (
     RunFailed,
     measure_group,
@@ -40,35 +40,14 @@ from bench.latency.timing import (
 
 log = logging.getLogger(__name__)
 
-# latency.csv's columns as the README documents them, first those every latency.csv has always had, then: percent of the compute floor, run status, timing protocol.
+# latency.csv's columns: the 17 of the original contract (up to `compiled`), then the percent of the compute floor,
+# the run status, the timing protocol and the compilation time.
 COLUMNS = (
     "model", "weights", "profile", "resolution", "batch_size", "steps", "stage", "n_runs", "median_s", "p90_s",
     "images_per_s", "peak_mem_bytes", "params", "flops", "device", "dtype", "compiled",
     "percent_of_floor", "status", "protocol", "compile_s",
 )
 PROTOCOLS = ("measured", "extrapolated", "per_stage")
-
-# Dense tensor-core peaks in bf16 (= fp16) from the vendors' datasheets: the compute floor, FLOPs / peak, is
-# a time no implementation can beat. Matched by device-name fragment, most specific first. Measured large
-# matrix products reach about 80% of these (H100: about 790-800 TFLOP/s on 8192^3 bf16 matrix products).
-GPU_PEAKS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
-# The GPUs every floor prediction names: A100 (SXM or PCIe), H100 SXM, H200.
-FLOOR_GPUS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
-
-
-def peak_flops(device_name: str, dtype: torch.dtype) -> float | None:
-    """The dense bf16/fp16 peak FLOP/s of a known GPU, or None where it is not known (CPUs, fp32)."""
-    if dtype not in (torch.bfloat16, torch.float16):
-        return None
-    return next((value for fragment, value in GPU_PEAKS if fragment in device_name), None)
-
-
-def floor_seconds(flops_per_image: float | None, batch: int = 1) -> dict[str, float] | None:
-    """Seconds a batch would take at the dense bf16 peak of each of FLOOR_GPUS: a lower bound, not a forecast
-    (real runs reach a fraction of peak, less at small batch, where launches and memory traffic dominate)."""
-    if not flops_per_image:
-        return None
-    return {gpu: flops_per_image * batch / peak for gpu, peak in FLOOR_GPUS.items()}
 
 
 def device_name(device: torch.device | str) -> str:
@@ -104,7 +83,7 @@ class RowInfo:
     params: int
     flops_per_image: dict[str, int] = field(default_factory=dict)
     compiled: bool = False
-    arch: str = ""  # the architecture, whatever the profile (bench.models.runners.Runner.arch)
+    arch: str = ""  # the architecture, whatever the profile (bench.models.runner.Runner.arch)
     full_flops_per_image: dict[str, int] | None = None  # at full size; None for test-size models
 
     def base(self, protocol: str) -> dict[str, Any]:
@@ -280,8 +259,6 @@ def time_per_stage(plans: Mapping[str, tuple[Any, Mapping[int, RowInfo]]], *, re
     are built, timed at every resolution and batch size in rounds (models in turn), then released. A model's
     time in round r is the sum over roles and parts of count x that part's time in round r.
     """
-    from bench.latency.stagewise import ROLES, time_role
-
     first_info = next(iter(next(iter(plans.values()))[1].values()))
     device = first_info.device
     protocol = (f"per_stage: full forwards of each part timed in {runs} rounds after {warmup} warm-up round(s), "
@@ -337,89 +314,9 @@ def time_per_stage(plans: Mapping[str, tuple[Any, Mapping[int, RowInfo]]], *, re
 
 def release_memory(device) -> None:
     """Return the memory of models just dropped before the next are built (paper-size models fill a GPU)."""
-    import gc
-
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
-
-
-# ---- ratios ------------------------------------------------------------------------------------------------
-
-
-def preserves_cost_ratio(slower: RowInfo, faster: RowInfo) -> tuple[bool, str]:
-    """Whether a time ratio between two timed rows measures the real models' cost ratio, and why (not).
-
-    True when both were timed at full size, or when both are one architecture at one profile (ours and
-    diffusers' aMUSEd: same weights, so the ratio compares implementations). A scaled profile divides every
-    width by 16, which cuts attention and MLP costs by different factors, so two models' scaled times do not
-    keep their full-size ratio; a tiny profile has no relation to full size at all.
-    """
-    if slower.arch and slower.arch == faster.arch and slower.profile == faster.profile:
-        return True, f"one architecture ({slower.arch}) timed twice at profile {slower.profile}"
-    if slower.profile == faster.profile == "full":
-        return True, "both timed at full size"
-    measured = _ratio(slower.flops_per_image.get("total"), faster.flops_per_image.get("total"))
-    full = _ratio((slower.full_flops_per_image or {}).get("total"), (faster.full_flops_per_image or {}).get("total"))
-    flops = (f": their FLOP ratio is {measured:.3g} at the timed profiles but {full:.3g} at full size"
-             if measured and full else "")
-    return False, (f"profiles {slower.profile} / {faster.profile} do not preserve the full-size cost ratio"
-                   f"{flops}; the scaled profile is for comparing settings of one model (batch size, steps, "
-                   "compile), not models")
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
-
-
-def latency_ratio(slower: Timing, faster: Timing) -> dict[str, Any]:
-    """The results.json entry comparing two models at one resolution and batch size (greater than 1: `faster`
-    is faster). `slower` and `faster` name the pair as latency.compare lists it (the claim's order), not what
-    was measured: the verdict says that.
-
-    ratio: the median over rounds of slower's time / faster's time in the same round, with `ratio_range`
-    [min, max] over rounds and `verdict` ("faster", "tie" when the range covers 1, "slower"); null where the
-    timed profiles do not preserve the full-size cost ratio (`shown` false, `why`). Beside it, always:
-    `flop_ratio_full` (FLOPs per image at full size, slower / faster), `flop_ratio_timed` (at the timed
-    profiles) and `floor_s` (the compute floor of each model on each of FLOOR_GPUS at this batch size).
-    """
-    a, b = slower.info, faster.info
-    floors_a, floors_b = (floor_seconds((i.full_flops_per_image or {}).get("total"), slower.batch) for i in (a, b))
-    entry: dict[str, Any] = {
-        "slower": a.model, "faster": b.model, "resolution": a.resolution, "batch_size": slower.batch,
-        "compiled": a.compiled, "profiles": [a.profile, b.profile],
-        "flop_ratio_full": _ratio((a.full_flops_per_image or {}).get("total"),
-                                  (b.full_flops_per_image or {}).get("total")),
-        "flop_ratio_timed": _ratio(a.flops_per_image.get("total"), b.flops_per_image.get("total")),
-        "floor_s": {gpu: {"slower": floors_a[gpu] if floors_a else None, "faster": floors_b[gpu] if floors_b else None}
-                    for gpu in FLOOR_GPUS},
-        "ratio": None, "ratio_range": None, "rounds": 0, "verdict": None,
-    }
-    if slower.status != "ok" or faster.status != "ok":
-        return entry | {"shown": False, "why": f"not timed: {a.model} {slower.status}, {b.model} {faster.status}",
-                        "protocol": slower.protocol}
-    shown, why = preserves_cost_ratio(a, b)
-    per_round = [x / y for x, y in zip(slower.totals, faster.totals)]
-    entry |= {"shown": shown, "why": why, "rounds": len(per_round),
-              "protocol": (f"median over {len(per_round)} rounds of the per-round ratio of end-to-end times "
-                           f"({a.model} / {b.model}; each round timed both back to back), range = min and max; "
-                           f"profiles {a.profile} / {b.profile}; weights {a.weights} / {b.weights}; "
-                           f"{slower.protocol}")}
-    if shown:
-        low, high = min(per_round), max(per_round)
-        entry |= {"ratio": statistics.median(per_round), "ratio_range": [low, high],
-                  "verdict": "tie" if low <= 1 <= high else ("faster" if low > 1 else "slower")}
-    return entry
-
-
-def compute_row(model: str, resolution: int, steps: int | str, full_flops: Mapping[str, int] | None) -> dict[str, Any]:
-    """results.json `compute` entry of one model at one resolution: FLOPs per image by stage at full size and
-    the compute floor of one image on each of FLOOR_GPUS. Every resolution the model supports gets one,
-    timed or not, since it costs no time."""
-    return {"model": model, "resolution": resolution, "steps": steps,
-            "flops_full": dict(full_flops) if full_flops else None,
-            "floor_s": floor_seconds(full_flops["total"]) if full_flops else None,
-            "note": None if full_flops else "test-size model: no full size"}
 
 
 def latency_csv(rows: list[dict[str, Any]]) -> str:

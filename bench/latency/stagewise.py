@@ -11,7 +11,7 @@ decoder) are in memory at a time, for every model of a compared group at once, s
 What a round is: within a role, each round calls every part of every model of the group once, models in turn
 (A B A B ...), so a slow spell of a shared machine falls on both sides of a comparison. A model's time for
 round r is the sum over its parts of count x the part's time in round r; ratios between two models are taken
-per round, then their median and spread reported (bench.latency.measure.latency_ratio).
+per round, then their median and spread reported (bench.latency.ratios.latency_ratio).
 
 What is and is not in the sum: the forwards; the sampler's own work per decoding step (Gumbel noise,
 categorical draws, log-softmax, re-masking; timed by running muse.sampling.parallel_decode for two steps on

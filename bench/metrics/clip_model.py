@@ -30,6 +30,7 @@ import torch
 from bench.core.errors import BenchError
 from bench.core.results import file_sha256
 from bench.data.prompts import packaged_data_path
+from muse.seeding import seeded_init
 
 log = logging.getLogger(__name__)
 
@@ -333,9 +334,8 @@ def open_clip_scorer(arch: str = "ViT-L-14", pretrained: str | None = "openai", 
     force_pp = {k: v for k, v in merge_preprocess_dict({}, tag_cfg).items() if k != "size"} if tag_cfg else None
     source = checkpoint if checkpoint else (pretrained if tag_cfg else None)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with seeded_init(seed):
             # Random weights (no checkpoint) are drawn from `seed`, so a smoke run is reproducible.
-            torch.manual_seed(seed)
             model = open_clip.create_model(arch, pretrained=source, force_quick_gelu=force_quick_gelu,
                                            force_preprocess_cfg=force_pp, cache_dir=cache_dir, device="cpu")
     except (RuntimeError, FileNotFoundError, OSError) as err:

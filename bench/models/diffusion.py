@@ -22,26 +22,40 @@ BPE, built from the merges open_clip ships (muse.text.clip_bpe_tokenizer_dir), s
 A generation has three timed stages, "text_encoder", "denoiser" and "decoder", reported to a `stage_timer`
 as for Muse. Note that PNDM with skip_prk_steps evaluates the UNet steps + 1 times (51 at 50 steps): its
 first PLMS step needs two evaluations. sd_stage_flops counts the evaluations the scheduler really makes.
+
+What the jobs use: `sd_generator` (the generate job, model.family stable-diffusion), `sd_runner` (the latency
+job's "sd-v1-4", at latency.sd_profile) and `sd_stage_plan` (its latency.protocol per_stage).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from bench.core.errors import BenchError
+from bench.latency.stagewise import Part, StagePlan, build_for_timing, repeat_prompts
 from bench.models.flops import count_flops
+from bench.models.generators import ImageGenerator, is_plain_name
+from bench.models.runner import CompileSpec, Runner
 from muse.errors import MissingWeightsError, MuseInputError
 from muse.sampling import make_generators, to_guidance_t
+from muse.seeding import seeded_init
+from muse.text import clip_bpe_tokenizer_dir
 
 HUB_ID = "CompVis/stable-diffusion-v1-4"
 PROFILES = ("full", "scaled", "tiny")
 # diffusers' StableDiffusionPipeline defaults, the paper's comparison: 50 PNDM steps, guidance 7.5.
 SD_STEPS = 50
 SD_GUIDANCE = 7.5
+SD_DETERMINISM = ("UNet and VAE run batched with the process's CPU threads: pixels can differ by float rounding between "
+                  "batch compositions and thread counts")
 
 # The published component configs of CompVis/stable-diffusion-v1-4 (unet/, vae/, text_encoder/, scheduler/).
 _UNET = dict(
@@ -109,16 +123,6 @@ def build_stable_diffusion(profile: str = "full", pretrained: str | None = None,
     device="meta" allocates nothing (for parameter and FLOP counts). A missing checkpoint raises
     MissingWeightsError saying how to supply one.
     """
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from muse.text import clip_bpe_tokenizer_dir
-
     device = torch.device(device)
     if pretrained:
         if profile != "full":
@@ -130,11 +134,7 @@ def build_stable_diffusion(profile: str = "full", pretrained: str | None = None,
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device)
     config = sd14_config(profile)
-    rng_devices = [device] if device.type == "cuda" else []
-    # A private RNG state: the caller's global generator is left as it was. Building on the target device
-    # skips a host copy of 1B parameters (the weights then match other runs on the same kind of device).
-    with torch.random.fork_rng(devices=rng_devices, device_type=device.type if rng_devices else "cuda"), device:
-        torch.manual_seed(seed)
+    with seeded_init(seed, device):
         unet = UNet2DConditionModel(**config.unet).eval()
         vae = AutoencoderKL(**config.vae).eval()
         text_encoder = CLIPTextModel(CLIPTextConfig(**config.text_encoder)).eval()
@@ -268,17 +268,6 @@ def sd_stage_plan(profile: str, prompts: list[str], device, dtype, seed: int = 0
     (prompt and negative prompt, two calls of B as encode_prompt makes), one UNet forward over 2B latents per
     scheduler evaluation (51 for 50 PNDM steps), one VAE decode of the batch. The scheduler's element-wise
     arithmetic and the guidance sum are not timed."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from bench.latency.stagewise import (
-        Part,
-        StagePlan,
-        build_for_timing,
-        repeat_prompts,
-    )
-    from muse.text import clip_bpe_tokenizer_dir
-
     config = sd14_config(profile)
     build = dict(device=device, dtype=dtype, seed=seed)
     guided = guidance_scale > 1
@@ -329,3 +318,60 @@ def sd_stage_plan(profile: str, prompts: list[str], device, dtype, seed: int = 0
         return parts
 
     return StagePlan({"text": text_role, "generator": generator_role, "decoder": decoder_role})
+
+
+def sd_generator(model_cfg: Any, device: str) -> ImageGenerator:
+    """The ImageGenerator of a model config of family stable-diffusion: random weights of model.profile, or
+    model.pretrained; model.steps and model.guidance_scale, when set, replace SD's 50 steps and 7.5."""
+    if not is_plain_name(model_cfg.name):
+        raise BenchError(f"model.name={model_cfg.name!r} must be a plain name (letters, digits, '.', '_', '-').")
+    profile = model_cfg.get("profile", "full")
+    pipe = build_stable_diffusion(profile, model_cfg.pretrained, device, seed=model_cfg.init_seed)
+    steps, guidance = model_cfg.get("steps"), model_cfg.get("guidance_scale")
+    steps, guidance = SD_STEPS if steps is None else steps, SD_GUIDANCE if guidance is None else guidance
+
+    def generate(prompts, resolution, seed, indices, replica=0):
+        return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=steps, guidance_scale=guidance,
+                                    seed=seed, sample_indices=indices, replica=replica)
+
+    def settings(resolution):
+        return {"denoiser": {"scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance_scale": guidance,
+                             "guidance_t": to_guidance_t(guidance), "profile": profile}}
+
+    weights = "pretrained" if model_cfg.pretrained else "random"
+    return ImageGenerator(model_cfg.name, weights, tuple(model_cfg.resolution), generate, settings, pipe,
+                          model_cfg.get("native_resolutions"), SD_DETERMINISM)
+
+
+def sd_runner(name: str, latency_cfg: Any, device, dtype, init_seed: int, seed: int, *,
+              compile: CompileSpec = CompileSpec(), prompts: list[str] | None = None,
+              materialize: bool = True) -> Runner:
+    """The latency Runner of "sd-v1-4" (bench.models.runner.RunnerFactory): 50 PNDM steps, guidance 7.5, at
+    latency.sd_profile with random weights, or SD v1.4's own from latency.sd_pretrained."""
+    profile = latency_cfg.sd_profile
+    pretrained = latency_cfg.sd_pretrained
+    meta = build_stable_diffusion(profile, device="meta")
+    full = meta if profile == "full" else build_stable_diffusion("full", device="meta")
+    params = sum(sum(p.numel() for p in m.parameters()) for m in (meta.unet, meta.vae, meta.text_encoder))
+    common = dict(model=name, profile=profile, resolutions=(256, 512), steps=lambda r: SD_STEPS,
+                  flops=functools.cache(lambda r: sd_stage_flops(meta, r, steps=SD_STEPS)),
+                  full_steps=lambda r: {"denoiser": SD_STEPS}, arch=name,
+                  full_flops=functools.cache(lambda r: sd_stage_flops(full, r, steps=SD_STEPS)))
+    if not materialize:
+        if pretrained:
+            raise BenchError("latency.protocol=per_stage times random weights of SD v1.4's shape; unset "
+                             "latency.sd_pretrained (latency does not depend on weight values).")
+        return Runner(weights="random", params=params, run=None,
+                      stage_plan=sd_stage_plan(profile, prompts or [""], device, dtype, init_seed), **common)
+    pipe = build_stable_diffusion(profile, pretrained=pretrained, device=device, dtype=dtype, seed=init_seed)
+    params = sum(sum(p.numel() for p in m.parameters()) for m in (pipe.unet, pipe.vae, pipe.text_encoder))
+    # The UNet runs every step; the VAE decoder once, at full resolution.
+    pipe.unet = compile(pipe.unet)
+    pipe.vae.decoder = compile(pipe.vae.decoder)
+
+    def run(prompts, resolution, clock, run_steps=None):
+        with torch.inference_mode():
+            return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=run_steps or SD_STEPS,
+                                        guidance_scale=SD_GUIDANCE, seed=seed, output_type="pt", stage_timer=clock)
+
+    return Runner(weights="pretrained" if pretrained else "random", params=params, run=run, **common)

@@ -1,20 +1,25 @@
-"""Building the Muse pipeline a job asks for: device choice, preset or pretrained weights."""
+"""What the generate job runs: the ImageGenerator interface over every family of models, `load_generator`
+(which finds a model config's loader in bench.models.GENERATORS), and the device and model-name checks a loader
+shares."""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from bench.core.errors import BenchError
 from bench.data.images import GENERATED_RESIZE, resize_generated
-
-if TYPE_CHECKING:
-    from muse import MusePipeline
+from bench.models import GENERATORS
 
 # A model name becomes a folder name under samples/, so it must be a plain file name.
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether a model name can be a folder name under samples/ (letters, digits, '.', '_', '-')."""
+    return bool(_LABEL.match(name))
 
 
 def resolve_device(device: str) -> str:
@@ -33,40 +38,9 @@ def resolve_device(device: str) -> str:
     return str(parsed)
 
 
-def load_pipeline(model_cfg: Any, device: str) -> MusePipeline:
-    """The pipeline for a model config: from_pretrained when `pretrained` is set, else the named preset
-    with random weights (offline) drawn from `init_seed`.
-
-    An unknown preset name raises BenchError listing the known ones; errors of the muse package
-    (missing weights, bad checkpoints) propagate as muse.errors.MuseError.
-    """
-    from muse import MusePipeline
-    from muse.presets import PRESET_NAMES
-
-    name = model_cfg.name
-    if model_cfg.pretrained:
-        if not _LABEL.match(name):
-            raise BenchError(
-                f"model.name={name!r} names the output folder of a pretrained model and must be a plain "
-                "name (letters, digits, '.', '_', '-')."
-            )
-        return MusePipeline.from_pretrained(model_cfg.pretrained, device=device)
-    if name not in PRESET_NAMES:
-        raise BenchError(
-            f"Unknown model {name!r}. Known models: {', '.join(PRESET_NAMES)}. Pick one with model=NAME, "
-            "or load a checkpoint with model.pretrained=PATH_OR_HUB_ID."
-        )
-    # The same init seed gives the same weights, hence the same images, in every process.
-    return MusePipeline.from_preset(name, device=device, seed=model_cfg.init_seed)
-
-
-SD_FAMILY = "stable-diffusion"
-FAMILIES = ("muse", SD_FAMILY)
-
-
 class ImageGenerator:
     """One interface over every model the generate job runs: Muse presets and checkpoints (incl. aMUSEd) through
-    MusePipeline, and Stable Diffusion v1.4 through diffusers' StableDiffusionPipeline (bench/models/diffusion.py).
+    MusePipeline (bench/models/muse.py), and Stable Diffusion v1.4 through diffusers' StableDiffusionPipeline (bench/models/diffusion.py).
 
     `generate(prompts, resolution, seed, sample_indices, replica)` returns PIL images at `resolution`, each
     depending only on (seed, its sample index, replica); `settings(resolution)` is the sampling protocol behind
@@ -115,59 +89,7 @@ class ImageGenerator:
         return {"generated_at": made_at, "resized_with": {**GENERATED_RESIZE, "from": made_at, "to": resolution}}
 
 
-# Generated files must not depend on how a run is split over processes; torchrun gives each rank one CPU thread,
-# and the VQ decoder's convolutions round differently per thread count, so Muse images are decoded with one
-# thread on a CPU (exact; the cost is measured in README "Scale-out"). Latency runs time the default instead.
-DECODE_THREADS = 1
-MUSE_DETERMINISM = (
-    "pixels are a function of the tokens (VQ decoded one sample at a time, with 1 thread on a CPU); tokens are the "
-    "same across batch sizes and process layouts wherever the transformers' float32 logits are: bit-identical "
-    "between 1 and 2 CPU threads for muse-tiny, up to 2.5e-6 apart for Muse-632M's base transformer, where a "
-    "near-tied draw could then differ"
-)
-SD_DETERMINISM = ("UNet and VAE run batched with the process's CPU threads: pixels can differ by float rounding between "
-                  "batch compositions and thread counts")
-
-
 def load_generator(model_cfg: Any, device: str) -> ImageGenerator:
-    """The ImageGenerator for a model config (model.family muse or stable-diffusion), with model.steps and
-    model.guidance_scale (the CFG scale g, for every family), when set, overriding the model's own."""
-    from muse.sampling import to_guidance_t
-
-    family = model_cfg.get("family", "muse")
-    steps, guidance = model_cfg.get("steps"), model_cfg.get("guidance_scale")
-    if family == "muse":
-        pipe = load_pipeline(model_cfg, device)
-
-        def generate(prompts, resolution, seed, indices, replica=0):
-            return pipe(prompts, resolution=resolution, seed=seed, sample_indices=indices, replica=replica,
-                        guidance_scale=guidance, steps=steps, decode_threads=DECODE_THREADS).images
-
-        def settings(resolution):
-            # The pipeline applies a guidance override to every stage and a steps override to the base stage.
-            return pipe.sampler_settings(resolution, guidance_scale=guidance, steps=steps)
-
-        return ImageGenerator(model_cfg.name, pipe.weights, pipe.config.resolutions, generate, settings, pipe,
-                              model_cfg.get("native_resolutions"), MUSE_DETERMINISM)
-    if family == SD_FAMILY:
-        from bench.models.diffusion import build_stable_diffusion, run_stable_diffusion
-
-        if not _LABEL.match(model_cfg.name):
-            raise BenchError(f"model.name={model_cfg.name!r} must be a plain name (letters, digits, '.', '_', '-').")
-        pipe = build_stable_diffusion(model_cfg.get("profile", "full"), model_cfg.pretrained, device,
-                                      seed=model_cfg.init_seed)
-        sd_steps, sd_guidance = 50 if steps is None else steps, 7.5 if guidance is None else guidance
-
-        def generate(prompts, resolution, seed, indices, replica=0):
-            return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=sd_steps,
-                                        guidance_scale=sd_guidance, seed=seed, sample_indices=indices, replica=replica)
-
-        def settings(resolution):
-            return {"denoiser": {"scheduler": type(pipe.scheduler).__name__, "steps": sd_steps,
-                                 "guidance_scale": sd_guidance, "guidance_t": to_guidance_t(sd_guidance),
-                                 "profile": model_cfg.get("profile", "full")}}
-
-        weights = "pretrained" if model_cfg.pretrained else "random"
-        return ImageGenerator(model_cfg.name, weights, tuple(model_cfg.resolution), generate, settings, pipe,
-                              model_cfg.get("native_resolutions"), SD_DETERMINISM)
-    raise BenchError(f"model.family={family!r} is not one of {', '.join(FAMILIES)}.")
+    """The ImageGenerator of a model config, from the loader bench.models.GENERATORS registers for its
+    model.family (muse or stable-diffusion); an unknown family is a BenchError listing the known ones."""
+    return GENERATORS[model_cfg.get("family", "muse")](model_cfg, device)

@@ -12,22 +12,29 @@ from __future__ import annotations
 import dataclasses
 
 from muse.config import PipelineConfig, VQConfig
+from muse.presets import preset_config
 
 PROFILES = ("full", "scaled", "tiny")
 DIVISOR = 16
 
 
-def _narrow(value: int, divisor: int, floor: int = 4) -> int:
+def narrow(value: int, divisor: int = DIVISOR, floor: int = 4) -> int:
+    """A width of the scaled profile: value / divisor, at least `floor`."""
     return max(floor, value // divisor)
+
+
+def scaled_t5(model: dict, divisor: int = DIVISOR) -> dict:
+    """A T5 encoder config (muse.text's dict) with its widths (d_model, d_ff, d_kv) divided by `divisor`."""
+    return {**model, **{key: narrow(model[key], divisor) for key in ("d_model", "d_ff", "d_kv")}}
 
 
 def scaled_vq(config: VQConfig, divisor: int = DIVISOR) -> VQConfig:
     """A VQGAN config with every channel count divided by `divisor` (at least 8), same levels (same f)."""
-    narrow = lambda channels: tuple(_narrow(c, divisor, 8) for c in channels)  # noqa: E731
+    channels = lambda widths: tuple(narrow(c, divisor, 8) for c in widths)  # noqa: E731
     return dataclasses.replace(
-        config, block_out_channels=narrow(config.block_out_channels),
-        decoder_block_out_channels=narrow(config.decoder_block_out_channels) if config.decoder_block_out_channels else None,
-        latent_channels=_narrow(config.latent_channels, divisor), norm_num_groups=8,
+        config, block_out_channels=channels(config.block_out_channels),
+        decoder_block_out_channels=channels(config.decoder_block_out_channels) if config.decoder_block_out_channels else None,
+        latent_channels=narrow(config.latent_channels, divisor), norm_num_groups=8,
     )
 
 
@@ -35,18 +42,16 @@ def scaled_config(config: PipelineConfig, divisor: int = DIVISOR) -> PipelineCon
     """The scaled profile of a Muse (T5-conditioned) pipeline config."""
     if config.family != "muse" or config.text.kind != "t5":
         raise ValueError(f"the scaled profile is defined for Muse presets, not {config.name}")
-    text_model = dict(config.text.model)
-    for key in ("d_model", "d_ff", "d_kv"):
-        text_model[key] = _narrow(text_model[key], divisor)
+    text_model = scaled_t5(config.text.model, divisor)
     text_dim = text_model["d_model"]
-    base = dataclasses.replace(config.base, hidden=_narrow(config.base.hidden, divisor),
-                               mlp=_narrow(config.base.mlp, divisor), text_dim=text_dim)
+    base = dataclasses.replace(config.base, hidden=narrow(config.base.hidden, divisor),
+                               mlp=narrow(config.base.mlp, divisor), text_dim=text_dim)
     superres = None
     if config.superres is not None:
         sr = config.superres
         superres = dataclasses.replace(
-            sr, enc_hidden=_narrow(sr.enc_hidden, divisor), enc_mlp=_narrow(sr.enc_mlp, divisor),
-            hidden=_narrow(sr.hidden, divisor), mlp=_narrow(sr.mlp, divisor), text_dim=text_dim,
+            sr, enc_hidden=narrow(sr.enc_hidden, divisor), enc_mlp=narrow(sr.enc_mlp, divisor),
+            hidden=narrow(sr.hidden, divisor), mlp=narrow(sr.mlp, divisor), text_dim=text_dim,
         )
     return dataclasses.replace(
         config, name=f"{config.name}-scaled", text=dataclasses.replace(config.text, model=text_model),
@@ -58,8 +63,6 @@ def scaled_config(config: PipelineConfig, divisor: int = DIVISOR) -> PipelineCon
 def tiny_config(config: PipelineConfig) -> PipelineConfig:
     """The tiny profile of a preset: muse-tiny's shape (or amused-tiny's for aMUSEd) under the preset's name,
     with the preset's samplers, so a paper-size experiment can be dry-run in seconds. Never a paper number."""
-    from muse.presets import preset_config
-
     tiny = preset_config("amused-tiny" if config.family == "amused" else "muse-tiny")
     if config.superres is None:
         tiny = dataclasses.replace(tiny, vq_superres=None, superres=None)

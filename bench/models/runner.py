@@ -1,14 +1,16 @@
-"""The runner interface: what the latency job needs of any model it times (bench/models/runners.py builds
-runners of Muse, aMUSEd and Stable Diffusion, bench/models/proxies.py those of the Parti and Imagen proxies)."""
+"""The runner interface: what the latency job needs of any model it times (`Runner`), the signature of the
+function that builds one (`RunnerFactory`; the factory of each model name is registered in bench/models/__init__.py)
+and `build_runner`, which looks the name up and calls its factory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
 from bench.latency.stagewise import StagePlan
+from bench.models import RUNNERS
 
 
 @dataclass
@@ -48,3 +50,29 @@ class Runner:
     # which have no full size.
     full_flops: Callable[[int], dict[str, int] | None] = lambda resolution: None
     stage_plan: StagePlan | None = None  # per_stage protocol: how to build and time it one role at a time
+
+
+class RunnerFactory(Protocol):
+    """What bench.models.RUNNERS maps a model name to: (name, latency config, device, dtype, init seed, sampling
+    seed) -> its Runner. The factory reads what it needs of `latency_cfg` (latency.profile, latency.sd_profile,
+    ...); `compile` says how to compile what runs every step; `prompts` are those timed (a per_stage plan
+    encodes them); with materialize=False (latency.protocol per_stage) nothing is built: the Runner holds a
+    StagePlan and its FLOP counts, and `run` is None."""
+
+    def __call__(self, name: str, latency_cfg: Any, device, dtype: torch.dtype, init_seed: int, seed: int, *,
+                 compile: CompileSpec, prompts: list[str] | None, materialize: bool) -> Runner: ...
+
+
+def build_runner(name: str, latency_cfg: Any, device, dtype: torch.dtype, init_seed: int, seed: int, *,
+                 compile: bool | None = None, prompts: list[str] | None = None) -> Runner:
+    """The runner of a model name of bench.models.RUNNERS; an unknown name is a BenchError naming latency.models
+    and listing the known names.
+
+    compile overrides latency.compile (the eager and compiled passes of one run). Under latency.protocol
+    per_stage nothing is built here: the runner holds a StagePlan and its FLOP counts.
+    """
+    factory = RUNNERS[name]
+    enabled = latency_cfg.compile if compile is None else compile
+    spec = CompileSpec(enabled, latency_cfg.compile_mode, latency_cfg.compile_backend)
+    return factory(name, latency_cfg, device, dtype, init_seed, seed, compile=spec, prompts=prompts,
+                   materialize=latency_cfg.protocol != "per_stage")

@@ -1169,7 +1169,7 @@ def _floors(floor: Mapping[str, Any] | None) -> str:
 
 
 def _ratios(runs: list[Run]) -> str | None:
-    """The compared pairs of each run as results.json records them (bench.latency.measure.latency_ratio): a time ratio
+    """The compared pairs of each run as results.json records them (bench.latency.ratios.latency_ratio): a time ratio
     only where the timed profiles keep the full-size cost ratio, always beside the FLOP ratio and floors."""
     rows, notes = [], []
     many = len([r for r in runs if r.latency]) > 1

@@ -1,16 +1,6 @@
-"""What the latency job can time: one runner per kind of model, all under the same protocols.
-
-- a Muse or aMUSEd preset name (muse.presets.PRESET_NAMES): our pipeline and sampler;
-- "<amused preset>+diffusers" (e.g. amused-256+diffusers): diffusers' own AmusedPipeline on the very same
-  weights as "<amused preset>" (same init seed), so the two rows compare samplers, not weights;
-- "sd-v1-4": Stable Diffusion v1.4 through diffusers (bench/models/diffusion.py), 50 PNDM steps, guidance 7.5, at
-  the profile latency.sd_profile (full, scaled or tiny) or from latency.sd_pretrained;
-- "parti-3b-proxy", "imagen-proxy": labelled proxies of the paper's other Table 3 rows, which have no public
-  weights (bench/models/proxies.py), at latency.profile (full, scaled or tiny).
-A runner says which resolutions it supports, its parameters, FLOPs per image by stage (at the timed profile and
-at full size), its architecture, and either how to run one batch with a stage timer (protocols measured and
-extrapolated: the model is built whole) or how to build it one role at a time (protocol per_stage,
-bench/latency/stagewise.py: nothing is built until the role is timed).
+"""Muse and aMUSEd presets (muse.presets.PRESET_NAMES) through our pipeline and sampler: what the generate job
+runs (`muse_generator`, model.family muse: a preset with random weights, or a checkpoint) and what the latency job
+times (`muse_runner`, at latency.profile full, scaled or tiny; `muse_stage_plan` for latency.protocol per_stage).
 """
 
 from __future__ import annotations
@@ -31,18 +21,69 @@ from bench.latency.stagewise import (
     repeat_prompts,
     shared_module,
 )
+from bench.models.flops import muse_stage_flops
+from bench.models.generators import ImageGenerator, is_plain_name
+from bench.models.profiles import PROFILES, scaled_config, tiny_config
 from bench.models.runner import CompileSpec, Runner
+from muse import MusePipeline
+from muse.presets import PRESET_NAMES, preset_config
+from muse.sampling import make_generators, parallel_decode
+from muse.text import TextEmbedding, TextEncoder, build_text_model, load_tokenizer
+from muse.transformer import build_transformers
+from muse.vqgan import VQTokenizer
 
-SD_NAME = "sd-v1-4"
-DIFFUSERS_SUFFIX = "+diffusers"
+# Generated files must not depend on how a run is split over processes; torchrun gives each rank one CPU thread,
+# and the VQ decoder's convolutions round differently per thread count, so Muse images are decoded with one
+# thread on a CPU (exact; the cost is measured in README "Scale-out"). Latency runs time the default instead.
+DECODE_THREADS = 1
+MUSE_DETERMINISM = (
+    "pixels are a function of the tokens (VQ decoded one sample at a time, with 1 thread on a CPU); tokens are the "
+    "same across batch sizes and process layouts wherever the transformers' float32 logits are: bit-identical "
+    "between 1 and 2 CPU threads for muse-tiny, up to 2.5e-6 apart for Muse-632M's base transformer, where a "
+    "near-tied draw could then differ"
+)
 
 
-def known_models() -> list[str]:
-    from bench.models.proxies import RUNNERS as PROXIES
-    from muse.presets import PRESET_NAMES
+def load_pipeline(model_cfg: Any, device: str) -> MusePipeline:
+    """The pipeline for a model config: from_pretrained when `pretrained` is set, else the named preset
+    with random weights (offline) drawn from `init_seed`.
 
-    amused = [name + DIFFUSERS_SUFFIX for name in PRESET_NAMES if name.startswith("amused")]
-    return [*PRESET_NAMES, *amused, SD_NAME, *PROXIES]
+    An unknown preset name raises BenchError listing the known ones; errors of the muse package
+    (missing weights, bad checkpoints) propagate as muse.errors.MuseError.
+    """
+    name = model_cfg.name
+    if model_cfg.pretrained:
+        if not is_plain_name(name):
+            raise BenchError(
+                f"model.name={name!r} names the output folder of a pretrained model and must be a plain "
+                "name (letters, digits, '.', '_', '-')."
+            )
+        return MusePipeline.from_pretrained(model_cfg.pretrained, device=device)
+    if name not in PRESET_NAMES:
+        raise BenchError(
+            f"Unknown model {name!r}. Known models: {', '.join(PRESET_NAMES)}. Pick one with model=NAME, "
+            "or load a checkpoint with model.pretrained=PATH_OR_HUB_ID."
+        )
+    # The same init seed gives the same weights, hence the same images, in every process.
+    return MusePipeline.from_preset(name, device=device, seed=model_cfg.init_seed)
+
+
+def muse_generator(model_cfg: Any, device: str) -> ImageGenerator:
+    """The ImageGenerator of a model config of family muse (a preset, or a checkpoint with model.pretrained),
+    with model.steps (base stage) and model.guidance_scale (every stage), when set, overriding the preset's."""
+    steps, guidance = model_cfg.get("steps"), model_cfg.get("guidance_scale")
+    pipe = load_pipeline(model_cfg, device)
+
+    def generate(prompts, resolution, seed, indices, replica=0):
+        return pipe(prompts, resolution=resolution, seed=seed, sample_indices=indices, replica=replica,
+                    guidance_scale=guidance, steps=steps, decode_threads=DECODE_THREADS).images
+
+    def settings(resolution):
+        # The pipeline applies a guidance override to every stage and a steps override to the base stage.
+        return pipe.sampler_settings(resolution, guidance_scale=guidance, steps=steps)
+
+    return ImageGenerator(model_cfg.name, pipe.weights, pipe.config.resolutions, generate, settings, pipe,
+                          model_cfg.get("native_resolutions"), MUSE_DETERMINISM)
 
 
 def is_test_size(name: str) -> bool:
@@ -81,9 +122,6 @@ def _compile_muse(pipe, compile: CompileSpec) -> None:
 
 def _muse_profile_config(name: str, profile: str):
     """(config at the timed profile, the profile's name) of a Muse or aMUSEd preset."""
-    from bench.models.profiles import PROFILES, scaled_config, tiny_config
-    from muse.presets import preset_config
-
     config = preset_config(name)
     if is_test_size(name) or profile == "tiny":
         # A test-size preset is its own profile; "tiny" gives any preset the family's test-size shape.
@@ -99,10 +137,6 @@ def _muse_profile_config(name: str, profile: str):
 
 def _muse_flops(name: str, config) -> tuple[Callable, Callable]:
     """(FLOPs at the timed profile, FLOPs at full size) by resolution, counted on meta pipelines."""
-    from bench.models.flops import muse_stage_flops
-    from muse import MusePipeline
-    from muse.presets import preset_config
-
     meta = MusePipeline.from_config(config, device="meta")
     full = meta if config.name == name else MusePipeline.from_config(preset_config(name), device="meta")
     # Counting a paper-size model takes seconds; each resolution is asked for several times.
@@ -110,11 +144,18 @@ def _muse_flops(name: str, config) -> tuple[Callable, Callable]:
         (lambda r: None) if is_test_size(name) else functools.cache(lambda r: muse_stage_flops(full, r)))
 
 
-def _muse_runner(name: str, device, dtype, init_seed: int, seed: int, profile: str = "full",
-                 compile: CompileSpec = CompileSpec(), prompts: list[str] | None = None,
-                 materialize: bool = True) -> Runner:
-    from muse import MusePipeline
+def muse_runner(name: str, latency_cfg: Any, device, dtype, init_seed: int, seed: int, *,
+                compile: CompileSpec = CompileSpec(), prompts: list[str] | None = None,
+                materialize: bool = True) -> Runner:
+    """The latency Runner of a Muse or aMUSEd preset (bench.models.runner.RunnerFactory) at latency.profile."""
+    return preset_runner(name, device, dtype, init_seed, seed, latency_cfg.profile, compile, prompts, materialize)
 
+
+def preset_runner(name: str, device, dtype, init_seed: int, seed: int, profile: str = "full",
+                  compile: CompileSpec = CompileSpec(), prompts: list[str] | None = None,
+                  materialize: bool = True) -> Runner:
+    """The latency Runner of a preset at `profile` (full, scaled or tiny): our pipeline with random weights drawn
+    from `init_seed`, sampling from `seed`; with materialize=False, nothing built but the per_stage plan."""
     config, profile = _muse_profile_config(name, profile)
     flops, full_flops = _muse_flops(name, config)
     common = dict(model=name, profile=profile, resolutions=config.resolutions, steps=lambda r: _steps_label(config, r),
@@ -137,11 +178,6 @@ def _muse_runner(name: str, device, dtype, init_seed: int, seed: int, profile: s
 def muse_stage_plan(config, prompts: list[str], device, dtype, seed: int = 0) -> StagePlan:
     """The per_stage plan of a Muse or aMUSEd pipeline config (bench/latency/stagewise.py): text encoder; base and
     super-res transformers with the sampler's own per-step work; VQ decoders (one decode per sample)."""
-    from muse.sampling import make_generators, parallel_decode
-    from muse.text import TextEmbedding, TextEncoder, build_text_model, load_tokenizer
-    from muse.transformer import build_transformers
-    from muse.vqgan import VQTokenizer
-
     build = dict(device=device, dtype=dtype, seed=seed)
     text_cfg = dataclasses.replace(config.text, pretrained=None)
     width = text_cfg.model["d_model"] if text_cfg.kind == "t5" else text_cfg.model["hidden_size"]
@@ -226,106 +262,3 @@ def muse_stage_plan(config, prompts: list[str], device, dtype, seed: int = 0) ->
         return parts
 
     return StagePlan({"text": text_role, "generator": generator_role, "decoder": decoder_role})
-
-
-def _amused_diffusers_runner(name: str, device, dtype, init_seed: int, seed: int,
-                             compile: CompileSpec = CompileSpec(), profile: str = "full") -> Runner:
-    """diffusers' AmusedPipeline over the components of our preset (identical weights), run as a user would."""
-    from diffusers import AmusedPipeline, AmusedScheduler
-
-    from muse.sampling import to_guidance_scale
-
-    ours = _muse_runner(name.removesuffix(DIFFUSERS_SUFFIX), device, dtype, init_seed, seed, profile)
-    pipe = ours.pipeline
-    reference = AmusedPipeline(
-        vqvae=pipe.vq_base.vq, tokenizer=pipe.text_encoder.tokenizer, text_encoder=pipe.text_encoder.model,
-        transformer=compile(pipe.base.uvit), scheduler=AmusedScheduler(mask_token_id=pipe.mask_token_id),
-    )
-    reference.set_progress_bar_config(disable=True)
-    sampler = pipe.config.base_sampler
-    resolution = pipe.config.base_resolution
-
-    def run(prompts, res, clock, steps=None):
-        # The whole call is one stage: diffusers' pipeline has no hook between its stages.
-        generator = torch.Generator(device=device).manual_seed(seed)
-        with torch.inference_mode(), clock("pipeline"):
-            return reference(
-                prompts, num_inference_steps=steps or sampler.steps, guidance_scale=to_guidance_scale(sampler.guidance_t),
-                generator=generator, output_type="pt", height=res, width=res,
-                temperature=(sampler.choice_temperature, sampler.temperature_end),
-            ).images
-
-    return dataclasses.replace(ours, model=name, resolutions=(resolution,), run=run, pipeline=None,
-                               full_steps=lambda r: {"pipeline": sampler.steps})
-
-
-def _sd_runner(latency_cfg: Any, device, dtype, init_seed: int, seed: int, compile: CompileSpec = CompileSpec(),
-               prompts: list[str] | None = None, materialize: bool = True) -> Runner:
-    from bench.models.diffusion import (
-        SD_GUIDANCE,
-        SD_STEPS,
-        build_stable_diffusion,
-        run_stable_diffusion,
-        sd_stage_flops,
-        sd_stage_plan,
-    )
-
-    profile = latency_cfg.sd_profile
-    pretrained = latency_cfg.sd_pretrained
-    meta = build_stable_diffusion(profile, device="meta")
-    full = meta if profile == "full" else build_stable_diffusion("full", device="meta")
-    params = sum(sum(p.numel() for p in m.parameters()) for m in (meta.unet, meta.vae, meta.text_encoder))
-    common = dict(model=SD_NAME, profile=profile, resolutions=(256, 512), steps=lambda r: SD_STEPS,
-                  flops=functools.cache(lambda r: sd_stage_flops(meta, r, steps=SD_STEPS)),
-                  full_steps=lambda r: {"denoiser": SD_STEPS}, arch=SD_NAME,
-                  full_flops=functools.cache(lambda r: sd_stage_flops(full, r, steps=SD_STEPS)))
-    if not materialize:
-        if pretrained:
-            raise BenchError("latency.protocol=per_stage times random weights of SD v1.4's shape; unset "
-                             "latency.sd_pretrained (latency does not depend on weight values).")
-        return Runner(weights="random", params=params, run=None,
-                      stage_plan=sd_stage_plan(profile, prompts or [""], device, dtype, init_seed), **common)
-    pipe = build_stable_diffusion(profile, pretrained=pretrained, device=device, dtype=dtype, seed=init_seed)
-    params = sum(sum(p.numel() for p in m.parameters()) for m in (pipe.unet, pipe.vae, pipe.text_encoder))
-    # The UNet runs every step; the VAE decoder once, at full resolution.
-    pipe.unet = compile(pipe.unet)
-    pipe.vae.decoder = compile(pipe.vae.decoder)
-
-    def run(prompts, resolution, clock, run_steps=None):
-        with torch.inference_mode():
-            return run_stable_diffusion(pipe, prompts, resolution=resolution, steps=run_steps or SD_STEPS,
-                                        guidance_scale=SD_GUIDANCE, seed=seed, output_type="pt", stage_timer=clock)
-
-    return Runner(weights="pretrained" if pretrained else "random", params=params, run=run, **common)
-
-
-def build_runner(name: str, latency_cfg: Any, device, dtype, init_seed: int, seed: int, *,
-                 compile: bool | None = None, prompts: list[str] | None = None) -> Runner:
-    """The runner of a model name (see the module docstring), or BenchError listing the known names.
-
-    compile overrides latency.compile (the eager and compiled passes of one run). Under latency.protocol
-    per_stage nothing is built here: the runner holds a StagePlan and its FLOP counts.
-    """
-    from muse.presets import PRESET_NAMES
-
-    enabled = latency_cfg.compile if compile is None else compile
-    spec = CompileSpec(enabled, latency_cfg.compile_mode, latency_cfg.compile_backend)
-    materialize = latency_cfg.protocol != "per_stage"
-    if name in PRESET_NAMES:
-        return _muse_runner(name, device, dtype, init_seed, seed, latency_cfg.profile, spec, prompts, materialize)
-    base = name.removesuffix(DIFFUSERS_SUFFIX)
-    if name.endswith(DIFFUSERS_SUFFIX) and base.startswith("amused") and base in PRESET_NAMES:
-        if not materialize:
-            raise BenchError(f"{name} runs diffusers' whole AmusedPipeline, which latency.protocol=per_stage cannot "
-                             f"split into stages; time it with protocol measured (it costs what {base} costs per "
-                             "forward).")
-        return _amused_diffusers_runner(name, device, dtype, init_seed, seed, spec,
-                                        "tiny" if latency_cfg.profile == "tiny" else "full")
-    if name == SD_NAME:
-        return _sd_runner(latency_cfg, device, dtype, init_seed, seed, spec, prompts, materialize)
-    from bench.models.proxies import RUNNERS as PROXIES
-
-    if name in PROXIES:
-        return PROXIES[name](latency_cfg.profile, device, dtype, init_seed, seed, prompts=prompts,
-                             materialize=materialize)
-    raise BenchError(f"Unknown model {name!r} in latency.models. Known models: {', '.join(known_models())}.")
