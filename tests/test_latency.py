@@ -263,20 +263,20 @@ def test_models_of_a_group_with_the_same_text_encoder_share_one_copy():
     from bench.latency.measure import time_per_stage
     from bench.latency.stagewise import Part, StagePlan, shared_module
 
-    built = []
+    built = {}  # id -> width of every module given real memory (the group's weights are counted on meta first)
 
     def text_role(width):
         def build(resolutions, shared):
-            def make():
-                built.append(width)
-                return torch.nn.Linear(width, width)
-            module = shared_module(shared, ("text", width), make, device="cpu", dtype=torch.float32)
+            module = shared_module(shared, ("text", width), lambda: torch.nn.Linear(width, width), device="cpu",
+                                   dtype=torch.float32)
+            if module.weight.device.type != "meta":
+                built[id(module)] = width
             return lambda r, b: [Part("text_encoder", "text", 1, lambda: module(torch.ones(1, width)))]
         return build
 
     plans = {m: (StagePlan({"text": text_role(w)}), {256: info(m)}) for m, w in (("a", 8), ("b", 8), ("c", 4))}
     time_per_stage(plans, resolutions=[256], batch_sizes=[1], runs=1, warmup=1)
-    assert sorted(built) == [4, 8]  # a and b (T5-XXL in Muse-632M, Muse-3B and Imagen) hold one copy
+    assert sorted(built.values()) == [4, 8]  # a and b (T5-XXL in Muse-632M, Muse-3B and Imagen) hold one copy
 
 
 def test_extrapolation_fits_fixed_plus_per_step():
@@ -484,6 +484,45 @@ def test_per_stage_frees_a_role_before_building_the_next():
     plan = StagePlan({"text": role("text", False), "generator": role("generator", True)})
     timed = time_per_stage({"m": (plan, {256: info("m")})}, resolutions=[256], batch_sizes=[1, 2], runs=1, warmup=1)
     assert timed[("m", 256, 2)].status == "ok" and alive["generator"]() is None
+
+
+def test_a_group_whose_weights_do_not_fit_is_timed_one_model_at_a_time_and_says_so(monkeypatch):
+    """Muse-3B's generator beside the Imagen proxy's (1024 px super-res included) took more than 24 GB: the run
+    was killed. A group whose weights for a role would take more than half the available memory (counted on the
+    meta device before anything is allocated) is built and timed one model at a time instead."""
+    import bench.latency.measure as latency
+    from bench.latency.stagewise import Part, StagePlan, build_for_timing, counting_weights
+
+    calls, built = [], []
+
+    def plan(model, width):
+        def generator(resolutions, shared):
+            module = build_for_timing(lambda: torch.nn.Linear(width, width), device="cpu", dtype=torch.float32)
+            built.append((model, module.weight.device.type))
+            x = torch.ones(1, width)
+            return lambda r, b: [Part("base", "forward", 1, lambda: calls.append(model) or module(x))]
+        return StagePlan({"generator": generator})
+
+    plans = {m: (plan(m, w), {256: info(m)}) for m, w in (("a", 64), ("b", 64))}
+    with counting_weights() as tally:
+        build_for_timing(lambda: torch.nn.Linear(64, 64), device="cpu", dtype=torch.float32)
+    assert tally[0] == (64 * 64 + 64) * 4  # the bytes of its weights, and nothing allocated
+
+    monkeypatch.setattr(latency, "available_memory_bytes", lambda device: 10 * tally[0])  # both fit in half
+    together = latency.time_per_stage(plans, resolutions=[256], batch_sizes=[1], runs=2, warmup=1)
+    assert calls == ["a", "b"] * 3 and "timed alone" not in together[("a", 256, 1)].protocol
+
+    calls.clear()
+    built.clear()
+    monkeypatch.setattr(latency, "available_memory_bytes", lambda device: 3 * tally[0])  # 2 of 3 is over half
+    alone = latency.time_per_stage(plans, resolutions=[256], batch_sizes=[1], runs=2, warmup=1)
+    assert calls == ["a"] * 3 + ["b"] * 3  # one model at a time: a's rounds, then b's
+    # counted on the meta device first (both), then built for real one at a time
+    assert built == [("a", "meta"), ("b", "meta"), ("a", "cpu"), ("b", "cpu")]
+    for model in "ab":
+        timing = alone[(model, 256, 1)]
+        assert timing.status == "ok" and len(timing.totals) == 2
+        assert "generator timed alone, not interleaved" in timing.protocol
 
 
 def test_timing_modules_get_values_of_the_usual_scale_and_their_position_ids():

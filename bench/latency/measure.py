@@ -29,9 +29,10 @@ import torch
 
 from bench.core.results import csv_text, write_csv
 from bench.latency.floors import peak_flops
-from bench.latency.stagewise import ROLES, time_role
+from bench.latency.stagewise import ROLES, counting_weights, time_role
 from bench.latency.timing import (
     RunFailed,
+    available_memory_bytes,
     measure_group,
     peak_memory_bytes,
     percentile,
@@ -258,6 +259,12 @@ def time_per_stage(plans: Mapping[str, tuple[Any, Mapping[int, RowInfo]]], *, re
     plans: model -> (its StagePlan, {resolution: RowInfo}). Role by role, the role's modules of every model
     are built, timed at every resolution and batch size in rounds (models in turn), then released. A model's
     time in round r is the sum over roles and parts of count x that part's time in round r.
+
+    Where the role's weights of the whole group would take more than WEIGHT_SHARE of the memory available
+    (counted before anything is allocated; the rest is for activations, which at 1024 px take more than the
+    weights), the models are built and timed one at a time instead, and their protocol says so: rounds are then
+    not interleaved for that role, but the run is not killed for memory (the Imagen proxy's generator at 1024
+    beside Muse-3B's needs more than 24 GB).
     """
     first_info = next(iter(next(iter(plans.values()))[1].values()))
     device = first_info.device
@@ -268,48 +275,85 @@ def time_per_stage(plans: Mapping[str, tuple[Any, Mapping[int, RowInfo]]], *, re
     collected: dict[tuple[str, int, int], dict[str, list[float]]] = {}
     over: set[tuple[str, int, int]] = set()
     peaks: dict[tuple[str, int, int], int] = {}
+    in_turn: dict[str, list[str]] = {}  # model -> roles it was timed alone in
     for role in ROLES:
         members = {name: plan.roles[role] for name, (plan, _) in plans.items() if role in plan.roles}
         if not members:
             continue
-        log.info("per_stage: building the %s of %s", role, ", ".join(members))
-        shared: dict = {}  # modules of identical shape, built once for the group (bench.latency.stagewise.shared_module)
-        built = {name: build([r for r in resolutions if r in plans[name][1]], shared) for name, build in members.items()}
-        for resolution in resolutions:
-            for batch in batch_sizes:
-                parts = {name: at(resolution, batch) for name, at in built.items()
-                         if resolution in plans[name][1] and (name, resolution, batch) not in over}
-                parts = {name: p for name, p in parts.items() if p}
-                if not parts:
-                    continue
-                reset_peak_memory(device)
-                timed = time_role(parts, device=device, warmup=warmup, runs=runs, deadline=deadline)
-                for name in parts:
-                    key = (name, resolution, batch)
-                    if timed is None:
-                        over.add(key)
-                        log.warning("per_stage: %s at %d px, batch %d not timed: latency.budget_s would be passed",
-                                    name, resolution, batch)
-                        continue
-                    collected.setdefault(key, {}).update(timed[name].stage_rounds())
-                    peaks[key] = max(peaks.get(key, 0), peak_memory_bytes(device))
-                # The parts hold the role's modules (their calls close over them): drop them with the role.
-                del parts, timed
-        built.clear()
-        shared.clear()
-        release_memory(device)
+        needs = {name: [r for r in resolutions if r in plans[name][1]] for name in members}
+        for group in _groups_that_fit(role, members, needs, device):
+            if len(group) < len(members):
+                for name in group:
+                    in_turn.setdefault(name, []).append(role)
+            _time_role_group(role, group, needs, plans, resolutions=resolutions, batch_sizes=batch_sizes,
+                             runs=runs, warmup=warmup, deadline=deadline, collected=collected, over=over, peaks=peaks)
     out = {}
     for name, (_, infos) in plans.items():
+        note = (f"; {' and '.join(in_turn[name])} timed alone, not interleaved: the group's weights would take more "
+                f"than {WEIGHT_SHARE:.0%} of the memory available" if name in in_turn else "")
         for resolution, info in infos.items():
             for batch in batch_sizes:
                 key = (name, resolution, batch)
                 if key in over or key not in collected:
-                    out[key] = Timing(info, batch, protocol, status="over_budget")
+                    out[key] = Timing(info, batch, protocol + note, status="over_budget")
                     continue
                 stages = collected[key]
                 totals = [sum(values) for values in zip(*stages.values())]
-                out[key] = Timing(info, batch, protocol, totals, stages, peaks.get(key))
+                out[key] = Timing(info, batch, protocol + note, totals, stages, peaks.get(key))
     return out
+
+
+# The share of available memory a group's weights of one role may take for its models to be timed together.
+WEIGHT_SHARE = 0.5
+
+
+def _groups_that_fit(role: str, members: Mapping[str, Any], needs: Mapping[str, list[int]], device) -> list[list[str]]:
+    """The whole group, or one model at a time where its weights for `role` (counted on the meta device, shared
+    modules once) would take more than WEIGHT_SHARE of the available memory."""
+    available = available_memory_bytes(device)
+    if len(members) < 2 or available is None:
+        return [list(members)]
+    shared: dict = {}
+    with counting_weights() as tally:
+        for name, build in members.items():
+            build(needs[name], shared)
+    if tally[0] <= WEIGHT_SHARE * available:
+        return [list(members)]
+    log.info("per_stage: the %s of %s would take %.1f GB of %.1f GB available: timing them one at a time", role,
+             ", ".join(members), tally[0] / 1e9, available / 1e9)
+    return [[name] for name in members]
+
+
+def _time_role_group(role: str, group: list[str], needs, plans, *, resolutions, batch_sizes, runs, warmup,
+                     deadline, collected, over, peaks) -> None:
+    """Build one role of the models of `group`, time it in rounds at every resolution and batch, release it."""
+    device = next(iter(next(iter(plans.values()))[1].values())).device
+    log.info("per_stage: building the %s of %s", role, ", ".join(group))
+    shared: dict = {}  # modules of identical shape, built once for the group (bench.latency.stagewise.shared_module)
+    built = {name: plans[name][0].roles[role](needs[name], shared) for name in group}
+    for resolution in resolutions:
+        for batch in batch_sizes:
+            parts = {name: at(resolution, batch) for name, at in built.items()
+                     if resolution in plans[name][1] and (name, resolution, batch) not in over}
+            parts = {name: p for name, p in parts.items() if p}
+            if not parts:
+                continue
+            reset_peak_memory(device)
+            timed = time_role(parts, device=device, warmup=warmup, runs=runs, deadline=deadline)
+            for name in parts:
+                key = (name, resolution, batch)
+                if timed is None:
+                    over.add(key)
+                    log.warning("per_stage: %s at %d px, batch %d not timed: latency.budget_s would be passed",
+                                name, resolution, batch)
+                    continue
+                collected.setdefault(key, {}).update(timed[name].stage_rounds())
+                peaks[key] = max(peaks.get(key, 0), peak_memory_bytes(device))
+            # The parts hold the role's modules (their calls close over them): drop them with the role.
+            del parts, timed
+    built.clear()
+    shared.clear()
+    release_memory(device)
 
 
 def release_memory(device) -> None:

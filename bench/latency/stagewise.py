@@ -26,8 +26,10 @@ float32 denormals run several times slower (see build_for_timing).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,9 @@ from torch import nn
 from bench.latency.timing import timed_run
 
 ROLES = ("text", "generator", "decoder")
+
+# Set by counting_weights(): build_for_timing then allocates nothing and adds up the bytes it would have taken.
+_COUNTING: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("counting_weights", default=None)
 
 
 @dataclass
@@ -81,6 +86,20 @@ def shared_module(shared: dict, key: tuple, make: Callable[[], nn.Module], **bui
     return shared[key]
 
 
+@contextlib.contextmanager
+def counting_weights() -> Iterator[list[int]]:
+    """Within the block, build_for_timing builds nothing real: it returns its module on the meta device and adds
+    the bytes of its parameters and buffers (in the run's dtype) to the yielded list's one item. Calling a role's
+    builder in the block says what its weights will take before any memory is allocated (builders only build:
+    their parts run later)."""
+    tally = [0]
+    token = _COUNTING.set(tally)
+    try:
+        yield tally
+    finally:
+        _COUNTING.reset(token)
+
+
 def build_for_timing(make: Callable[[], nn.Module], *, device: torch.device | str, dtype: torch.dtype,
                      seed: int = 0) -> nn.Module:
     """A module of `make()`'s shape on `device` in `dtype`, weights filled with seeded random values.
@@ -95,7 +114,12 @@ def build_for_timing(make: Callable[[], nn.Module], *, device: torch.device | st
     with torch.device("meta"):
         module = make()
     # nn.Module.to, not a library override (diffusers warns on every cast of a model it did not load).
-    module = nn.Module.to(module, dtype=dtype).to_empty(device=device).eval().requires_grad_(False)
+    module = nn.Module.to(module, dtype=dtype)
+    tally = _COUNTING.get()
+    if tally is not None:
+        tally[0] += sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+        return module.eval().requires_grad_(False)  # still on the meta device: nothing allocated
+    module = module.to_empty(device=device).eval().requires_grad_(False)
     # Values of the scale a fresh module has (weights values do not change timing, but their scale does on
     # a CPU: norm gains of 0.02 shrink activations into float32 denormals, 8x slower): matrices and
     # convolutions U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as torch.nn.Linear's default, 1-D gains 1, biases 0.
