@@ -2,12 +2,11 @@
 
 import csv
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
+from conftest import muse_bench
 
 from bench.latency.floors import peak_flops
 from bench.latency.measure import (
@@ -23,10 +22,9 @@ CONTRACT_COLUMNS = ("model", "weights", "profile", "resolution", "batch_size", "
                     "p90_s", "images_per_s", "peak_mem_bytes", "params", "flops", "device", "dtype", "compiled")
 
 
-def muse_bench(tmp_path, *overrides):
-    """Run the real command line in tmp_path; returns the finished process."""
-    cmd = [sys.executable, "-m", "bench.cli", f"hydra.run.dir={tmp_path}", *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+def run_latency(tmp_path, *overrides):
+    """Run the command line with its run folder in tmp_path (in-process, tests/conftest.py)."""
+    return muse_bench(f"hydra.run.dir={tmp_path}", *overrides, cwd=tmp_path)
 
 
 def read_csv(path):
@@ -124,7 +122,7 @@ def test_csv_has_the_contract_columns():
 
 
 def test_latency_job_writes_latency_csv_and_results(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compare=[]",
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compare=[]",
                       "latency.resolutions=[256]", "latency.batch_sizes=[1,2]", "latency.runs=1", "latency.warmup=0")
     assert done.returncode == 0, done.stderr
     rows = read_csv(tmp_path / "latency.csv")
@@ -139,14 +137,14 @@ def test_latency_job_writes_latency_csv_and_results(tmp_path):
 
 
 def test_latency_job_refuses_unknown_models(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[muse-7b]")
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[muse-7b]")
     assert done.returncode == 2
     assert "muse-tiny" in done.stderr and "sd-v1-4" in done.stderr and "Traceback" not in done.stderr
     assert "parti-3b-proxy" in done.stderr and "imagen-proxy" in done.stderr
 
 
 def test_our_sampler_and_diffusers_amused_side_by_side_with_stable_diffusion(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.resolutions=[256]", "latency.batch_sizes=[1]",
+    done = run_latency(tmp_path, "experiment=latency", "latency.resolutions=[256]", "latency.batch_sizes=[1]",
                       "latency.runs=2", "latency.warmup=0")
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results.json").read_text())
@@ -342,7 +340,7 @@ def test_paper_table3_puts_measured_beside_published():
 def test_paper_table3_job_writes_the_published_table_beside_per_stage_rows(tmp_path):
     # The preset's protocol (per_stage, compared pairs timed pair by pair) with test-size shapes: the full preset
     # builds T5-XXL.
-    done = muse_bench(tmp_path, "experiment=paper_table3", "latency.models=[muse-632m,muse-3b,sd-v1-4]",
+    done = run_latency(tmp_path, "experiment=paper_table3", "latency.models=[muse-632m,muse-3b,sd-v1-4]",
                       "latency.resolutions=[256]", "latency.compare=[[sd-v1-4,muse-3b],[sd-v1-4,muse-632m]]",
                       "latency.runs=1", "latency.warmup=0", "latency.profile=tiny", "latency.sd_profile=tiny",
                       "latency.dtype=float32")
@@ -360,7 +358,7 @@ def test_paper_table3_job_writes_the_published_table_beside_per_stage_rows(tmp_p
 
 def test_compiled_runs_report_compilation_apart(tmp_path):
     # The eager backend exercises the compile path (Dynamo capture) without minutes of C++ compilation.
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compare=[]",
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compare=[]",
                       "latency.resolutions=[256]", "latency.batch_sizes=[1]", "latency.runs=1", "latency.compile=true",
                       "latency.compile_backend=eager")
     assert done.returncode == 0, done.stderr
@@ -372,7 +370,7 @@ def test_compiled_runs_report_compilation_apart(tmp_path):
 
 
 def test_compile_needs_a_warmup_run(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compile=true", "latency.warmup=0")
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compile=true", "latency.warmup=0")
     assert done.returncode == 2 and "warmup" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -388,7 +386,7 @@ def test_compiled_pipeline_gives_the_same_tokens():
 
 
 def test_proxies_run_through_the_latency_job(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[parti-3b-proxy,imagen-proxy]",
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[parti-3b-proxy,imagen-proxy]",
                       "latency.profile=tiny", "latency.compare=[]", "latency.resolutions=[256]", "latency.batch_sizes=[1]",
                       "latency.runs=1", "latency.warmup=0", "latency.protocol=extrapolated")
     assert done.returncode == 0, done.stderr
@@ -574,7 +572,7 @@ def test_the_gpu_preset_dry_runs_on_test_size_shapes(tmp_path):
     """experiment=latency_gpu with test-size shapes on this CPU: every model built and timed eager and compiled,
     every compared pair. To keep the suite fast it times one resolution and batch size, and decoding loops at 1 and
     2 steps (protocol extrapolated; the measured protocol runs whole in test_latency_job_writes_latency_csv_...)."""
-    done = muse_bench(tmp_path, "experiment=latency_gpu", "device=cpu", "latency.dtype=float32", "latency.profile=tiny",
+    done = run_latency(tmp_path, "experiment=latency_gpu", "device=cpu", "latency.dtype=float32", "latency.profile=tiny",
                       "latency.sd_profile=tiny", "latency.compile_backend=eager", "latency.runs=1",
                       "latency.resolutions=[256]", "latency.batch_sizes=[1]", "latency.budget_s=null",
                       "latency.protocol=extrapolated")
@@ -594,8 +592,8 @@ def test_the_gpu_preset_dry_runs_on_test_size_shapes(tmp_path):
 
 
 def test_latency_settings_are_refused_before_anything_runs(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.protocol=per_stage", "latency.compile=true")
+    done = run_latency(tmp_path, "experiment=latency", "latency.protocol=per_stage", "latency.compile=true")
     assert done.returncode == 2 and "per_stage" in done.stderr and "Traceback" not in done.stderr
-    done = muse_bench(tmp_path, "experiment=latency", "latency.compare=[[sd-v1-4,muse-632m]]")
+    done = run_latency(tmp_path, "experiment=latency", "latency.compare=[[sd-v1-4,muse-632m]]")
     assert done.returncode == 2 and "latency.compare" in done.stderr and "muse-632m" in done.stderr
     assert not (tmp_path / "latency.csv").exists()
