@@ -136,8 +136,7 @@ def test_metrics_without_references_are_reported_as_skipped(setup, tmp_path):
     (["eval.metrics=[win_rate]"], "eval.compare_to"),
     (["eval.metrics=[fid]", "eval.fid.download=false", "dataset.reference_dir={refs}"], "inception-2015-12-05.pt"),
     (["experiment=coco30k", "dataset.limit=2"], "job=prepare"),
-    (["eval.metrics=[psnr]"], "psnr"),
-])
+])  # an unknown metric name is refused earlier, when Hydra composes the config (tests/test_config.py)
 def test_expected_evaluation_errors_exit_2_before_generating(setup, tmp_path, args, expected, monkeypatch):
     root, _ = setup
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # no stray Inception weights in the temp folder

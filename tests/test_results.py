@@ -74,7 +74,7 @@ def test_written_files_get_the_mode_a_plain_open_gives_under_the_umask(tmp_path,
 # A process killed between writing its temporary file and moving it into place: SIGKILL at os.replace.
 _KILLED_WRITE = """
 import os, signal, sys
-from bench import results
+from bench.core import results
 results.os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
 results.atomic_write_bytes(sys.argv[1], b"half a run")
 """
