@@ -1,4 +1,4 @@
-"""The report (bench/report/build.py) and its figures (bench/report/figures.py) over schema-valid run folders.
+"""The report (bench/report/) and its figures (bench/report/figures.py) over schema-valid run folders.
 
 Run folders are written through bench.core.results (build_results / write_results / evaluation), so the report
 reads the real results.json schema; one test makes a real (tiny, offline) run with the muse-bench command.
@@ -28,16 +28,12 @@ from bench.core.results import (
 from bench.latency.measure import COLUMNS
 from bench.metrics.features import INCEPTION_NAME
 from bench.report import figures
-from bench.report.build import (
-    NOT_PAPER,
-    REFERENCE_CSV,
-    load_runs,
-    main,
-    read_reference,
-    render_trajectories,
-    trajectory_file,
-    write_report,
-)
+from bench.report.cli import main
+from bench.report.document import write_report
+from bench.report.images import render_trajectories
+from bench.report.markdown import NOT_PAPER
+from bench.report.published import REFERENCE_CSV, read_reference
+from bench.report.runs import load_runs, trajectory_file
 from muse.sampling import GUIDANCE_CONVENTION
 
 REPO = Path(__file__).resolve().parent.parent
