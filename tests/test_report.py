@@ -572,3 +572,30 @@ def test_speed_ups_show_time_ratios_only_where_the_cost_ratio_is_kept_beside_flo
     assert "| muse-3b | 256 | 24 | 77.9 | 250 | 78.8 | 78.8 |" in text
     assert "| sd-v1-4 | muse-3b | 256 | 0.244 |" in text
     assert "| muse-tiny | 256 | 24 | — | — | — | — | test-size model: no full size |" in text
+
+
+def test_latency_caveats_and_flop_ratios_are_read_from_the_results_fields(tmp_path):
+    from bench.latency.measure import compute_row
+
+    def run(name, protocol, ratios):
+        # Full-size rows timed on a CPU; only the run's latency.protocol says how they were timed.
+        rows = latency_rows("muse-3b", 256, 1, {"base": 2.0}, profile="full")
+        folder = write_run(tmp_path / name, latency=rows, extra={
+            "latency_ratios": ratios,
+            "compute": [compute_row("muse-3b", 256, 24, {"total": 77.9e12}), compute_row("sd-v1-4", 256, 50, {"total": 19e12})]})
+        results = json.loads((folder / "results.json").read_text())
+        results["config"]["latency"] = {"protocol": protocol, "compare": [["sd-v1-4", "muse-3b"]]}
+        write_json(folder / "results.json", results)
+        return write_report(load_runs([folder]), tmp_path / f"out-{name}").read_text()
+
+    pair = {"slower": "sd-v1-4", "faster": "muse-3b", "resolution": 256, "batch_size": 1, "compiled": False,
+            "flop_ratio_full": 0.5, "shown": False, "why": "w", "protocol": "p"}
+    per_stage = run("per-stage", "per_stage", [pair])
+    row = next(line for line in per_stage.splitlines() if line.startswith("| muse-3b | 256 | 1 |"))
+    assert f"**{NOT_PAPER}**: sum of per-stage forwards, timed on a CPU" in row
+    # The FLOP ratio of a compared pair is the one latency_ratios records, not one recomputed from `compute`.
+    assert "| sd-v1-4 | muse-3b | 256 | 0.5 |" in per_stage and "0.244" not in per_stage
+    measured = run("measured", "measured", [])
+    row = next(line for line in measured.splitlines() if line.startswith("| muse-3b | 256 | 1 |"))
+    assert "per-stage" not in row and "timed on a CPU" in row
+    assert "FLOP ratio (first / second)" not in measured
