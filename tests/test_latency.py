@@ -331,6 +331,14 @@ def test_paper_table3_puts_measured_beside_published():
             dict(model="muse-3b", resolution=256, batch_size=8, stage="total", status="ok", median_s=9.0,
                  device="cpu", profile="scaled", weights="random", protocol="p")]
     table = paper_table3(rows)
+    # table3.csv's columns, and Table 3 as published (reports/paper_reference.csv, its one copy), in the paper's order.
+    assert list(table[0]) == ["paper_model", "ours", "resolution", "published_s", "hardware", "note", "source",
+                              "measured_s", "measured_on", "measured_profile", "measured_weights", "measured_protocol"]
+    assert [(r["paper_model"], r["ours"], r["resolution"], r["published_s"], r["hardware"]) for r in table] == [
+        ("Imagen", "imagen-proxy", 256, 9.1, "TPUv4"), ("Imagen", "imagen-proxy", 1024, 13.3, "TPUv4"),
+        ("LDM, 50 steps", "sd-v1-4", 512, 3.7, "A100"), ("LDM, 250 steps", "", 512, 18.5, "A100"),
+        ("Parti-3B", "parti-3b-proxy", 256, 6.4, "TPUv4"), ("Muse-3B", "muse-3b", 256, 0.5, "TPUv4"),
+        ("Muse-3B", "muse-3b", 512, 1.3, "TPUv4")]
     muse = [r for r in table if r["paper_model"] == "Muse-3B"]
     assert [(r["resolution"], r["published_s"], r["measured_s"]) for r in muse] == [(256, 0.5, 2.0), (512, 1.3, None)]
     assert muse[0]["measured_profile"] == "scaled" and "Table 3" in muse[0]["source"]

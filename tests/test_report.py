@@ -1,4 +1,4 @@
-"""The report (bench/report/build.py) and its figures (bench/report/figures.py) over schema-valid run folders.
+"""The report (bench/report/) and its figures (bench/report/figures.py) over schema-valid run folders.
 
 Run folders are written through bench.core.results (build_results / write_results / evaluation), so the report
 reads the real results.json schema; one test makes a real (tiny, offline) run with the muse-bench command.
@@ -6,7 +6,6 @@ reads the real results.json schema; one test makes a real (tiny, offline) run wi
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import subprocess
@@ -28,16 +27,12 @@ from bench.core.results import (
 from bench.latency.measure import COLUMNS
 from bench.metrics.features import INCEPTION_NAME
 from bench.report import figures
-from bench.report.build import (
-    NOT_PAPER,
-    REFERENCE_CSV,
-    load_runs,
-    main,
-    read_reference,
-    render_trajectories,
-    trajectory_file,
-    write_report,
-)
+from bench.report.cli import main
+from bench.report.document import write_report
+from bench.report.images import render_trajectories
+from bench.report.markdown import NOT_PAPER
+from bench.report.published import REFERENCE_CSV, read_reference
+from bench.report.runs import load_runs, trajectory_file
 from muse.sampling import GUIDANCE_CONVENTION
 
 REPO = Path(__file__).resolve().parent.parent
@@ -511,13 +506,6 @@ def test_paper_reference_csv_holds_the_published_tables_with_sources():
     assert float(by[("muse-table1", "Muse base + super-res", "fid", "512")]["value"]) == 6.06
     assert float(by[("muse-table2", "Muse-3B", "fid", "256")]["value"]) == 7.88
     assert float(by[("muse-table2", "Muse-3B", "clip_score", "256")]["value"]) == 0.32
-    # Table 3 agrees with the latency job's copy (bench/data/paper_table3.csv).
-    with (REPO / "bench" / "data" / "paper_table3.csv").open(newline="") as f:
-        job_rows = list(csv.DictReader(f))
-    assert len(job_rows) == len([r for r in rows if r["table"] == "muse-table3"])
-    for job_row in job_rows:
-        ours = by[("muse-table3", job_row["paper_model"], "latency", job_row["resolution"])]
-        assert float(ours["value"]) == float(job_row["published_s"]) and ours["ours"] == job_row["ours"]
 
 
 def test_a_bad_reference_row_names_its_line(tmp_path):
@@ -586,3 +574,30 @@ def test_speed_ups_show_time_ratios_only_where_the_cost_ratio_is_kept_beside_flo
     assert "| muse-3b | 256 | 24 | 77.9 | 250 | 78.8 | 78.8 |" in text
     assert "| sd-v1-4 | muse-3b | 256 | 0.244 |" in text
     assert "| muse-tiny | 256 | 24 | — | — | — | — | test-size model: no full size |" in text
+
+
+def test_latency_caveats_and_flop_ratios_are_read_from_the_results_fields(tmp_path):
+    from bench.latency.measure import compute_row
+
+    def run(name, protocol, ratios):
+        # Full-size rows timed on a CPU; only the run's latency.protocol says how they were timed.
+        rows = latency_rows("muse-3b", 256, 1, {"base": 2.0}, profile="full")
+        folder = write_run(tmp_path / name, latency=rows, extra={
+            "latency_ratios": ratios,
+            "compute": [compute_row("muse-3b", 256, 24, {"total": 77.9e12}), compute_row("sd-v1-4", 256, 50, {"total": 19e12})]})
+        results = json.loads((folder / "results.json").read_text())
+        results["config"]["latency"] = {"protocol": protocol, "compare": [["sd-v1-4", "muse-3b"]]}
+        write_json(folder / "results.json", results)
+        return write_report(load_runs([folder]), tmp_path / f"out-{name}").read_text()
+
+    pair = {"slower": "sd-v1-4", "faster": "muse-3b", "resolution": 256, "batch_size": 1, "compiled": False,
+            "flop_ratio_full": 0.5, "shown": False, "why": "w", "protocol": "p"}
+    per_stage = run("per-stage", "per_stage", [pair])
+    row = next(line for line in per_stage.splitlines() if line.startswith("| muse-3b | 256 | 1 |"))
+    assert f"**{NOT_PAPER}**: sum of per-stage forwards, timed on a CPU" in row
+    # The FLOP ratio of a compared pair is the one latency_ratios records, not one recomputed from `compute`.
+    assert "| sd-v1-4 | muse-3b | 256 | 0.5 |" in per_stage and "0.244" not in per_stage
+    measured = run("measured", "measured", [])
+    row = next(line for line in measured.splitlines() if line.startswith("| muse-3b | 256 | 1 |"))
+    assert "per-stage" not in row and "timed on a CPU" in row
+    assert "FLOP ratio (first / second)" not in measured

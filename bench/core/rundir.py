@@ -3,7 +3,7 @@
 Hydra writes config.yaml, hydra.yaml and overrides.yaml before the job starts, so a rerun that is then refused
 (a resume under other settings, a bad setting) would overwrite the record of the samples and results already
 there. conf/config.yaml therefore points hydra.output_subdir at PENDING_DIR, and the job moves that record to
-RECORD_DIR (.hydra, which bench.report.build reads) only:
+RECORD_DIR (.hydra, which bench.report.runs reads) only:
 
 - when it commits to writing into the folder (the generate job: once every check has passed, just before
   sampling.json and the first sample), or when it ends successfully (every job);

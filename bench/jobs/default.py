@@ -24,7 +24,7 @@ def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     """The first command a user runs (`muse-bench`): offline, minutes on a CPU. Latency of Muse against Stable
     Diffusion v1.4 (cfg.latency), a small PartiPrompts generation with decoding trajectories, the metrics whose
     weights are present (the others reported as skipped, saying how to supply them), then report.md."""
-    from bench.report.build import report_run_dir
+    from bench.report.document import report_run_dir
 
     run_dir = Path(run_dir)
     # Generation first: it takes seconds and checks the model and dataset settings before minutes of timing.
@@ -50,14 +50,14 @@ def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
 def write_trajectories(pipe: Any, model: str, records, *, run_dir: Path, seed: int, steps: int | None = None,
                        guidance_scale: float | None = None) -> list[Path]:
     """Decode what is unmasked after each base decoding step of each record's sample, still-masked tokens in
-    grey, into run_dir/trajectory/ (bench.report.build.trajectory_file names). The sample is the one the run made:
+    grey, into run_dir/trajectory/ (bench.report.runs.trajectory_file names). The sample is the one the run made:
     same seed and sample index."""
     from PIL import Image
 
     from bench.core.results import atomic_write_bytes
     from bench.jobs.generation import png_bytes
-    from bench.report.build import TRAJECTORY_DIR, trajectory_file
     from bench.report.figures import grey_masked
+    from bench.report.runs import TRAJECTORY_DIR, trajectory_file
     from muse.output import to_pil
 
     written = []

@@ -32,6 +32,7 @@ from bench.latency.ratios import latency_ratio
 from bench.models import RUNNERS
 from bench.models.generators import resolve_device
 from bench.models.runner import build_runner
+from bench.report.published import published_rows
 
 log = logging.getLogger(__name__)
 
@@ -181,24 +182,22 @@ def time_models(cfg: DictConfig, *, run_dir: str | Path) -> tuple[dict[str, list
 
 
 def paper_table3(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The paper's Table 3 rows (bench/data/paper_table3.csv), each with the measured batch-1 end-to-end time
-    of our matching model at the same resolution, where one was measured, and that row's protocol."""
-    import csv
-
-    from bench.data.prompts import packaged_data_path
-
+    """The paper's Table 3 rows (the muse-table3 rows of reports/paper_reference.csv), each with the measured
+    batch-1 end-to-end time of our matching model at the same resolution, where one was measured, and that row's
+    protocol."""
     measured = {(r["model"], r["resolution"]): r for r in rows
                 if r["stage"] == "total" and r["status"] == "ok" and r["batch_size"] == 1}
     table = []
-    with packaged_data_path("paper_table3.csv").open(newline="") as f:
-        for ref in csv.DictReader(f):
-            row = measured.get((ref["ours"], int(ref["resolution"])))
-            table.append({
-                **ref, "resolution": int(ref["resolution"]), "published_s": float(ref["published_s"]),
-                "measured_s": row["median_s"] if row else None,
-                "measured_on": row["device"] if row else None,
-                "measured_profile": row["profile"] if row else None,
-                "measured_weights": row["weights"] if row else None,
-                "measured_protocol": row["protocol"] if row else None,
-            })
+    for ref in published_rows("muse-table3"):
+        row = measured.get((ref["ours"], int(ref["resolution"])))
+        table.append({
+            "paper_model": ref["model"], "ours": ref["ours"], "resolution": int(ref["resolution"]),
+            "published_s": float(ref["value"]), "hardware": ref["hardware"], "note": ref["notes"],
+            "source": ref["source"],
+            "measured_s": row["median_s"] if row else None,
+            "measured_on": row["device"] if row else None,
+            "measured_profile": row["profile"] if row else None,
+            "measured_weights": row["weights"] if row else None,
+            "measured_protocol": row["protocol"] if row else None,
+        })
     return table

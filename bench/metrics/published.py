@@ -9,7 +9,7 @@ metric is computed (bench/metrics/evaluate.py) from what the entry records:
 `value` is true only when no difference is known: the published protocol's feature network, mode, backbone,
 preprocessing, sample count and resolution, pretrained weights on both the model and the feature network, and
 no flagged small-sample bias. Choices the source leaves unstated cannot be checked; they are listed, not
-counted against the entry. The report (bench/report/build.py) prints these records beside every published number
+counted against the entry. The report (bench/report/protocols.py) prints these records beside every published number
 instead of guessing from names. The figures themselves are in reports/paper_reference.csv.
 """
 

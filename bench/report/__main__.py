@@ -1,7 +1,7 @@
-"""`python -m bench.report RUN_DIR [RUN_DIR ...] --out DIR` (bench/report/build.py)."""
+"""`python -m bench.report RUN_DIR [RUN_DIR ...] --out DIR` (bench/report/cli.py)."""
 
 import sys
 
-from bench.report.build import main
+from bench.report.cli import main
 
 sys.exit(main())
