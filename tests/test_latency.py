@@ -562,12 +562,9 @@ def test_timing_modules_get_values_of_the_usual_scale_and_their_position_ids():
 
 
 def test_the_gpu_preset_composes_as_a_gpu_user_runs_it():
-    from hydra import compose, initialize_config_dir
+    from bench.cli import compose_config
 
-    from bench.core.paths import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=latency_gpu"])
+    cfg = compose_config(["experiment=latency_gpu"])  # as `muse-bench experiment=latency_gpu` composes it
     spec = cfg.latency
     assert (cfg.job, cfg.device, spec.dtype, spec.profile, spec.sd_profile, spec.protocol) == (
         "latency", "cuda", "bfloat16", "full", "full", "measured")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import muse_bench
 from PIL import Image
 
 from bench.core.errors import BenchError
@@ -520,9 +521,9 @@ def test_report_of_a_real_run_of_the_command(tmp_path):
     # The default job with its latency part on test-size shapes (the default times Muse-3B at full size).
     small = ["latency.models=[muse-tiny,sd-v1-4]", "latency.sd_profile=tiny", "latency.dtype=float32",
              "latency.runs=1", "latency.compare=[[sd-v1-4,muse-tiny]]"]
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "dataset.limit=2", f"hydra.run.dir={run}", *small],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    done = muse_bench("dataset.limit=2", f"hydra.run.dir={run}", *small, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    # The report's own command line, in a process of its own.
     done = subprocess.run([sys.executable, "-m", "bench.report", str(run)], capture_output=True, text=True,
                           cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -577,7 +578,7 @@ def test_speed_ups_show_time_ratios_only_where_the_cost_ratio_is_kept_beside_flo
 
 
 def test_latency_caveats_and_flop_ratios_are_read_from_the_results_fields(tmp_path):
-    from bench.latency.measure import compute_row
+    from bench.latency.floors import compute_row
 
     def run(name, protocol, ratios):
         # Full-size rows timed on a CPU; only the run's latency.protocol says how they were timed.
