@@ -1,6 +1,6 @@
 """The `muse-bench` command: one Hydra app over the repository's conf/ folder.
 
-Expected errors (bench.errors.BenchError, muse.errors.MuseError) are printed as one paragraph on
+Expected errors (bench.core.errors.BenchError, muse.errors.MuseError) are printed as one paragraph on
 stderr with exit status 2 and no traceback; Hydra reports its own composition errors (an unknown
 preset, an override of the wrong type) the same way, with exit status 1.
 """
@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bench.config import register_configs
-from bench.errors import BenchError
-
-# conf/ sits at the repository root, beside this package: the package runs from its checkout
-# (pip install -e .).
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from bench.core.config import register_configs
+from bench.core.errors import BenchError
+from bench.core.paths import CONF_DIR
 
 EXIT_EXPECTED_ERROR = 2
 
@@ -44,10 +40,10 @@ def _is_expected(err: Exception) -> bool:
 def app(cfg: DictConfig) -> None:
     """Run the experiment the composed config describes and print where its results are."""
     # Imported here, not at module level, so that --help and --cfg do not pay for importing torch.
-    from bench.distributed import init_world
+    from bench.core.results import remove_stale_temporaries
+    from bench.core.rundir import promote_record, settle_failed_record
     from bench.jobs import JOBS
-    from bench.results import remove_stale_temporaries
-    from bench.rundir import promote_record, settle_failed_record
+    from bench.jobs.distributed import init_world
 
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
@@ -58,8 +54,6 @@ def app(cfg: DictConfig) -> None:
         remove_stale_temporaries(run_dir)
     world.barrier()
     try:
-        if cfg.job not in JOBS:
-            raise BenchError(f"Unknown job {cfg.job!r}. Known jobs: {', '.join(JOBS)}.")
         results = JOBS[cfg.job](
             cfg,
             run_dir=run_dir,
@@ -67,7 +61,7 @@ def app(cfg: DictConfig) -> None:
             overrides=list(hydra_cfg.overrides.task),
         )
     except BaseException as err:
-        # A refused or failed run leaves the folder's .hydra/ record as it was (bench/rundir.py).
+        # A refused or failed run leaves the folder's .hydra/ record as it was (bench/core/rundir.py).
         if world.is_main:
             settle_failed_record(run_dir)
         if not isinstance(err, Exception) or not _is_expected(err):
@@ -97,8 +91,8 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_EXPECTED_ERROR)
-    # Several torchrun ranks must share one run directory (see bench/distributed.py).
-    from bench.distributed import pin_run_dir
+    # Several torchrun ranks must share one run directory (see bench/jobs/distributed.py).
+    from bench.jobs.distributed import pin_run_dir
 
     sys.argv += pin_run_dir(sys.argv[1:])
     app()

@@ -1,6 +1,6 @@
 """How far the per_stage latency protocol's sum of parts is from timing the whole pipeline.
 
-per_stage (bench/stagewise.py) exists for paper-size models that a CPU cannot run end to end; on a model that
+per_stage (bench/latency/stagewise.py) exists for paper-size models that a CPU cannot run end to end; on a model that
 does run whole, its estimate can be put beside a measured end-to-end time. This benchmark times both, under the
 same rounds, for models at the scaled profile (real layer counts, token grids and step counts; narrower), and
 records the estimate / measured ratio in extra_info. It measures; it asserts nothing about time.
@@ -13,8 +13,8 @@ import statistics
 import pytest
 import torch
 
-from bench.latency import RowInfo, time_measured, time_per_stage
-from bench.runners import build_runner
+from bench.latency.measure import RowInfo, time_measured, time_per_stage
+from bench.models.runner import build_runner
 
 
 class Spec:

@@ -1,7 +1,7 @@
 """Generation plus scoring: memory against the number of samples, and streaming against re-reading PNGs.
 
 Run with `make bench`. muse-tiny with random weights (2 base steps) and small offline feature networks
-(bench.features.RandomConvFeatures for FID/KID, the tiny open_clip model for CLIP): a test-size setting whose
+(bench.testing.RandomConvFeatures for FID/KID, the tiny open_clip model for CLIP): a test-size setting whose
 times say nothing about paper-size models. These measure and record; they assert nothing about time.
 """
 
@@ -18,16 +18,16 @@ import pytest
 CHILD = textwrap.dedent('''
     import json, resource, sys, tempfile
     from omegaconf import OmegaConf
-    from bench.datasets import load_dataset
-    from bench.generation import generate_samples, plan_samples
-    from bench.pipelines import load_generator
-    from bench.scoring import MetricTools, SampleScorer
-    from bench.features import build_fid_extractor
-    from bench.clip_score import TINY_CLIP_NAME, open_clip_scorer
+    from bench.data.prompts import load_dataset
+    from bench.jobs.generation import generate_samples, plan_samples
+    from bench.models.generators import load_generator
+    from bench.metrics.scoring import MetricTools, SampleScorer
+    from bench.metrics.features import build_fid_extractor
+    from bench.metrics.clip_model import TINY_CLIP_NAME, open_clip_scorer
 
     n = int(sys.argv[1])
     gen = load_generator(OmegaConf.create({"name": "muse-tiny", "pretrained": None, "init_seed": 0, "steps": 2}), "cpu")
-    tools = MetricTools(fid=build_fid_extractor({"feature_extractor": {"_target_": "bench.features.RandomConvFeatures"}}),
+    tools = MetricTools(fid=build_fid_extractor({"feature_extractor": {"_target_": "bench.testing.RandomConvFeatures"}}),
                         clip=open_clip_scorer(TINY_CLIP_NAME, None, seed=0))
     scorer = SampleScorer(tools, 256)
     plan = plan_samples(load_dataset("partiprompts", limit=n), [256])
@@ -61,11 +61,11 @@ def test_peak_memory_of_generation_and_scoring(benchmark, n):
 def made(tmp_path_factory):
     from omegaconf import OmegaConf
 
-    from bench.datasets import load_dataset
-    from bench.features import build_fid_extractor
-    from bench.generation import generate_samples, plan_samples
-    from bench.pipelines import load_generator
-    from bench.scoring import MetricTools
+    from bench.data.prompts import load_dataset
+    from bench.jobs.generation import generate_samples, plan_samples
+    from bench.metrics.features import build_fid_extractor
+    from bench.metrics.scoring import MetricTools
+    from bench.models.generators import load_generator
 
     out = tmp_path_factory.mktemp("samples")
     gen = load_generator(OmegaConf.create({"name": "muse-tiny", "pretrained": None, "init_seed": 0, "steps": 2}), "cpu")
@@ -73,12 +73,12 @@ def made(tmp_path_factory):
     images = []
     generate_samples(gen.generate, plan, seed=0, batch_size=8, out_dir=out, progress=False,
                      on_images=lambda samples, ims: images.extend(ims))
-    tools = MetricTools(fid=build_fid_extractor({"feature_extractor": {"_target_": "bench.features.RandomConvFeatures"}}))
+    tools = MetricTools(fid=build_fid_extractor({"feature_extractor": {"_target_": "bench.testing.RandomConvFeatures"}}))
     return plan, images, out, tools
 
 
 def test_score_streamed_images(benchmark, made):
-    from bench.scoring import SampleScorer
+    from bench.metrics.scoring import SampleScorer
 
     plan, images, _, tools = made
 
@@ -93,7 +93,7 @@ def test_score_streamed_images(benchmark, made):
 
 
 def test_score_written_pngs(benchmark, made):
-    from bench.scoring import SampleScorer
+    from bench.metrics.scoring import SampleScorer
 
     plan, _, out, tools = made
 

@@ -1,7 +1,8 @@
 """Muse (Chang et al. 2023): masked generative transformers for text-to-image, in plain PyTorch."""
 
 from .errors import MissingWeightsError, MuseError, MuseInputError, UnsafeCheckpointError
-from .pipeline import MuseOutput, MusePipeline
+from .output import MuseOutput
+from .pipeline import MusePipeline
 from .presets import PRESET_NAMES
 
 __all__ = [

@@ -107,7 +107,7 @@ class AmusedConfig:
 
 @dataclass
 class SamplerConfig:
-    """MaskGIT parallel decoding settings (REFERENCE.md section 3; see muse/sampling.py).
+    """MaskGIT parallel decoding settings (MaskGIT's parallel decoding; see muse/sampling.py).
 
     guidance_t is Muse's t in (1 + t) * l_cond - t * l_uncond (the classifier-free guidance scale users set is
     g = 1 + t); 0 disables guidance and its extra forward. guidance_ramp: "linear" raises t from t/steps to t

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import MuseInputError
-from .pipeline import MuseOutput, to_pil
+from .output import MuseOutput, to_pil
 from .sampling import make_generators, remask
 
 
@@ -57,9 +57,9 @@ def _resize(image: torch.Tensor, resolution: int) -> torch.Tensor:
 def _setup(pipe, prompt, resolution, seed, guidance_scale, steps=None, superres_steps=None):
     """Prompts, resolution, per-stage samplers (the call's overrides applied to every stage it runs), generators
     and text (paired with the empty prompt when any stage is guided)."""
-    prompts = pipe._check_prompts(prompt)
+    prompts = pipe.check_prompts(prompt)
     resolution = resolution or pipe.config.base_resolution
-    pipe._check_resolution(resolution)
+    pipe.check_resolution(resolution)
     samplers = pipe.stage_samplers(resolution, guidance_scale, steps, superres_steps)
     generators = make_generators(seed, range(len(prompts)), pipe.device)
     text = pipe.encode_text(prompts, None, guided=any(s.guidance_t for s in samplers.values()))

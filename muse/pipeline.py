@@ -8,35 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from PIL import Image
 from torch import nn
 
 from .config import PipelineConfig, SamplerConfig
 from .errors import MuseInputError
+from .output import MuseOutput, to_pil
 from .presets import preset_config
 from .sampling import make_generators, parallel_decode, to_guidance_scale, to_guidance_t
+from .seeding import seeded_init
 from .text import TextEmbedding, TextEncoder, build_text_model, load_tokenizer
 from .transformer import build_transformers
 from .vqgan import VQTokenizer
-
-
-@dataclass
-class MuseOutput:
-    images: list[Image.Image]
-    tokens: torch.Tensor  # [B, H*W] final tokens of the last stage run (base at 256, super-res at 512)
-    trajectory: torch.Tensor | None  # [B, steps, 256] base tokens after each step (mask id where still masked)
-    mask_token_id: int
-    edit_mask: torch.Tensor | None = None  # [B, H*W] token positions an edit was allowed to change
-
-
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """[B, 3, H, W] floats in [0, 1] -> PIL images (rounded to 8 bits)."""
-    arrays = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arrays]
 
 
 @contextlib.contextmanager
@@ -74,11 +59,7 @@ class MusePipeline:
                     seed: int = 0) -> "MusePipeline":
         """Random weights of the config's shape, drawn from `seed` (the same weights in every process on the
         same kind of device); device="meta" allocates nothing (for parameter counts)."""
-        device = torch.device(device)
-        rng_devices = [device] if device.type == "cuda" else []
-        # A private RNG state: the caller's global generator is left as it was.
-        with torch.random.fork_rng(devices=rng_devices, device_type=device.type if rng_devices else "cuda"), torch.device(device):
-            torch.manual_seed(seed)
+        with seeded_init(seed, device):
             text_model = build_text_model(dataclasses.replace(config.text, pretrained=None))
             vq_base = VQTokenizer.from_config(config.vq_base)
             vq_superres = VQTokenizer.from_config(config.vq_superres) if config.vq_superres else None
@@ -208,7 +189,8 @@ class MusePipeline:
             return_trajectory=return_trajectory, **dataclasses.asdict(sampler),
         )
 
-    def _check_prompts(self, prompts) -> list[str]:
+    def check_prompts(self, prompts) -> list[str]:
+        """`prompts` (a string or a sequence of strings) as a non-empty list of strings, or MuseInputError."""
         if isinstance(prompts, str):
             prompts = [prompts]
         prompts = list(prompts)
@@ -219,7 +201,8 @@ class MusePipeline:
             raise MuseInputError(f"prompts must be strings, got {type(bad[0]).__name__}: {bad[0]!r}")
         return prompts
 
-    def _check_resolution(self, resolution: int) -> None:
+    def check_resolution(self, resolution: int) -> None:
+        """MuseInputError unless this pipeline generates at `resolution`."""
         if resolution not in self.supported_resolutions:
             raise MuseInputError(
                 f"resolution {resolution} is not supported by {self.config.name}: use one of "
@@ -251,8 +234,8 @@ class MusePipeline:
         decoder (the latency harness passes one that synchronises the device and records the time).
         """
         stage = stage_timer or (lambda name: contextlib.nullcontext())
-        prompts = self._check_prompts(prompts)
-        self._check_resolution(resolution)
+        prompts = self.check_prompts(prompts)
+        self.check_resolution(resolution)
         samplers = self.stage_samplers(resolution, guidance_scale, steps, superres_steps)
         if decode_threads is not None and decode_threads < 1:
             raise MuseInputError(f"decode_threads must be at least 1, got {decode_threads}")

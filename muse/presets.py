@@ -1,6 +1,6 @@
 """Named pipeline shapes: the paper's models, aMUSEd's, and tiny ones for tests.
 
-Choices the papers leave open (REFERENCE.md marks them UNKNOWN), and what we chose:
+Choices the papers leave open (neither the Muse paper nor any release states them), and what we chose:
 - muse-3b base: 48 layers, hidden 2048, MLP 8192, 16 heads (head dim 128). With full-width cross-attention in
   every layer that shape counts 3.26B, 9% above "3B"; we give cross-attention 8 key/value heads
   (grouped-query), which counts 3.06B. Set base.cross_kv_heads=16 for the full-width variant.
@@ -10,7 +10,7 @@ Choices the papers leave open (REFERENCE.md marks them UNKNOWN), and what we cho
 - Sampling: guidance scale and temperatures behind the headline numbers are unpublished; Muse presets use
   t = 4 (guidance scale g = 5) ramped linearly, choice temperature 4.5 (MaskGIT's default), 24 base and 8
   super-res steps.
-- aMUSEd presets use its published architecture (REFERENCE.md section 2) and its sampler defaults: 12 steps,
+- aMUSEd presets use its published architecture (Patil et al. 2024, arXiv 2401.01808; diffusers' amused-256 and amused-512 configs) and its sampler defaults: 12 steps,
   guidance scale g = 10 (t = 9, constant), choice temperature from 2 to 0, cosine schedule.
 """
 

@@ -177,7 +177,7 @@ def parallel_decode(
     top_k: int | None = None,
     return_trajectory: bool = False,
 ) -> DecodeResult:
-    """Fill the masked positions of `tokens` [B, L] in `steps` parallel steps (REFERENCE.md section 3).
+    """Fill the masked positions of `tokens` [B, L] in `steps` parallel steps (MaskGIT, Chang et al. 2022: google-research/maskgit, libml/parallel_decode.py).
 
     logits_fn(tokens) -> (cond_logits, uncond_logits or None), each [B, L, V]; it should compute both in one
     batched forward. guidance_t is Muse's t (0 = no guidance: uncond is not used). Known tokens never change.

@@ -35,8 +35,8 @@ def _hub_error(what: str, name: str, err: Exception) -> MissingWeightsError:
     return MissingWeightsError(
         f"Could not load the {what} from {name!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
         f"If this machine is offline, download it where there is a network (for example "
-        f"`huggingface-cli download {name} --local-dir DIR`), copy DIR here and point the config at it "
-        f"(model.text.pretrained=DIR), or use a preset with random weights."
+        f"`huggingface-cli download {name} --local-dir DIR`), copy DIR here and load from it "
+        f"(MusePipeline.from_pretrained(DIR); in muse-bench, model.pretrained=DIR), or use a preset with random weights."
     )
 
 

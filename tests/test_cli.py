@@ -1,36 +1,25 @@
-"""The installed `muse-bench` console script, run in a subprocess as a user would run it."""
+"""The `muse-bench` command line as a user runs it: its configs, jobs, errors and run folders (tests/conftest.py
+runs it in-process; the console script itself runs in a subprocess once)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import muse_bench
 from omegaconf import OmegaConf
 from PIL import Image
 
-from bench.datasets import load_dataset
+from bench.data.prompts import load_dataset
 from muse import MusePipeline
 from muse.presets import PRESET_NAMES, preset_config
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = Path(sys.executable).parent / "muse-bench"
-
-
-def muse_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    if not SCRIPT.exists():
-        pytest.fail(f"{SCRIPT} is missing: install the package with `pip install -e .` (make test does)")
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(
-        [str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
 
 
 # The generate job alone, without the default job's latency and report (tested on its own below).
@@ -38,7 +27,8 @@ GENERATE = ("job=generate", "eval.metrics=[]")
 
 
 def test_help_lists_config_groups(tmp_path):
-    done = muse_bench("--help", cwd=tmp_path)
+    # The installed console script itself, in a fresh process (every other test runs the command line in-process).
+    done = muse_bench("--help", cwd=tmp_path, process=True)
     assert done.returncode == 0, done.stderr
     groups = {}
     section = done.stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
@@ -50,6 +40,7 @@ def test_help_lists_config_groups(tmp_path):
     assert "partiprompts" in groups["dataset"]
     assert "default" in groups["experiment"]
     assert groups["eval"] == {"default", "paper"}
+    assert groups["latency"] == {"cpu", "cpu_full", "gpu_full"}
 
 
 def test_cfg_job_prints_the_resolved_config_with_overrides(tmp_path):

@@ -1,11 +1,11 @@
-"""CLIP score (bench/clip_score.py), the torchmetrics cross-check, CMMD (bench/cmmd.py) and the re-scoring judge.
+"""CLIP score (bench/metrics/clip_score.py) on CLIP models (bench/metrics/clip_model.py), the torchmetrics cross-check
+(bench/testing.py), CMMD (bench/metrics/cmmd.py) and the re-scoring judge.
 
 Everything runs on muse-bench-tiny-clip: random weights, OpenAI's real BPE tokenizer, real photos.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import sys
@@ -16,23 +16,27 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.clip_score import (
+from bench.core.errors import BenchError
+from bench.metrics.clip_model import (
     TINY_CLIP_NAME,
     ClipScorer,
     build_clip_scorer,
-    clip_score_metrics,
     open_clip_scorer,
-    open_clip_to_transformers,
     paired_cosines,
-    transformers_clip_for_torchmetrics,
 )
-from bench.cmmd import cmmd, cmmd_metric
-from bench.errors import BenchError
+from bench.metrics.clip_score import clip_score_metrics
+from bench.metrics.cmmd import cmmd, cmmd_metric
+from bench.testing import open_clip_to_transformers, transformers_clip_for_torchmetrics
 
 ASSETS = Path(__file__).parent / "assets"
 PHOTO = ASSETS / "photo_256.png"
 PHOTO_CAPTION = "fireworks over an amusement pier at night"
-CC_IMAGES = sorted(glob.glob("/work/shared/data/cc_images/*.jpg"))
+CC_IMAGES = sorted((ASSETS / "cc_images").glob("*.jpg"))
+
+
+def _dicts(entries: dict) -> dict:
+    """Metric entries (bench.core.results.MetricEntry) in their results.json form."""
+    return {name: entry.as_dict() for name, entry in entries.items()}
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +128,7 @@ def test_exactly_full_context_is_not_truncated(scorer):
 
 def test_clip_score_metrics_conventions():
     cos = np.array([0.30, -0.10, 0.20, 0.25])
-    m = clip_score_metrics(cos, truncated=1, protocol={"arch": "x"}, bootstrap=0, seed=0)
+    m = _dicts(clip_score_metrics(cos, truncated=1, protocol={"arch": "x"}, bootstrap=0, seed=0))
     assert m["clip_score"]["value"] == pytest.approx(cos.mean())
     assert m["clip_score_x100"]["value"] == pytest.approx(100 * (0.30 + 0.0 + 0.20 + 0.25) / 4)
     assert m["clip_score"]["stderr"] == pytest.approx(cos.std(ddof=1) / 2)
@@ -138,14 +142,14 @@ def test_clip_score_metrics_conventions():
 
 def test_clip_score_bootstrap_stderr_is_seeded_and_sensible():
     cos = np.random.default_rng(0).normal(0.3, 0.05, size=400)
-    a = clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=200, seed=3)
-    b = clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=200, seed=3)
-    c = clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=200, seed=4)
+    a = _dicts(clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=200, seed=3))
+    b = _dicts(clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=200, seed=3))
+    c = _dicts(clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=200, seed=4))
     assert a == b and a["clip_score"]["stderr"] != c["clip_score"]["stderr"]
     analytic = cos.std(ddof=1) / np.sqrt(cos.size)
     assert a["clip_score"]["stderr"] == pytest.approx(analytic, rel=0.25)
     assert "bootstrap" in a["clip_score"]["protocol"]["stderr_method"]
-    one = clip_score_metrics(np.array([0.2]), truncated=0, protocol={}, bootstrap=100, seed=0)
+    one = _dicts(clip_score_metrics(np.array([0.2]), truncated=0, protocol={}, bootstrap=100, seed=0))
     assert one["clip_score"]["stderr"] is None
     with pytest.raises(BenchError):
         clip_score_metrics(np.array([]), truncated=0, protocol={}, bootstrap=0, seed=0)
@@ -164,11 +168,11 @@ def test_clip_score_stderr_is_over_prompts_when_replicas_are_correlated():
     per_image = cos.std(ddof=1) / np.sqrt(cos.size)
     assert by_prompt > 1.9 * per_image
 
-    plain = clip_score_metrics(cos, prompts=prompts, truncated=0, protocol={}, bootstrap=0, seed=0)
+    plain = _dicts(clip_score_metrics(cos, prompts=prompts, truncated=0, protocol={}, bootstrap=0, seed=0))
     assert plain["clip_score"]["stderr"] == pytest.approx(by_prompt, rel=1e-12)
     x100 = (100 * np.maximum(cos, 0)).reshape(n_prompts, k).mean(axis=1)
     assert plain["clip_score_x100"]["stderr"] == pytest.approx(x100.std(ddof=1) / np.sqrt(n_prompts), rel=1e-12)
-    boot = clip_score_metrics(cos, prompts=prompts, truncated=0, protocol={}, bootstrap=2000, seed=0)
+    boot = _dicts(clip_score_metrics(cos, prompts=prompts, truncated=0, protocol={}, bootstrap=2000, seed=0))
     assert boot["clip_score"]["stderr"] == pytest.approx(by_prompt, rel=0.1)
     for entry in (plain, boot):
         proto = entry["clip_score"]["protocol"]
@@ -207,7 +211,7 @@ def test_torchmetrics_agrees_through_the_converter(scorer, photos, tmp_path):
     np.testing.assert_allclose(per_sample, 100 * np.maximum(cos, 0), atol=1e-4)
     # torchmetrics clamps the mean over all updates, not each sample.
     assert float(metric.compute()) == pytest.approx(max(100 * cos.mean(), 0.0), abs=1e-4)
-    ours = clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=0, seed=0)["clip_score_x100"]["value"]
+    ours = _dicts(clip_score_metrics(cos, truncated=0, protocol={}, bootstrap=0, seed=0))["clip_score_x100"]["value"]
     assert ours == pytest.approx(np.mean(per_sample), abs=1e-4)
 
 
@@ -252,7 +256,7 @@ def test_a_cached_tag_is_loaded_from_the_cache_without_the_network(monkeypatch, 
     import huggingface_hub
     import open_clip
 
-    from bench.clip_score import register_tiny_clip
+    from bench.metrics.clip_model import register_tiny_clip
 
     register_tiny_clip()
     tag = {"url": "https://example.invalid/clip/tiny-clip.bin", "hf_hub": "", "quick_gelu": True,
@@ -273,12 +277,12 @@ def test_registering_the_tiny_clip_leaves_nothing_in_the_temp_folder(monkeypatch
 
     import open_clip
 
-    import bench.clip_score as clip_score
+    import bench.metrics.clip_model as clip_model
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(clip_score, "_tiny_registered", False)
-    assert clip_score.register_tiny_clip() == TINY_CLIP_NAME
-    assert open_clip.get_model_config(TINY_CLIP_NAME) == clip_score.TINY_CLIP_CONFIG
+    monkeypatch.setattr(clip_model, "_tiny_registered", False)
+    assert clip_model.register_tiny_clip() == TINY_CLIP_NAME
+    assert open_clip.get_model_config(TINY_CLIP_NAME) == clip_model.TINY_CLIP_CONFIG
     assert open_clip_scorer(TINY_CLIP_NAME, None, seed=0).protocol["embed_dim"] == 32
     assert list(tmp_path.iterdir()) == []
 
@@ -286,14 +290,14 @@ def test_registering_the_tiny_clip_leaves_nothing_in_the_temp_folder(monkeypatch
 def test_build_clip_scorer_from_config(tiny_checkpoint, photos):
     from omegaconf import OmegaConf
 
-    from bench.config import ClipConfig
+    from bench.core.config import ClipConfig
 
     cfg = OmegaConf.structured(ClipConfig(arch=TINY_CLIP_NAME, pretrained=str(tiny_checkpoint), batch_size=2))
     built = build_clip_scorer(cfg, "cpu")
     assert built.batch_size == 2 and built.protocol["arch"] == TINY_CLIP_NAME
 
     injected = OmegaConf.structured(ClipConfig(model={
-        "_target_": "bench.clip_score.open_clip_scorer", "arch": TINY_CLIP_NAME, "pretrained": str(tiny_checkpoint)}))
+        "_target_": "bench.metrics.clip_model.open_clip_scorer", "arch": TINY_CLIP_NAME, "pretrained": str(tiny_checkpoint)}))
     via_target = build_clip_scorer(injected, "cpu")
     np.testing.assert_array_equal(via_target.image_embeddings(photos[:1]), built.image_embeddings(photos[:1]))
 
@@ -368,7 +372,7 @@ def test_cmmd_matches_a_hand_loop_and_blocks_do_not_matter():
 
 def test_cmmd_metric_entry(scorer, photos):
     emb = scorer.image_embeddings(photos)
-    entry = cmmd_metric(emb[:3], emb[2:], protocol=scorer.protocol)
+    entry = cmmd_metric(emb[:3], emb[2:], protocol=scorer.protocol).as_dict()
     assert entry["higher_is_better"] is False and entry["value"] > 0
     p = entry["protocol"]
     assert (p["n_generated"], p["n_reference"], p["sigma"], p["scale"]) == (3, 3, 10.0, 1000.0)
@@ -392,15 +396,15 @@ def test_cmmd_records_its_small_sample_bias_and_flags_it_where_it_matters():
         off = lambda m: (m.sum() - np.trace(m)) / (len(m) * (len(m) - 1))  # noqa: E731
         return scale * (off(kaa) + off(kbb) - 2 * k(a, b).mean())
 
-    same = cmmd_metric(x, y)
+    same = cmmd_metric(x, y).as_dict()
     bias = same["protocol"]["small_sample_bias"]
     assert bias["unbiased_value"] == pytest.approx(unbiased(x, y), rel=1e-9, abs=1e-12)
     assert bias["estimate"] == pytest.approx(same["value"] - unbiased(x, y), rel=1e-9)
     assert bias["estimate"] > 0 and abs(bias["unbiased_value"]) < 0.5 * bias["estimate"]
     assert bias["negligible"] is False and "Small-sample bias" in same["protocol"]["note"]
-    apart = cmmd_metric(x, far)
+    apart = cmmd_metric(x, far).as_dict()
     assert apart["protocol"]["small_sample_bias"]["negligible"] is True and "note" not in apart["protocol"]
-    assert cmmd_metric(x, far, max_relative_bias=1e-4)["protocol"]["small_sample_bias"]["negligible"] is False
+    assert cmmd_metric(x, far, max_relative_bias=1e-4).as_dict()["protocol"]["small_sample_bias"]["negligible"] is False
 
 
 def test_cmmd_embeds_the_whole_image_resized_bicubic_without_a_crop(tiny_checkpoint):
@@ -409,13 +413,13 @@ def test_cmmd_embeds_the_whole_image_resized_bicubic_without_a_crop(tiny_checkpo
     from open_clip.transform import PreprocessCfg, image_transform_v2
     from torchvision.transforms.functional import normalize, to_tensor
 
-    from bench.cmmd import build_cmmd_scorer
-    from bench.config import CmmdConfig
+    from bench.core.config import CmmdConfig
+    from bench.metrics.cmmd import build_cmmd_scorer
 
     assert (CmmdConfig().arch, CmmdConfig().pretrained) == ("ViT-L-14-336", "openai")
     cmmd_scorer = build_cmmd_scorer({"arch": TINY_CLIP_NAME, "pretrained": str(tiny_checkpoint)}, "cpu")
     pre = cmmd_scorer.protocol["image_preprocess"]
-    wide = Image.open(CC_IMAGES[0]).convert("RGB") if CC_IMAGES else Image.open(PHOTO).convert("RGB")
+    wide = Image.open(CC_IMAGES[0]).convert("RGB")
     wide = wide.crop((0, 0, wide.width, wide.height // 2))  # certainly not square: a crop would drop a lot
     assert wide.width >= 2 * wide.height
 
@@ -437,7 +441,7 @@ def test_cmmd_embeds_the_whole_image_resized_bicubic_without_a_crop(tiny_checkpo
 def test_cmmd_missing_weights_offline_name_the_cmmd_settings(monkeypatch, tmp_path):
     from huggingface_hub import constants as hf_constants
 
-    from bench.cmmd import build_cmmd_scorer
+    from bench.metrics.cmmd import build_cmmd_scorer
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(BenchError, match=r"eval\.cmmd\.arch=ViT-L-14-336 eval\.cmmd\.pretrained=openai") as info:
@@ -449,7 +453,7 @@ def test_cmmd_missing_weights_offline_name_the_cmmd_settings(monkeypatch, tmp_pa
 
 
 def test_rescore_judge_uses_its_own_scores(scorer, photos, tmp_path):
-    from bench.parti import Pick, RescoreJudge, win_rate
+    from bench.metrics.parti import Pick, RescoreJudge, win_rate
 
     for i, im in enumerate(photos[:2]):
         im.save(tmp_path / f"{i}.png")

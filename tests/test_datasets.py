@@ -1,7 +1,7 @@
 """COCO-30K, COCO-5K (MLPerf) and CC3M: caption lists, reference images and the prepare step.
 
 The shipped lists are checked against pandas (an independent parser); reference folders, img2dataset
-outputs and COCO archives are built in tmp_path from the real photos in /work/shared/data/cc_images
+outputs and COCO archives are built in tmp_path from the real photos in tests/assets/cc_images
 (tests/assets/photo_256.png where one image is enough); downloads go to a local HTTP server.
 """
 
@@ -25,32 +25,24 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from bench.datasets import (
-    COCO_JSON_SELECTION,
-    PromptRecord,
-    caption_list_protocol,
-    coco_captions_from_json,
-    load_dataset,
-    packaged_data_path,
-    read_cc3m,
-    read_coco30k,
-    read_mlperf_coco,
-)
-from bench.download import COCO_ARCHIVES, download_file, main, prepare_dataset
-from bench.errors import BenchError
-from bench.generation import MANIFEST_KEYS
-from bench.references import ReferenceImage, open_references
+from bench.core.errors import BenchError
+from bench.data.captions import COCO_JSON_SELECTION, coco_captions_from_json, read_cc3m, read_coco30k, read_mlperf_coco
+from bench.data.download import COCO_ARCHIVES, download_file, main, prepare_dataset
+from bench.data.prompts import PromptRecord, caption_list_protocol, load_dataset, packaged_data_path
+from bench.data.references import ReferenceImage, open_references
+from bench.jobs.generation import MANIFEST_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path("/work/shared/data")
-CC_IMAGES = sorted((SHARED / "cc_images").glob("*.jpg"))
+# The official val2017 captions file (3.9 MB, not shipped) from the data folder beside the checkout, if there.
+SHARED = REPO.parent / "shared" / "data"
+CC_IMAGES = sorted((REPO / "tests" / "assets" / "cc_images").glob("*.jpg"))
 VAL2017 = SHARED / "captions_val2017.json"
 PHOTO = REPO / "tests" / "assets" / "photo_256.png"
 RESERVED_METADATA = set(MANIFEST_KEYS) | {"replica"}
 
 
 def needs_shared(*paths: Path):
-    return pytest.mark.skipif(not all(p.exists() for p in paths), reason="needs /work/shared/data")
+    return pytest.mark.skipif(not all(p.exists() for p in paths), reason=f"needs {SHARED} (the data folder beside the checkout)")
 
 
 # ---- the shipped caption lists -------------------------------------------------------------------------------
@@ -223,7 +215,6 @@ def _coco_cfg(folder: Path, **options) -> dict:
     return {"name": "coco30k", "reference_dir": str(folder), **options}
 
 
-@needs_shared(SHARED / "cc_images")
 def test_coco_matched_references_are_the_selected_captions_images(tmp_path):
     records = load_dataset("coco30k", limit=4)
     written = _coco_folder(tmp_path / "val2014", [r.id for r in records] + [9, 10])
@@ -239,7 +230,6 @@ def test_coco_matched_references_are_the_selected_captions_images(tmp_path):
     }
 
 
-@needs_shared(SHARED / "cc_images")
 def test_coco_all_references_are_every_image_of_the_folder(tmp_path):
     records = load_dataset("coco30k", limit=4)
     _coco_folder(tmp_path / "val2014", [r.id for r in records] + [9, 10])
@@ -252,7 +242,6 @@ def test_coco_all_references_are_every_image_of_the_folder(tmp_path):
     assert [i.key for i in capped.images] == expected[:2] and capped.protocol["reference_limit"] == 2
 
 
-@needs_shared(SHARED / "cc_images")
 def test_coco_references_listed_by_a_captions_file(tmp_path):
     records = load_dataset("coco30k", limit=3)
     ids = [r.id for r in records] + [9]
@@ -270,7 +259,6 @@ def test_coco_references_listed_by_a_captions_file(tmp_path):
         open_references(_coco_cfg(tmp_path / "val2014", captions_file=str(captions)), records)
 
 
-@needs_shared(SHARED / "cc_images")
 def test_missing_coco_images_are_counted_named_and_explained(tmp_path):
     records = load_dataset("coco30k", limit=6)
     _coco_folder(tmp_path / "val2014", [r.id for r in records[:4]])
@@ -290,7 +278,6 @@ def test_missing_coco_images_are_counted_named_and_explained(tmp_path):
         open_references(_coco_cfg(tmp_path / "val2014", reference_set="some"), records)
 
 
-@needs_shared(SHARED / "cc_images")
 @pytest.mark.parametrize("preset", ["coco30k", "coco5k"])
 def test_dataset_presets_drive_the_references(tmp_path, preset):
     cfg = OmegaConf.load(REPO / "conf" / "dataset" / f"{preset}.yaml")
@@ -342,7 +329,6 @@ def _write_tar_layout(folder: Path, samples) -> None:
                 tar.addfile(info, io.BytesIO(payload))
 
 
-@needs_shared(SHARED / "cc_images")
 @pytest.mark.parametrize("layout", ["files", "webdataset"])
 def test_cc3m_references_match_urls_and_count_the_unreachable(tmp_path, layout):
     records = load_dataset("cc3m", limit=6)
@@ -372,7 +358,6 @@ def test_cc3m_references_match_urls_and_count_the_unreachable(tmp_path, layout):
     assert len(capped.images) == 3 and capped.protocol["count"] == 3
 
 
-@needs_shared(SHARED / "cc_images")
 def test_cc3m_without_any_matching_image_says_how_to_download(tmp_path):
     records = load_dataset("cc3m", limit=3)
     folder = tmp_path / "out"
@@ -512,7 +497,7 @@ def test_the_pinned_archive_size_is_checked_before_downloading(server, tmp_path)
         prepare_dataset("coco30k", tmp_path, mirror=server.url, progress=False)
 
 
-@needs_shared(SHARED / "cc_images", VAL2017)
+@needs_shared(VAL2017)
 def test_prepare_coco_downloads_verifies_and_extracts(server, tmp_path):
     ids = [139, 285, 632]
     photos = {f"val2014/COCO_val2014_{i:012d}.jpg": CC_IMAGES[k].read_bytes() for k, i in enumerate(ids)}
@@ -556,7 +541,7 @@ def test_prepare_cc3m_downloads_at_the_resolution_the_same_settings_evaluate(tmp
     """img2dataset resizes as it downloads: the prepare job asks for the evaluation's resolution (here 512, the
     cascade), not a fixed 256 that would leave every reference upsampled."""
     from bench.cli import compose_config
-    from bench.jobs import run_prepare
+    from bench.jobs.prepare import run_prepare
 
     cfg = compose_config(["experiment=cc3m", "job=prepare", "resolutions=[512]", f"data_root={tmp_path / 'data'}"])
     written = run_prepare(cfg, run_dir=tmp_path / "run", experiment="cc3m")

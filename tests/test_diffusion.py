@@ -9,9 +9,14 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from bench.timing import StageClock
-from bench.diffusion import (
-    PROFILES, build_stable_diffusion, run_stable_diffusion, sd14_config, sd_stage_flops, unet_evaluations,
+from bench.latency.timing import StageClock
+from bench.models.diffusion import (
+    PROFILES,
+    build_stable_diffusion,
+    run_stable_diffusion,
+    sd14_config,
+    sd_stage_flops,
+    unet_evaluations,
 )
 from muse.errors import MissingWeightsError, MuseInputError
 

@@ -1,5 +1,5 @@
 """The eval config group (conf/eval/: default, paper), composed in-process with Hydra's compose API, and the
-comparable_to_published record every metric entry carries (bench/published.py)."""
+comparable_to_published record every metric entry carries (bench/metrics/published.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import copy
 import pytest
 from omegaconf import OmegaConf
 
-from bench.cli import CONF_DIR, compose_config
-from bench.config import EvalConfig
-from bench.features import INCEPTION_NAME
-from bench.published import NO_PUBLISHED, comparable_to_published
+from bench.cli import compose_config
+from bench.core.config import EvalConfig
+from bench.core.paths import CONF_DIR
+from bench.metrics.features import INCEPTION_NAME
+from bench.metrics.published import NO_PUBLISHED, comparable_to_published
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -79,7 +80,7 @@ def test_a_protocol_that_matches_the_published_one_is_comparable():
     ("fid", _fid(n_generated=5_000), {}, "5,000 samples (published: 30,000)"),
     ("fid", _fid(), {"weights": "random"}, "random model weights"),
     ("fid", _fid(), {"resolution": 512}, "evaluated at 512 px (published: 256)"),
-    ("fid", _fid(feature_extractor="bench.features.RandomConvFeatures(seed=0,dims=8,width=16) [random weights]"),
+    ("fid", _fid(feature_extractor="bench.testing.RandomConvFeatures(seed=0,dims=8,width=16) [random weights]"),
      {}, "stand-in feature network"),
     ("fid", _fid(reference={"reference_set": "matched", "reference_limit": None}), {}, "reference set matched"),
     ("fid", _fid(reference={"reference_set": "all", "reference_limit": 500}), {}, "dataset.reference_limit=500"),

@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import muse_bench
 
-from bench.clip_score import TINY_CLIP_NAME, open_clip_scorer
+from bench.metrics.clip_model import TINY_CLIP_NAME, open_clip_scorer
 
-BIN = Path(sys.executable).parent
-PHOTOS = sorted(Path("/work/shared/data/cc_images").glob("*.jpg")) or sorted(
-    (Path(__file__).resolve().parent / "assets").glob("*.png"))
-
-
-def muse_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([str(BIN / "muse-bench"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
+PHOTOS = sorted((Path(__file__).resolve().parent / "assets" / "cc_images").glob("*.jpg"))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +28,7 @@ def setup(tmp_path_factory):
     for photo in PHOTOS:
         shutil.copy(photo, refs / photo.name)
     overrides = [
-        "eval.fid.feature_extractor={_target_: bench.features.RandomConvFeatures, dims: 32}",
+        "eval.fid.feature_extractor={_target_: bench.testing.RandomConvFeatures, dims: 32}",
         f"eval.clip.arch={TINY_CLIP_NAME}", f"eval.clip.pretrained={checkpoint}",
         f"eval.cmmd.arch={TINY_CLIP_NAME}", f"eval.cmmd.pretrained={checkpoint}",
         f"dataset.reference_dir={refs}", f"eval.cache_dir={root / 'cache'}",
@@ -146,8 +136,7 @@ def test_metrics_without_references_are_reported_as_skipped(setup, tmp_path):
     (["eval.metrics=[win_rate]"], "eval.compare_to"),
     (["eval.metrics=[fid]", "eval.fid.download=false", "dataset.reference_dir={refs}"], "inception-2015-12-05.pt"),
     (["experiment=coco30k", "dataset.limit=2"], "job=prepare"),
-    (["eval.metrics=[psnr]"], "psnr"),
-])
+])  # an unknown metric name is refused earlier, when Hydra composes the config (tests/test_config.py)
 def test_expected_evaluation_errors_exit_2_before_generating(setup, tmp_path, args, expected, monkeypatch):
     root, _ = setup
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # no stray Inception weights in the temp folder
@@ -166,20 +155,21 @@ def offline_without_weights(tmp_path, monkeypatch):
     """No Inception weights anywhere clean-fid looks and no network: what a fresh offline machine has."""
     import tempfile
     import urllib.error
+    import urllib.request
 
     from huggingface_hub import constants as hf_constants
 
-    import bench.features as features_mod
+    import bench.metrics.features as features_mod
 
     monkeypatch.setattr(features_mod, "CLEANFID_INCEPTION_DIR", tmp_path / "cleanfid")
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
 
-    def offline(url, dest):
+    def offline(request, timeout=None):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(features_mod, "_download", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # what the one downloader, bench.core.download, calls
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
 
 
@@ -192,7 +182,7 @@ def test_partiprompts_offline_runs_without_the_weights_of_metrics_it_cannot_comp
     CLIP-L/14-336 is asked for, and the metrics that can run do. (The preset's win rate is left out only to
     spare the test a second model: it needs no weights beyond CLIP score's.)"""
     from bench.cli import compose_config
-    from bench.jobs import generate_and_score
+    from bench.jobs.generate import generate_and_score
 
     preset = compose_config(["experiment=partiprompts"]).eval.metrics
     assert {"fid", "kid", "cmmd", "clip_score", "parti"} <= set(preset)
@@ -212,8 +202,8 @@ def test_weights_of_a_metric_that_will_be_computed_are_still_asked_for_before_ge
     """With reference images, CMMD will be computed: its CLIP weights missing offline stop the run before any
     sample is made, with a message naming the eval.cmmd settings."""
     from bench.cli import compose_config
-    from bench.errors import BenchError
-    from bench.jobs import generate_and_score
+    from bench.core.errors import BenchError
+    from bench.jobs.generate import generate_and_score
 
     root, _ = setup
     cfg = compose_config(["job=generate", "eval.metrics=[cmmd]", *TINY_RUN, f"dataset.reference_dir={root / 'refs'}",
@@ -232,7 +222,7 @@ def test_reference_features_are_keyed_by_the_images_in_the_folder(tmp_path, capl
     from PIL import Image
 
     from bench.cli import compose_config
-    from bench.jobs import generate_and_score
+    from bench.jobs.generate import generate_and_score
 
     refs = tmp_path / "refs"
     refs.mkdir()
@@ -240,7 +230,7 @@ def test_reference_features_are_keyed_by_the_images_in_the_folder(tmp_path, capl
         Image.open(photo).convert("RGB").resize((96, 64)).save(refs / f"{i:05d}.png")
     cfg = compose_config([
         "job=generate", "eval.metrics=[fid]", "dataset.limit=6", "model.steps=2", "eval.bootstrap=0",
-        "eval.fid.feature_extractor={_target_: bench.features.RandomConvFeatures, dims: 4}",
+        "eval.fid.feature_extractor={_target_: bench.testing.RandomConvFeatures, dims: 4}",
         f"dataset.reference_dir={refs}", f"eval.cache_dir={tmp_path / 'cache'}"])
 
     def fid() -> dict:
@@ -266,3 +256,52 @@ def test_reference_features_are_keyed_by_the_images_in_the_folder(tmp_path, capl
     assert changed["protocol"]["reference_cache"]["key"] != cache["key"]
     assert changed["value"] != first["value"]
 
+
+
+# ---- the metric registry: one mapping for scoring and evaluation ---------------------------------------------
+
+
+def test_every_registered_metric_declares_its_network_references_and_entries():
+    from bench.metrics import METRICS, NETWORKS
+    from bench.metrics.metric import NETWORKS as NETWORK_NAMES
+    from bench.metrics.metric import Metric
+
+    assert tuple(NETWORKS) == NETWORK_NAMES
+    for name in METRICS:
+        metric = METRICS[name]
+        assert isinstance(metric, Metric) and metric.name == name
+        assert metric.network in NETWORKS and metric.entries
+        assert metric.score_model is not None or metric.score_run is not None, name
+    assert {m for m in METRICS if METRICS[m].needs_references} == {"fid", "kid", "cmmd"}
+    assert {m: METRICS[m].network for m in METRICS} == {
+        "fid": "fid", "kid": "fid", "clip_score": "clip", "cmmd": "cmmd", "parti": "clip", "win_rate": "clip"}
+
+
+def test_every_requested_metric_is_reported_when_its_network_is_missing(tmp_path):
+    """With CLIP's weights missing (the default job, offline), clip_score, parti and win_rate are each reported as
+    skipped with the reason, under every entry they would write: none is dropped silently."""
+    from omegaconf import OmegaConf
+
+    from bench.core.results import evaluation
+    from bench.metrics.evaluate import score_models
+    from bench.metrics.scoring import MetricTools
+
+    reason = "CLIP weights are not on this machine: set eval.clip.pretrained"
+    tools = MetricTools(unavailable={"clip": reason})
+    state = {"fid_keys": [], "fid": None, "clip": {}, "cmmd": {}, "truncated": [], "failures": []}
+    evaluations = [evaluation(model=m, dataset="partiprompts", weights="random", requested=2, effective=2,
+                              protocol={"resolution": 256}) for m in ("muse-tiny", "sd-v1-4-tiny")]
+    cfg = OmegaConf.create({"seed": 0, "dataset": {"name": "partiprompts"}, "eval": {"bootstrap": 0}})
+    score_models(evaluations, {"muse-tiny": (state, []), "sd-v1-4-tiny": (state, [])}, tools=tools, cfg=cfg,
+                 metrics=["clip_score", "parti", "win_rate", "fid"], references=None, resolution=256, run_dir=tmp_path)
+    for entry in evaluations:
+        metrics = entry["metrics"]
+        assert set(metrics) == {"clip_score", "clip_score_x100", "parti", "win_rate", "loss_rate", "win_ratio", "fid"}
+        for name, metric in metrics.items():
+            assert metric["value"] is None, name
+            assert metric["protocol"]["comparable_to_published"]["value"] is False, name
+        assert all(metrics[n]["protocol"]["skipped"] == reason for n in metrics if n != "fid")
+        assert "dataset.reference_dir" in metrics["fid"]["protocol"]["skipped"]
+        assert metrics["loss_rate"]["higher_is_better"] is False and metrics["parti"]["higher_is_better"] is True
+        assert "breakdown" not in entry
+    assert not (tmp_path / "parti_breakdown.csv").exists()

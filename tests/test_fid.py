@@ -7,6 +7,7 @@ import inspect
 import json
 import tempfile
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +17,25 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageFile
 from torch import nn
 
-import bench.features as features_mod
-from bench.errors import BenchError
-from bench.features import (
+import bench.metrics.features as features_mod
+from bench.core.errors import BenchError
+from bench.data.images import (
+    EXTENSIONS,
+    REFERENCE_RESIZE,
+    ImageLoadError,
+    list_images,
+    load_rgb,
+    to_square,
+)
+from bench.metrics.features import (
     INCEPTION_FILE,
     INCEPTION_SHA256,
     INCEPTION_URL,
     PT_INCEPTION_FILE,
     FeatureExtractor,
-    RandomConvFeatures,
     build_fid_extractor,
 )
-from bench.fid import (
+from bench.metrics.fid import (
     FeatureAccumulator,
     fid_metric,
     fid_protocol,
@@ -35,13 +43,12 @@ from bench.fid import (
     frechet_distance,
     kernel_inception_distance,
     kid_metric,
-    reference_cache_key,
-    reference_features,
 )
-from bench.images import EXTENSIONS, REFERENCE_RESIZE, ImageLoadError, list_images, load_rgb, to_square
+from bench.metrics.reference_cache import reference_cache_key, reference_features
+from bench.testing import RandomConvFeatures
 
 ASSETS = Path(__file__).parent / "assets"
-CC_IMAGES = Path("/work/shared/data/cc_images")
+CC_IMAGES = ASSETS / "cc_images"
 SIZE = 48  # small generated-image size: clean-fid still resizes every image to 299
 
 
@@ -300,7 +307,7 @@ def test_reference_failures_are_reported_and_an_empty_set_refused(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_injected_extractors_from_config(tmp_path, photos):
-    spec = {"_target_": "bench.features.RandomConvFeatures", "seed": 3, "dims": 6}
+    spec = {"_target_": "bench.testing.RandomConvFeatures", "seed": 3, "dims": 6}
     hydra_built = build_fid_extractor({"feature_extractor": spec}, "cpu")
     assert hydra_built.mode == "clean" and hydra_built.dims == 6
     assert "NOT comparable" in hydra_built.name and "seed=3" in hydra_built.name
@@ -332,11 +339,11 @@ def no_weights_anywhere(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     calls = []
 
-    def offline(url, dest):
-        calls.append(url)
+    def offline(request, timeout=None):
+        calls.append(request.full_url)
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(features_mod, "_download", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # what the one downloader, bench.core.download, calls
     return calls
 
 
@@ -430,14 +437,14 @@ def test_fid_runs_where_scipy_sqrtm_has_no_disp(monkeypatch, photos, noise, clea
     stats = (np.mean(gen, axis=0), np.cov(gen, rowvar=False), np.mean(ref, axis=0), np.cov(ref, rowvar=False))
     expected = float(cleanfid_frechet_distance(*stats))
     protocol = fid_protocol(extractor, resolution=SIZE)
-    entry = fid_metric(gen, ref, protocol=protocol, bootstrap=4, seed=0)
+    entry = fid_metric(gen, ref, protocol=protocol, bootstrap=4, seed=0).as_dict()
 
     monkeypatch.setattr(scipy.linalg, "sqrtm", _scipy_118_sqrtm(scipy.linalg.sqrtm))
     with pytest.raises(TypeError, match="disp"):
         cleanfid_frechet_distance(*stats)
     assert expected > 0
     assert abs(frechet_distance(gen, ref) - expected) / expected < 1e-6
-    assert fid_metric(gen, ref, protocol=protocol, bootstrap=4, seed=0) == entry
+    assert fid_metric(gen, ref, protocol=protocol, bootstrap=4, seed=0).as_dict() == entry
 
 
 def test_the_running_python_is_one_the_package_declares():
@@ -465,13 +472,13 @@ def test_fid_bootstrap_resamples_prompts_with_all_their_images(photos, noise):
     gen = np.repeat(base, k, axis=0) + rng.normal(0.0, 1e-3 * base.std(), size=(len(base) * k, base.shape[1]))
     prompts = np.repeat(np.arange(len(base)), k).tolist()
     protocol = fid_protocol(extractor, resolution=SIZE)
-    by_row = fid_metric(gen, ref, protocol=protocol, bootstrap=40, seed=0)
-    by_prompt = fid_metric(gen, ref, protocol=protocol, bootstrap=40, seed=0, groups=prompts)
+    by_row = fid_metric(gen, ref, protocol=protocol, bootstrap=40, seed=0).as_dict()
+    by_prompt = fid_metric(gen, ref, protocol=protocol, bootstrap=40, seed=0, groups=prompts).as_dict()
     assert by_prompt["value"] == by_row["value"]
     assert by_prompt["stderr"] > 1.4 * by_row["stderr"]
     assert "prompts (18, each with all its images)" in by_prompt["protocol"]["stderr"]
-    single = fid_metric(base, ref, protocol=protocol, bootstrap=5, seed=0, groups=list(range(len(base))))
-    assert single["stderr"] == fid_metric(base, ref, protocol=protocol, bootstrap=5, seed=0)["stderr"]
+    single = fid_metric(base, ref, protocol=protocol, bootstrap=5, seed=0, groups=list(range(len(base)))).as_dict()
+    assert single["stderr"] == fid_metric(base, ref, protocol=protocol, bootstrap=5, seed=0).as_dict()["stderr"]
 
 
 def test_kid_is_seeded_and_equals_clean_fid(photos, noise):
@@ -491,20 +498,20 @@ def test_metric_entries_flag_small_counts_and_are_json(photos, noise):
     extractor = _extractor()
     gen, ref = extractor(photos[:12]), extractor(photos[12:] + noise)
     protocol = {**fid_protocol(extractor, resolution=SIZE), "dataset": "test"}
-    fid = fid_metric(gen, ref, protocol=protocol, bootstrap=5, seed=1)
+    fid = fid_metric(gen, ref, protocol=protocol, bootstrap=5, seed=1).as_dict()
     assert fid["value"] == pytest.approx(frechet_distance(gen, ref), rel=1e-12)
     assert fid["higher_is_better"] is False and fid["stderr"] > 0
-    assert fid == fid_metric(gen, ref, protocol=protocol, bootstrap=5, seed=1)  # seeded bootstrap
+    assert fid == fid_metric(gen, ref, protocol=protocol, bootstrap=5, seed=1).as_dict()  # seeded bootstrap
     proto = fid["protocol"]
     assert proto["below_minimum"] is True and "rank-deficient" in proto["note"]
     assert (proto["n_generated"], proto["n_reference"], proto["feature_dims"]) == (12, 24, 8)
     assert proto["mode"] == "clean" and proto["feature_extractor"] == extractor.name and proto["dataset"] == "test"
     assert proto["generated_resize"]["filter"] == "bicubic" and proto["reference_resize"]["size"] == [SIZE, SIZE]
 
-    assert fid_metric(gen, ref, protocol=protocol, min_samples=12)["protocol"]["below_minimum"] is False
-    assert fid_metric(gen, ref, protocol=protocol)["stderr"] is None
+    assert fid_metric(gen, ref, protocol=protocol, min_samples=12).as_dict()["protocol"]["below_minimum"] is False
+    assert fid_metric(gen, ref, protocol=protocol).as_dict()["stderr"] is None
 
-    kid = kid_metric(gen, ref, protocol=protocol, num_subsets=10, max_subset_size=8)
+    kid = kid_metric(gen, ref, protocol=protocol, num_subsets=10, max_subset_size=8).as_dict()
     assert kid["protocol"]["below_minimum"] is True and "1000" in kid["protocol"]["note"]
     assert kid["protocol"]["subset_size"] == 8 and kid["higher_is_better"] is False
     json.dumps([fid, kid], allow_nan=False)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.flops import muse_stage_flops
+from bench.models.flops import muse_stage_flops
 from muse import MusePipeline
 
 

@@ -15,17 +15,22 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bench.cli import CONF_DIR
-from bench.config import ModelConfig
-from bench.datasets import load_dataset
-from bench.errors import BenchError
-from bench.images import resize_generated
-from bench.jobs import generate_and_score
-from bench.generation import (
-    check_sampling_record, generate_samples, plan_samples, sample_file_name, shard, write_sampling_record,
+from bench.core.config import ModelConfig
+from bench.core.errors import BenchError
+from bench.core.paths import CONF_DIR
+from bench.core.results import write_json
+from bench.data.images import resize_generated
+from bench.data.prompts import load_dataset
+from bench.jobs.generate import generate_and_score
+from bench.jobs.generation import (
+    check_sampling_record,
+    generate_samples,
+    plan_samples,
+    sample_file_name,
+    shard,
+    write_sampling_record,
 )
-from bench.pipelines import load_generator
-from bench.results import write_json
+from bench.models.generators import load_generator
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -145,7 +150,7 @@ def test_a_folder_of_an_older_sampling_format_is_refused_saying_what_to_do(tmp_p
     ("sd-v1-4-tiny", 4.0, {"denoiser": (4.0, 3.0)}),
 ])
 def test_protocol_records_guidance_as_the_cfg_scale_and_as_muses_t_for_every_family(name, override, expected):
-    from bench.jobs import sampling_protocol
+    from bench.jobs.generate import sampling_protocol
     from muse.sampling import GUIDANCE_CONVENTION
 
     family = "stable-diffusion" if name.startswith("sd-") else "muse"
@@ -165,8 +170,8 @@ def test_protocol_records_guidance_as_the_cfg_scale_and_as_muses_t_for_every_fam
 def test_a_guidance_scale_below_one_is_refused_before_anything_is_written(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from bench.cli import CONF_DIR
-    from bench.jobs import run_generation
+    from bench.core.paths import CONF_DIR
+    from bench.jobs.generate import run_generation
     from muse.errors import MuseInputError
 
     for model in ("muse-tiny", "sd-v1-4-tiny"):
@@ -240,7 +245,7 @@ def test_stable_diffusion_makes_256_images_at_512_and_resizes_them_with_pil_bicu
         assert np.array_equal(np.asarray(small), np.asarray(resize_generated(large, 256)))
     assert (sd.generated_at(256), sd.generated_at(512)) == (512, 512)
     assert sd.resize_protocol(256) == {"generated_at": 512, "resized_with": {
-        "library": "Pillow", "filter": "bicubic", "antialias": True, "function": "bench.images.to_square",
+        "library": "Pillow", "filter": "bicubic", "antialias": True, "function": "bench.data.images.to_square",
         "from": 512, "to": 256}}
     assert sd.resize_protocol(512) == {"generated_at": None, "resized_with": None}
 

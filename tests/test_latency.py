@@ -2,24 +2,29 @@
 
 import csv
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
+from conftest import muse_bench
 
-from bench.latency import COLUMNS, RowInfo, Timing, latency_csv, peak_flops, time_pipeline
-from bench.timing import StageClock, measure, percentile
+from bench.latency.floors import peak_flops
+from bench.latency.measure import (
+    COLUMNS,
+    RowInfo,
+    Timing,
+    latency_csv,
+    time_pipeline,
+)
+from bench.latency.timing import StageClock, measure, percentile
 
 CONTRACT_COLUMNS = ("model", "weights", "profile", "resolution", "batch_size", "steps", "stage", "n_runs", "median_s",
                     "p90_s", "images_per_s", "peak_mem_bytes", "params", "flops", "device", "dtype", "compiled")
 
 
-def muse_bench(tmp_path, *overrides):
-    """Run the real command line in tmp_path; returns the finished process."""
-    cmd = [sys.executable, "-m", "bench.cli", f"hydra.run.dir={tmp_path}", *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+def run_latency(tmp_path, *overrides):
+    """Run the command line with its run folder in tmp_path (in-process, tests/conftest.py)."""
+    return muse_bench(f"hydra.run.dir={tmp_path}", *overrides, cwd=tmp_path)
 
 
 def read_csv(path):
@@ -117,7 +122,7 @@ def test_csv_has_the_contract_columns():
 
 
 def test_latency_job_writes_latency_csv_and_results(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compare=[]",
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compare=[]",
                       "latency.resolutions=[256]", "latency.batch_sizes=[1,2]", "latency.runs=1", "latency.warmup=0")
     assert done.returncode == 0, done.stderr
     rows = read_csv(tmp_path / "latency.csv")
@@ -132,14 +137,14 @@ def test_latency_job_writes_latency_csv_and_results(tmp_path):
 
 
 def test_latency_job_refuses_unknown_models(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[muse-7b]")
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[muse-7b]")
     assert done.returncode == 2
     assert "muse-tiny" in done.stderr and "sd-v1-4" in done.stderr and "Traceback" not in done.stderr
     assert "parti-3b-proxy" in done.stderr and "imagen-proxy" in done.stderr
 
 
 def test_our_sampler_and_diffusers_amused_side_by_side_with_stable_diffusion(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.resolutions=[256]", "latency.batch_sizes=[1]",
+    done = run_latency(tmp_path, "experiment=latency", "latency.resolutions=[256]", "latency.batch_sizes=[1]",
                       "latency.runs=2", "latency.warmup=0")
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results.json").read_text())
@@ -169,7 +174,7 @@ def timing(model, totals, *, profile="full", arch=None, flops=100, full=100, bat
 
 
 def test_a_ratio_is_the_median_of_per_round_ratios_with_its_range():
-    from bench.latency import latency_ratio
+    from bench.latency.ratios import latency_ratio
 
     # Round 2 hit a busy spell on both models: per-round ratios 2, 2, 2.2. The ratio of medians would be 3.
     slow, fast = timing("a", [2.0, 20.0, 4.4]), timing("b", [1.0, 10.0, 2.0])
@@ -182,7 +187,8 @@ def test_a_ratio_is_the_median_of_per_round_ratios_with_its_range():
 
 
 def test_ratios_stand_beside_the_full_size_flop_ratio_and_gpu_floors():
-    from bench.latency import FLOOR_GPUS, latency_ratio
+    from bench.latency.floors import FLOOR_GPUS
+    from bench.latency.ratios import latency_ratio
 
     entry = latency_ratio(timing("sd", [1.0], full=19e12, flops=19e12, batch=2),
                           timing("muse", [2.0], full=78e12, flops=78e12, batch=2))
@@ -193,7 +199,7 @@ def test_ratios_stand_beside_the_full_size_flop_ratio_and_gpu_floors():
 
 
 def test_no_cross_model_ratio_from_profiles_that_break_the_cost_ratio():
-    from bench.latency import latency_ratio
+    from bench.latency.ratios import latency_ratio
 
     # Scaled widths change two architectures' costs by different factors: SD costs 0.24x Muse-3B at full size but
     # 2x at the scaled profile, so a scaled time ratio would say the opposite of the FLOP count.
@@ -212,11 +218,11 @@ def test_no_cross_model_ratio_from_profiles_that_break_the_cost_ratio():
 
 
 def test_full_size_flops_put_stable_diffusion_below_muse_3b_and_the_scaled_profile_breaks_the_ratio():
-    """The fact behind the ratio rule (REFERENCE.md section 8): counted on the meta device, SD v1.4 costs about
+    """The fact behind the ratio rule (README "Latency", Ratios): counted on the meta device, SD v1.4 costs about
     a quarter of Muse-3B per image at 256 and half at 512; narrowing every width by 16 does not keep that."""
     from types import SimpleNamespace
 
-    from bench.runners import build_runner
+    from bench.models.runner import build_runner
 
     def runner(name, profile):
         spec = SimpleNamespace(compile=False, compile_mode="default", compile_backend="inductor", profile=profile,
@@ -236,8 +242,8 @@ def test_full_size_flops_put_stable_diffusion_below_muse_3b_and_the_scaled_profi
 
 
 def test_compared_models_are_timed_in_rounds():
-    from bench.latency import compare_groups
-    from bench.timing import measure_group
+    from bench.latency.measure import compare_groups
+    from bench.latency.timing import measure_group
 
     order = []
     measured = measure_group({name: (lambda clock, name=name: order.append(name)) for name in "ab"},
@@ -252,8 +258,8 @@ def test_compared_models_are_timed_in_rounds():
 
 
 def test_models_of_a_group_with_the_same_text_encoder_share_one_copy():
-    from bench.latency import time_per_stage
-    from bench.stagewise import Part, StagePlan, shared_module
+    from bench.latency.measure import time_per_stage
+    from bench.latency.stagewise import Part, StagePlan, shared_module
 
     built = {}  # id -> width of every module given real memory (the group's weights are counted on meta first)
 
@@ -272,7 +278,7 @@ def test_models_of_a_group_with_the_same_text_encoder_share_one_copy():
 
 
 def test_extrapolation_fits_fixed_plus_per_step():
-    from bench.latency import extrapolate
+    from bench.latency.measure import extrapolate
 
     # 0.5 s of set-up plus 0.25 s a step: 0.75 s at 1 step, 1.0 s at 2, so 6.5 s at 24.
     assert extrapolate(0.75, 1.0, 24) == pytest.approx(6.5)
@@ -281,7 +287,7 @@ def test_extrapolation_fits_fixed_plus_per_step():
 
 
 def test_extrapolated_rows_cover_every_stage_and_sum_to_the_total():
-    from bench.latency import time_pipeline_extrapolated
+    from bench.latency.measure import time_pipeline_extrapolated
 
     seen_steps = []
 
@@ -303,7 +309,7 @@ def test_extrapolated_rows_cover_every_stage_and_sum_to_the_total():
 
 
 def test_scaled_profile_keeps_the_shape_of_the_work():
-    from bench.profiles import scaled_config
+    from bench.models.profiles import scaled_config
     from muse.presets import preset_config
 
     full, scaled = preset_config("muse-3b"), scaled_config(preset_config("muse-3b"))
@@ -318,13 +324,21 @@ def test_scaled_profile_keeps_the_shape_of_the_work():
 
 
 def test_paper_table3_puts_measured_beside_published():
-    from bench.jobs import paper_table3
+    from bench.jobs.latency import paper_table3
 
     rows = [dict(model="muse-3b", resolution=256, batch_size=1, stage="total", status="ok", median_s=2.0,
                  device="cpu", profile="scaled", weights="random", protocol="extrapolated: ..."),
             dict(model="muse-3b", resolution=256, batch_size=8, stage="total", status="ok", median_s=9.0,
                  device="cpu", profile="scaled", weights="random", protocol="p")]
     table = paper_table3(rows)
+    # table3.csv's columns, and Table 3 as published (reports/paper_reference.csv, its one copy), in the paper's order.
+    assert list(table[0]) == ["paper_model", "ours", "resolution", "published_s", "hardware", "note", "source",
+                              "measured_s", "measured_on", "measured_profile", "measured_weights", "measured_protocol"]
+    assert [(r["paper_model"], r["ours"], r["resolution"], r["published_s"], r["hardware"]) for r in table] == [
+        ("Imagen", "imagen-proxy", 256, 9.1, "TPUv4"), ("Imagen", "imagen-proxy", 1024, 13.3, "TPUv4"),
+        ("LDM, 50 steps", "sd-v1-4", 512, 3.7, "A100"), ("LDM, 250 steps", "", 512, 18.5, "A100"),
+        ("Parti-3B", "parti-3b-proxy", 256, 6.4, "TPUv4"), ("Muse-3B", "muse-3b", 256, 0.5, "TPUv4"),
+        ("Muse-3B", "muse-3b", 512, 1.3, "TPUv4")]
     muse = [r for r in table if r["paper_model"] == "Muse-3B"]
     assert [(r["resolution"], r["published_s"], r["measured_s"]) for r in muse] == [(256, 0.5, 2.0), (512, 1.3, None)]
     assert muse[0]["measured_profile"] == "scaled" and "Table 3" in muse[0]["source"]
@@ -334,7 +348,7 @@ def test_paper_table3_puts_measured_beside_published():
 def test_paper_table3_job_writes_the_published_table_beside_per_stage_rows(tmp_path):
     # The preset's protocol (per_stage, compared pairs timed pair by pair) with test-size shapes: the full preset
     # builds T5-XXL.
-    done = muse_bench(tmp_path, "experiment=paper_table3", "latency.models=[muse-632m,muse-3b,sd-v1-4]",
+    done = run_latency(tmp_path, "experiment=paper_table3", "latency.models=[muse-632m,muse-3b,sd-v1-4]",
                       "latency.resolutions=[256]", "latency.compare=[[sd-v1-4,muse-3b],[sd-v1-4,muse-632m]]",
                       "latency.runs=1", "latency.warmup=0", "latency.profile=tiny", "latency.sd_profile=tiny",
                       "latency.dtype=float32")
@@ -352,7 +366,7 @@ def test_paper_table3_job_writes_the_published_table_beside_per_stage_rows(tmp_p
 
 def test_compiled_runs_report_compilation_apart(tmp_path):
     # The eager backend exercises the compile path (Dynamo capture) without minutes of C++ compilation.
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compare=[]",
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compare=[]",
                       "latency.resolutions=[256]", "latency.batch_sizes=[1]", "latency.runs=1", "latency.compile=true",
                       "latency.compile_backend=eager")
     assert done.returncode == 0, done.stderr
@@ -364,22 +378,23 @@ def test_compiled_runs_report_compilation_apart(tmp_path):
 
 
 def test_compile_needs_a_warmup_run(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compile=true", "latency.warmup=0")
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[muse-tiny]", "latency.compile=true", "latency.warmup=0")
     assert done.returncode == 2 and "warmup" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_compiled_pipeline_gives_the_same_tokens():
-    from bench.runners import CompileSpec, _muse_runner
+    from bench.models.muse import preset_runner
+    from bench.models.runner import CompileSpec
 
-    eager = _muse_runner("muse-tiny", "cpu", torch.float32, 0, 0)
-    compiled = _muse_runner("muse-tiny", "cpu", torch.float32, 0, 0, compile=CompileSpec(True, "default", "eager"))
+    eager = preset_runner("muse-tiny", "cpu", torch.float32, 0, 0)
+    compiled = preset_runner("muse-tiny", "cpu", torch.float32, 0, 0, compile=CompileSpec(True, "default", "eager"))
     a = eager.pipeline(["a red cube"], seed=3, steps=4)
     b = compiled.pipeline(["a red cube"], seed=3, steps=4)
     assert torch.equal(a.tokens, b.tokens)
 
 
 def test_proxies_run_through_the_latency_job(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.models=[parti-3b-proxy,imagen-proxy]",
+    done = run_latency(tmp_path, "experiment=latency", "latency.models=[parti-3b-proxy,imagen-proxy]",
                       "latency.profile=tiny", "latency.compare=[]", "latency.resolutions=[256]", "latency.batch_sizes=[1]",
                       "latency.runs=1", "latency.warmup=0", "latency.protocol=extrapolated")
     assert done.returncode == 0, done.stderr
@@ -390,8 +405,8 @@ def test_proxies_run_through_the_latency_job(tmp_path):
 
 
 def test_extrapolation_shrugs_off_one_disturbed_pair(monkeypatch):
-    import bench.latency as latency
-    from bench.timing import Measurement
+    import bench.latency.measure as latency
+    from bench.latency.timing import Measurement
 
     # Fixed 0.5 s + 0.1 s a step; in the second timed round the 2-step run was slowed by 5 s (a busy machine).
     def fake_measure_group(runs_by_key, *, device, warmup, runs):
@@ -413,8 +428,8 @@ def test_extrapolation_shrugs_off_one_disturbed_pair(monkeypatch):
 
 
 def test_per_stage_sums_count_times_call_time_per_round_and_rounds_interleave_models():
-    from bench.latency import time_per_stage
-    from bench.stagewise import Part, StagePlan
+    from bench.latency.measure import time_per_stage
+    from bench.latency.stagewise import Part, StagePlan
 
     calls = []
 
@@ -444,7 +459,7 @@ def test_per_stage_sums_count_times_call_time_per_round_and_rounds_interleave_mo
     assert {t.status for t in over.values()} == {"over_budget"}
     assert over[("a", 256, 1)].rows()[0]["status"] == "over_budget"
     # a deadline passed during the warm-up stops it after the call in flight (a slow machine overshoots by one call)
-    from bench.stagewise import time_role
+    from bench.latency.stagewise import time_role
 
     calls.clear()
     slow = {m: [part(m, "base", 24, 0.05)] for m in "ab"}
@@ -457,8 +472,8 @@ def test_per_stage_frees_a_role_before_building_the_next():
     bfloat16) be timed at full size on a 24 GB machine."""
     import weakref
 
-    from bench.latency import time_per_stage
-    from bench.stagewise import Part, StagePlan
+    from bench.latency.measure import time_per_stage
+    from bench.latency.stagewise import Part, StagePlan
 
     alive = {}
 
@@ -481,8 +496,8 @@ def test_a_group_whose_weights_do_not_fit_is_timed_one_model_at_a_time_and_says_
     """Muse-3B's generator beside the Imagen proxy's (1024 px super-res included) took more than 24 GB: the run
     was killed. A group whose weights for a role would take more than half the available memory (counted on the
     meta device before anything is allocated) is built and timed one model at a time instead."""
-    import bench.latency as latency
-    from bench.stagewise import Part, StagePlan, build_for_timing, counting_weights
+    import bench.latency.measure as latency
+    from bench.latency.stagewise import Part, StagePlan, build_for_timing, counting_weights
 
     calls, built = [], []
 
@@ -519,7 +534,7 @@ def test_a_group_whose_weights_do_not_fit_is_timed_one_model_at_a_time_and_says_
 def test_timing_modules_get_values_of_the_usual_scale_and_their_position_ids():
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from bench.stagewise import build_for_timing
+    from bench.latency.stagewise import build_for_timing
 
     config = CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                             num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=2,
@@ -547,12 +562,9 @@ def test_timing_modules_get_values_of_the_usual_scale_and_their_position_ids():
 
 
 def test_the_gpu_preset_composes_as_a_gpu_user_runs_it():
-    from hydra import compose, initialize_config_dir
+    from bench.cli import compose_config
 
-    from bench.cli import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=latency_gpu"])
+    cfg = compose_config(["experiment=latency_gpu"])  # as `muse-bench experiment=latency_gpu` composes it
     spec = cfg.latency
     assert (cfg.job, cfg.device, spec.dtype, spec.profile, spec.sd_profile, spec.protocol) == (
         "latency", "cuda", "bfloat16", "full", "full", "measured")
@@ -565,7 +577,7 @@ def test_the_gpu_preset_dry_runs_on_test_size_shapes(tmp_path):
     """experiment=latency_gpu with test-size shapes on this CPU: every model built and timed eager and compiled,
     every compared pair. To keep the suite fast it times one resolution and batch size, and decoding loops at 1 and
     2 steps (protocol extrapolated; the measured protocol runs whole in test_latency_job_writes_latency_csv_...)."""
-    done = muse_bench(tmp_path, "experiment=latency_gpu", "device=cpu", "latency.dtype=float32", "latency.profile=tiny",
+    done = run_latency(tmp_path, "experiment=latency_gpu", "device=cpu", "latency.dtype=float32", "latency.profile=tiny",
                       "latency.sd_profile=tiny", "latency.compile_backend=eager", "latency.runs=1",
                       "latency.resolutions=[256]", "latency.batch_sizes=[1]", "latency.budget_s=null",
                       "latency.protocol=extrapolated")
@@ -585,8 +597,8 @@ def test_the_gpu_preset_dry_runs_on_test_size_shapes(tmp_path):
 
 
 def test_latency_settings_are_refused_before_anything_runs(tmp_path):
-    done = muse_bench(tmp_path, "experiment=latency", "latency.protocol=per_stage", "latency.compile=true")
+    done = run_latency(tmp_path, "experiment=latency", "latency.protocol=per_stage", "latency.compile=true")
     assert done.returncode == 2 and "per_stage" in done.stderr and "Traceback" not in done.stderr
-    done = muse_bench(tmp_path, "experiment=latency", "latency.compare=[[sd-v1-4,muse-632m]]")
+    done = run_latency(tmp_path, "experiment=latency", "latency.compare=[[sd-v1-4,muse-632m]]")
     assert done.returncode == 2 and "latency.compare" in done.stderr and "muse-632m" in done.stderr
     assert not (tmp_path / "latency.csv").exists()

@@ -1,4 +1,4 @@
-"""PartiPrompts analysis (bench/parti.py): group means, best-of-K, win rate and its results.json entries."""
+"""PartiPrompts analysis (bench/metrics/parti.py): group means, best-of-K, win rate and its results.json entries."""
 
 from __future__ import annotations
 
@@ -9,11 +9,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.errors import BenchError
-from bench.parti import ClipJudge, Pick, best_of_k, group_means, judge_protocol, win_rate, win_rate_metrics
+from bench.core.errors import BenchError
+from bench.metrics.parti import (
+    ClipJudge,
+    Pick,
+    best_of_k,
+    group_means,
+    judge_protocol,
+    win_rate,
+    win_rate_metrics,
+)
 
 CATEGORIES = ["Animals", "Arts", "Food & Beverage"]
 CHALLENGES = ["Basic", "Complex", "Imagination"]
+
+
+def _dicts(entries: dict) -> dict:
+    """Metric entries (bench.core.results.MetricEntry) in their results.json form."""
+    return {name: entry.as_dict() for name, entry in entries.items()}
 
 
 def _rows(n_prompts: int, k: int) -> list[dict]:
@@ -149,8 +162,8 @@ def test_win_rate_metrics_entries():
     a = _picks({i: 0.3 if i < 7 else 0.1 for i in range(10)}, cats)
     b = _picks({i: 0.2 if i < 9 else 0.1 for i in range(10)}, cats)  # A wins 7, B wins 2, 1 tie
     result = win_rate(a, b)
-    m = win_rate_metrics(result, model_a="muse-tiny", model_b="sd-v1-4", samples_per_prompt=16, margin=0.0,
-                         protocol={"arch": "ViT-L-14"})
+    m = _dicts(win_rate_metrics(result, model_a="muse-tiny", model_b="sd-v1-4", samples_per_prompt=16, margin=0.0,
+                                protocol={"arch": "ViT-L-14"}))
     assert m["win_rate"]["value"] == pytest.approx(0.7) and m["win_rate"]["higher_is_better"] is True
     assert m["win_rate"]["stderr"] == pytest.approx(math.sqrt(0.7 * 0.3 / 10))
     assert m["loss_rate"]["value"] == pytest.approx(0.2) and m["loss_rate"]["higher_is_better"] is False
@@ -166,7 +179,7 @@ def test_win_rate_metrics_entries():
 def test_win_ratio_is_null_when_b_never_wins():
     cats = {0: "Animals", 1: "Arts"}
     result = win_rate(_picks({0: 0.9, 1: 0.9}, cats), _picks({0: 0.1, 1: 0.1}, cats))
-    m = win_rate_metrics(result, model_a="a", model_b="b", samples_per_prompt=1, margin=0.0)
+    m = _dicts(win_rate_metrics(result, model_a="a", model_b="b", samples_per_prompt=1, margin=0.0))
     assert m["win_ratio"]["value"] is None and m["win_ratio"]["stderr"] is None
     assert m["win_rate"]["value"] == 1.0 and m["win_rate"]["stderr"] == 0.0
     json.dumps(m, allow_nan=False)

@@ -7,7 +7,12 @@ import os
 import pytest
 import torch
 
-from muse import MissingWeightsError, MuseInputError, MusePipeline, UnsafeCheckpointError
+from muse import (
+    MissingWeightsError,
+    MuseInputError,
+    MusePipeline,
+    UnsafeCheckpointError,
+)
 
 PROMPTS = ["a red cube on a blue sphere", "a corgi wearing sunglasses", "", "an astronaut riding a horse",
            "a bowl of ramen", "the eiffel tower at night", "two cats playing chess", "a lighthouse in a storm"]
@@ -144,7 +149,7 @@ def test_pretrained_text_encoder_offline_is_a_clear_error():
     from muse.text import build_text_model
 
     config = preset_config("muse-tiny").text
-    with pytest.raises(MissingWeightsError, match="model.text.pretrained"):
+    with pytest.raises(MissingWeightsError, match=r"from_pretrained\(DIR\); in muse-bench, model\.pretrained=DIR"):
         build_text_model(replace(config, pretrained="/nonexistent/t5-v1_1-xxl"))
 
 

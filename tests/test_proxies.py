@@ -3,14 +3,14 @@
 Paper-size models are only ever built on the meta device here; generation uses the tiny profiles.
 """
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from bench.proxies import (
-    IMAGEN_NAME, PARTI_NAME, ImagenProxy, PartiProxy, imagen_config, imagen_runner, imagen_stage_flops,
-    parti_config, parti_runner, parti_stage_flops,
-)
-from bench.timing import StageClock
+from bench.latency.timing import StageClock
+from bench.models.proxies.imagen import IMAGEN_NAME, ImagenProxy, imagen_config, imagen_runner, imagen_stage_flops
+from bench.models.proxies.parti import PARTI_NAME, PartiProxy, parti_config, parti_runner, parti_stage_flops
 from muse.errors import MuseInputError
 
 PROMPTS = ["a photograph of an astronaut riding a horse", "a red cube on a blue sphere"]
@@ -235,7 +235,7 @@ def test_imagen_flops_by_stage_and_step_count(imagen_meta):
 
 
 def test_parti_runner_runs_under_a_stage_clock():
-    runner = parti_runner("tiny", "cpu", torch.float32, init_seed=0, seed=0)
+    runner = parti_runner(PARTI_NAME, SimpleNamespace(profile="tiny"), "cpu", torch.float32, init_seed=0, seed=0)
     assert (runner.model, runner.weights, runner.profile, runner.resolutions) == (PARTI_NAME, "random", "tiny", (256,))
     assert runner.steps(256) == 1024 and runner.full_steps(256) == {"autoregressive": 1024}
     assert set(runner.flops(256)) == {"text_encoder", "autoregressive", "decoder", "total"}
@@ -247,7 +247,8 @@ def test_parti_runner_runs_under_a_stage_clock():
 
 
 def test_imagen_runner_reports_steps_per_resolution():
-    runner = imagen_runner("tiny", "cpu", torch.float32, init_seed=0, seed=0, steps={"superres_1024": 8})
+    runner = imagen_runner(IMAGEN_NAME, SimpleNamespace(profile="tiny"), "cpu", torch.float32, init_seed=0, seed=0,
+                           steps={"superres_1024": 8})
     assert (runner.model, runner.resolutions) == (IMAGEN_NAME, (256, 1024))
     assert runner.full_steps(256) == {"base": 256, "superres_256": 128}
     assert runner.full_steps(1024) == {"base": 256, "superres_256": 128, "superres_1024": 8}

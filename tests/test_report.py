@@ -1,12 +1,11 @@
-"""The report (bench/report.py) and its figures (bench/figures.py) over schema-valid run folders.
+"""The report (bench/report/) and its figures (bench/report/figures.py) over schema-valid run folders.
 
-Run folders are written through bench.results (build_results / write_results / evaluation), so the report
+Run folders are written through bench.core.results (build_results / write_results / evaluation), so the report
 reads the real results.json schema; one test makes a real (tiny, offline) run with the muse-bench command.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import subprocess
@@ -15,23 +14,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import muse_bench
 from PIL import Image
 
-from bench import figures
-from bench.errors import BenchError
-from bench.latency import COLUMNS
-from bench.features import INCEPTION_NAME
-from bench.report import (
-    NOT_PAPER,
-    REFERENCE_CSV,
-    load_runs,
-    main,
-    read_reference,
-    render_trajectories,
-    trajectory_file,
-    write_report,
+from bench.core.errors import BenchError
+from bench.core.results import (
+    build_results,
+    evaluation,
+    write_json,
+    write_jsonl,
+    write_results,
 )
-from bench.results import build_results, evaluation, write_json, write_jsonl, write_results
+from bench.latency.measure import COLUMNS
+from bench.metrics.features import INCEPTION_NAME
+from bench.report import figures
+from bench.report.cli import main
+from bench.report.document import write_report
+from bench.report.images import render_trajectories
+from bench.report.markdown import NOT_PAPER
+from bench.report.published import REFERENCE_CSV, read_reference
+from bench.report.runs import load_runs, trajectory_file
 from muse.sampling import GUIDANCE_CONVENTION
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +61,7 @@ def fid_protocol():
 
 
 def an_evaluation(model, *, guidance=5.0, dataset="partiprompts", metrics=None, samples_dir=None, weights="random"):
-    """An evaluation as bench.jobs.sampling_protocol records it: guidance is the CFG scale g, beside Muse's t."""
+    """An evaluation as bench.jobs.generate.sampling_protocol records it: guidance is the CFG scale g, beside Muse's t."""
     protocol = {"resolution": 256, "seed": 0, "samples_per_prompt": 1, "steps": 24, "guidance": guidance,
                 "guidance_t": guidance - 1, "guidance_convention": GUIDANCE_CONVENTION,
                 "sampler": {"base": {"steps": 24, "schedule": "cosine", "guidance_scale": guidance,
@@ -82,7 +84,7 @@ def latency_rows(model, resolution, batch, stages, *, profile="tiny"):
 
 
 def write_run(run_dir, *, evaluations=(), latency=(), overrides=(), extra=None, limit=4):
-    """A run folder with a schema-valid results.json (bench.results) and Hydra's .hydra/overrides.yaml."""
+    """A run folder with a schema-valid results.json (bench.core.results) and Hydra's .hydra/overrides.yaml."""
     run_dir = Path(run_dir)
     results = build_results(experiment="test", config={"dataset": {"name": "partiprompts", "limit": limit}},
                             provenance=PROVENANCE, evaluations=list(evaluations), latency=list(latency),
@@ -95,7 +97,7 @@ def write_run(run_dir, *, evaluations=(), latency=(), overrides=(), extra=None, 
 
 
 def write_samples(run_dir, model, prompts):
-    """samples/<model>/partiprompts/*.png and manifest.jsonl, as bench.jobs writes them."""
+    """samples/<model>/partiprompts/*.png and manifest.jsonl, as the generate job writes them."""
     folder = Path(run_dir) / "samples" / model / "partiprompts"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -113,7 +115,7 @@ def failed_run(run_dir, overrides, log_line):
     run_dir = Path(run_dir)
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (run_dir / "muse-bench.log").write_text(f"[2024-01-01 12:00:00][bench.jobs][INFO] - start\n{log_line}\n")
+    (run_dir / "muse-bench.log").write_text(f"[2024-01-01 12:00:00][bench.jobs.generate][INFO] - start\n{log_line}\n")
     return run_dir
 
 
@@ -144,7 +146,7 @@ def rich_run(run_dir):
         latency += latency_rows("muse-tiny", 512, batch, {"text_encoder": 0.01, "base": 0.2, "superres": 0.4 * batch,
                                                           "decoder": 0.1})
         latency += latency_rows("sd-v1-4", 512, batch, {"text_encoder": 0.01, "denoiser": 3.0 * batch, "decoder": 0.3})
-    # A batch size that ran out of memory: one total row without times (bench/latency.py).
+    # A batch size that ran out of memory: one total row without times (bench/latency/measure.py).
     latency.append(latency_rows("sd-v1-4", 512, 4, {"denoiser": 1.0})[-1] | {
         "median_s": None, "p90_s": None, "images_per_s": None, "status": "oom"})
     run_dir = write_run(run_dir, evaluations=[muse, sd], latency=latency, overrides=["dataset.limit=4"])
@@ -309,7 +311,7 @@ def test_guidance_sweep_draws_the_fid_clip_curve_and_lists_the_failed_run(tmp_pa
 
 def test_a_sweep_member_killed_before_it_committed_to_its_folder_is_listed_with_its_overrides(tmp_path):
     root = sweep(tmp_path, guidances=(2.0,), failed_guidance=4.0)
-    # Killed while loading its model: Hydra's record is still pending (bench/rundir.py), nothing else written.
+    # Killed while loading its model: Hydra's record is still pending (bench/core/rundir.py), nothing else written.
     pending = root / "2" / ".hydra-pending"
     pending.mkdir(parents=True)
     (pending / "overrides.yaml").write_text("- model.guidance_scale=8\n- dataset.limit=4\n")
@@ -320,8 +322,8 @@ def test_a_sweep_member_killed_before_it_committed_to_its_folder_is_listed_with_
 
 
 def with_comparability(ev):
-    """An evaluation whose metric entries carry comparable_to_published, as bench.evaluate records it."""
-    from bench.published import comparable_to_published
+    """An evaluation whose metric entries carry comparable_to_published, as bench.metrics.evaluate records it."""
+    from bench.metrics.published import comparable_to_published
 
     for name, entry in ev["metrics"].items():
         entry["protocol"]["comparable_to_published"] = comparable_to_published(
@@ -505,13 +507,6 @@ def test_paper_reference_csv_holds_the_published_tables_with_sources():
     assert float(by[("muse-table1", "Muse base + super-res", "fid", "512")]["value"]) == 6.06
     assert float(by[("muse-table2", "Muse-3B", "fid", "256")]["value"]) == 7.88
     assert float(by[("muse-table2", "Muse-3B", "clip_score", "256")]["value"]) == 0.32
-    # Table 3 agrees with the latency job's copy (bench/data/paper_table3.csv).
-    with (REPO / "bench" / "data" / "paper_table3.csv").open(newline="") as f:
-        job_rows = list(csv.DictReader(f))
-    assert len(job_rows) == len([r for r in rows if r["table"] == "muse-table3"])
-    for job_row in job_rows:
-        ours = by[("muse-table3", job_row["paper_model"], "latency", job_row["resolution"])]
-        assert float(ours["value"]) == float(job_row["published_s"]) and ours["ours"] == job_row["ours"]
 
 
 def test_a_bad_reference_row_names_its_line(tmp_path):
@@ -526,9 +521,9 @@ def test_report_of_a_real_run_of_the_command(tmp_path):
     # The default job with its latency part on test-size shapes (the default times Muse-3B at full size).
     small = ["latency.models=[muse-tiny,sd-v1-4]", "latency.sd_profile=tiny", "latency.dtype=float32",
              "latency.runs=1", "latency.compare=[[sd-v1-4,muse-tiny]]"]
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "dataset.limit=2", f"hydra.run.dir={run}", *small],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    done = muse_bench("dataset.limit=2", f"hydra.run.dir={run}", *small, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    # The report's own command line, in a process of its own.
     done = subprocess.run([sys.executable, "-m", "bench.report", str(run)], capture_output=True, text=True,
                           cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -541,7 +536,9 @@ def test_report_of_a_real_run_of_the_command(tmp_path):
 def test_speed_ups_show_time_ratios_only_where_the_cost_ratio_is_kept_beside_flops_and_floors(tmp_path):
     import torch
 
-    from bench.latency import RowInfo, Timing, compute_row, latency_ratio
+    from bench.latency.floors import compute_row
+    from bench.latency.measure import RowInfo, Timing
+    from bench.latency.ratios import latency_ratio
 
     def timing(model, profile, totals, flops, full, arch=None):
         info = RowInfo(model, "random", profile, 256, 24, "cpu", torch.bfloat16, 10, {"total": flops},
@@ -578,3 +575,30 @@ def test_speed_ups_show_time_ratios_only_where_the_cost_ratio_is_kept_beside_flo
     assert "| muse-3b | 256 | 24 | 77.9 | 250 | 78.8 | 78.8 |" in text
     assert "| sd-v1-4 | muse-3b | 256 | 0.244 |" in text
     assert "| muse-tiny | 256 | 24 | — | — | — | — | test-size model: no full size |" in text
+
+
+def test_latency_caveats_and_flop_ratios_are_read_from_the_results_fields(tmp_path):
+    from bench.latency.floors import compute_row
+
+    def run(name, protocol, ratios):
+        # Full-size rows timed on a CPU; only the run's latency.protocol says how they were timed.
+        rows = latency_rows("muse-3b", 256, 1, {"base": 2.0}, profile="full")
+        folder = write_run(tmp_path / name, latency=rows, extra={
+            "latency_ratios": ratios,
+            "compute": [compute_row("muse-3b", 256, 24, {"total": 77.9e12}), compute_row("sd-v1-4", 256, 50, {"total": 19e12})]})
+        results = json.loads((folder / "results.json").read_text())
+        results["config"]["latency"] = {"protocol": protocol, "compare": [["sd-v1-4", "muse-3b"]]}
+        write_json(folder / "results.json", results)
+        return write_report(load_runs([folder]), tmp_path / f"out-{name}").read_text()
+
+    pair = {"slower": "sd-v1-4", "faster": "muse-3b", "resolution": 256, "batch_size": 1, "compiled": False,
+            "flop_ratio_full": 0.5, "shown": False, "why": "w", "protocol": "p"}
+    per_stage = run("per-stage", "per_stage", [pair])
+    row = next(line for line in per_stage.splitlines() if line.startswith("| muse-3b | 256 | 1 |"))
+    assert f"**{NOT_PAPER}**: sum of per-stage forwards, timed on a CPU" in row
+    # The FLOP ratio of a compared pair is the one latency_ratios records, not one recomputed from `compute`.
+    assert "| sd-v1-4 | muse-3b | 256 | 0.5 |" in per_stage and "0.244" not in per_stage
+    measured = run("measured", "measured", [])
+    row = next(line for line in measured.splitlines() if line.startswith("| muse-3b | 256 | 1 |"))
+    assert "per-stage" not in row and "timed on a CPU" in row
+    assert "FLOP ratio (first / second)" not in measured

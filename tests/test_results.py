@@ -15,22 +15,23 @@ from importlib import metadata
 
 import pytest
 
-from bench.datasets import DATASET_NAMES, PromptRecord, load_dataset, read_partiprompts
-from bench.errors import BenchError
-from bench.generation import manifest_row, sample_file_name
-from bench.provenance import collect_provenance
-from bench.results import (
+from bench.core.errors import BenchError
+from bench.core.provenance import collect_provenance
+from bench.core.results import (
     SCHEMA_VERSION,
     atomic_write_bytes,
     build_results,
-    remove_stale_temporaries,
-    write_csv,
     evaluation,
     read_jsonl,
+    remove_stale_temporaries,
+    write_csv,
     write_json,
     write_jsonl,
     write_results,
 )
+from bench.data.partiprompts import read_partiprompts
+from bench.data.prompts import DATASET_NAMES, PromptRecord, load_dataset
+from bench.jobs.generation import manifest_row, sample_file_name
 
 HEADER = "Prompt\tCategory\tChallenge\tNote\n"
 
@@ -73,7 +74,7 @@ def test_written_files_get_the_mode_a_plain_open_gives_under_the_umask(tmp_path,
 # A process killed between writing its temporary file and moving it into place: SIGKILL at os.replace.
 _KILLED_WRITE = """
 import os, signal, sys
-from bench import results
+from bench.core import results
 results.os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
 results.atomic_write_bytes(sys.argv[1], b"half a run")
 """

@@ -11,11 +11,11 @@ from muse.sampling import (
     choice_temperature_at,
     guidance_at,
     guide,
+    gumbel,
     make_generators,
     mask_lengths,
     mask_ratio,
     parallel_decode,
-    gumbel,
     remask,
     sample_categorical,
     sample_seed,
@@ -363,7 +363,7 @@ def test_each_step_uses_its_own_choice_temperature():
 def reference_decode(logits_fn, tokens, generators, steps, *, schedule="cosine", choice_temperature=4.5,
                      temperature_schedule="maskgit", temperature_end=0.0, guidance_t=0.0, guidance_ramp="linear",
                      top_k=None):
-    """MaskGIT's parallel decoding (REFERENCE.md section 3, Muse's guidance) written out step by step; each sample
+    """MaskGIT's parallel decoding (google-research/maskgit libml/parallel_decode.py, with Muse's guidance) written out step by step; each sample
     draws from its own generator in the sampler's order (its categorical draws, then its Gumbel noise)."""
     n_initial = (tokens == MASK).sum(-1)
     trajectory = []

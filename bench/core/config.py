@@ -1,0 +1,245 @@
+"""Typed schema of the `muse-bench` configuration, registered in Hydra's ConfigStore.
+
+conf/config.yaml starts its defaults list with `muse_bench_schema`, so every YAML preset in conf/
+(model/, dataset/, experiment/) is merged onto these dataclasses: an unknown key or a value of the
+wrong type is refused at composition time instead of being silently accepted. Every closed choice is an
+enum (a StrEnum: it compares, hashes, formats and serialises as its string), so Hydra refuses a wrong value
+when it composes the config, with the allowed list; open choices (device, compile backend) stay strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+SCHEMA_NAME = "muse_bench_schema"
+
+
+def _choices(name: str, values: str) -> type[StrEnum]:
+    # The functional form: members are named by the very strings users type (some hold a hyphen), which is what
+    # OmegaConf matches an override against.
+    return StrEnum(name, [(v, v) for v in values.split()])
+
+
+Job = _choices("Job", "default generate latency prepare")
+Family = _choices("Family", "muse stable-diffusion")
+Profile = _choices("Profile", "full scaled tiny")
+Dtype = _choices("Dtype", "float32 bfloat16 float16")
+LatencyProtocol = _choices("LatencyProtocol", "measured extrapolated per_stage")
+CompileMode = _choices("CompileMode", "default reduce-overhead max-autotune max-autotune-no-cudagraphs")
+FidMode = _choices("FidMode", "clean legacy_pytorch legacy_tensorflow")
+ReferenceSet = _choices("ReferenceSet", "all matched")
+Metric = _choices("Metric", "fid kid clip_score cmmd parti win_rate")
+
+
+@dataclass
+class ModelConfig:
+    """Which Muse pipeline to run and where its weights come from."""
+
+    # A name of muse.presets.PRESET_NAMES; also the label of the model in samples/ and results.json.
+    name: str = MISSING
+    # muse (Muse and aMUSEd through MusePipeline) or stable-diffusion (diffusers' StableDiffusionPipeline).
+    family: Family = Family.muse
+    # A local checkpoint folder or a hub id for MusePipeline.from_pretrained; null = random init.
+    pretrained: str | None = None
+    # The output resolutions this pipeline supports (256: base model; 512: base + super-res).
+    resolution: list[int] = field(default_factory=lambda: [256])
+    # The resolutions the model was trained at (null = all of `resolution`). An image asked for at another one is
+    # made at a native one and resized with PIL bicubic (SD v1.4: made at 512, resized to 256, as published SD
+    # FIDs at 256 are); the protocol records generated_at and resized_with.
+    native_resolutions: list[int] | None = None
+    # Seed of the random weights when pretrained is null, so that runs of a random-init model are
+    # comparable across processes; separate from the sampling seed.
+    init_seed: int = 0
+    # Stable Diffusion models (name sd-v1-4...): full (SD v1.4's published shape), scaled or tiny
+    # (bench/models/diffusion.py); random weights unless pretrained is set. Muse presets ignore it.
+    profile: Profile = Profile.full
+    # Override the model's own decoding steps (base stage for Muse) and guidance scale; null = its defaults.
+    # guidance_scale is the classifier-free guidance scale g for every family (diffusers', aMUSEd's; Muse's
+    # t = g - 1; 1 = no guidance, below 1 refused). A guidance sweep (the paper's Figure 8) is a multirun over it.
+    steps: int | None = None
+    guidance_scale: float | None = None
+
+
+@dataclass
+class DatasetConfig:
+    """A prompt dataset of bench.data.prompts and the subset of it to use."""
+
+    name: str = MISSING
+    # Keep the first N prompts; null = the whole dataset.
+    limit: int | None = None
+    # A local file that replaces the dataset's default one; null = the default. For coco30k it may also be a
+    # captions_<split>.json, from which one caption per image is drawn with caption_seed.
+    path: str | None = None
+    caption_seed: int = 0
+    # Reference images for FID, KID and CMMD (bench/data/references.py): a folder of images (COCO val2014, a
+    # plain folder), an img2dataset output folder or folder of .tar shards (CC3M); null = none (those
+    # metrics are then reported as skipped, with the reason).
+    reference_dir: str | None = None
+    # COCO: captions_valXXXX.json that lists the reference image files by id (optional).
+    captions_file: str | None = None
+    # COCO: "all" (every image of the split, the Imagen convention) or "matched" (the selected captions' images).
+    reference_set: ReferenceSet = ReferenceSet.all
+    # Keep at most N reference images (a deterministic subset); null = all.
+    reference_limit: int | None = None
+
+
+@dataclass
+class LatencyConfig:
+    """The latency job (bench/latency/measure.py): which presets, sizes and batch sizes, under which protocol."""
+
+    # Preset names of muse.presets.PRESET_NAMES, timed one after another into one latency.csv.
+    models: list[str] = field(default_factory=lambda: ["muse-tiny"])
+    resolutions: list[int] = field(default_factory=lambda: [256, 512])
+    # A sweep: Muse-style models win by batching, so one size says little.
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 2])
+    runs: int = 3
+    warmup: int = 1
+    # float32, bfloat16 or float16.
+    dtype: Dtype = Dtype.float32
+    # Muse presets: full (as published) or scaled (widths / 16, same layers, tokens and steps; bench/models/profiles.py).
+    profile: Profile = Profile.full
+    # measured (every step run), extrapolated (decoding loops timed at 1 and 2 steps, fitted, evaluated at the
+    # real step counts) or per_stage (a few full-size forwards of each part, built one role at a time so a
+    # paper-size model fits in 24 GB; bench/latency/stagewise.py): the last two for models too slow to run whole here.
+    protocol: LatencyProtocol = LatencyProtocol.measured
+    # torch.compile the per-step forwards and the image decoders; the first warm-up run's excess over the
+    # steady state is reported apart (compile_s). mode reduce-overhead captures CUDA graphs on a GPU.
+    compile: bool = False
+    # Time every model eager, then compiled (compile_mode, compile_backend), in one run.
+    eager_and_compiled: bool = False
+    compile_mode: CompileMode = CompileMode["default"]
+    compile_backend: str = "inductor"
+    # Stable Diffusion v1.4 (model name sd-v1-4): profile full, scaled or tiny (bench/models/diffusion.py), or a
+    # local diffusers folder of its weights.
+    sd_profile: Profile = Profile.tiny
+    sd_pretrained: str | None = None
+    # [slower, faster] model pairs whose end-to-end time ratio results.json reports (latency_ratios). The models
+    # of a pair are timed in rounds, back to back; the ratio is the median of per-round ratios, with its range.
+    compare: list[list[str]] = field(default_factory=list)
+    # Seconds after which no new configuration is started (those left say over_budget); null = no limit.
+    budget_s: float | None = None
+
+
+@dataclass
+class FidConfig:
+    """FID and KID through clean-fid (bench/metrics/fid.py, bench/metrics/features.py)."""
+
+    # clean (default), legacy_pytorch or legacy_tensorflow: clean-fid's resize and Inception port.
+    mode: FidMode = FidMode.clean
+    # null = clean-fid's Inception (inception-2015-12-05.pt); or {_target_: ...} building an nn.Module that maps
+    # [N,3,H,W] floats in [0,255] to [N,D] features (clean-fid's custom_feat_extractor); or a TorchScript path.
+    feature_extractor: Any = None
+    # A local copy of inception-2015-12-05.pt (checked against its sha256) for machines without a network.
+    inception_path: str | None = None
+    # Fetch missing Inception weights once (clean-fid's URL, sha256-checked); false = fail with how to supply them.
+    download: bool = True
+    batch_size: int = 32
+    # Below these counts FID's 2048-d covariance is rank-deficient / KID is noisy: results are flagged.
+    min_samples: int = 2048
+    kid_min_samples: int = 1000
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+
+
+@dataclass
+class ClipConfig:
+    """CLIP score and the CLIP judge through open_clip (bench/metrics/clip_score.py, bench/metrics/clip_model.py)."""
+
+    arch: str = "ViT-L-14"
+    # An open_clip pretrained tag, or a local checkpoint file; null = random weights (smoke runs only).
+    pretrained: str | None = "openai"
+    # null = as the pretrained tag says (OpenAI's weights use QuickGELU).
+    quick_gelu: bool | None = None
+    # Where open_clip looks for / stores weights; null = the Hugging Face cache (HF_HOME).
+    cache_dir: str | None = None
+    # null = open_clip's (arch, pretrained); or {_target_: ...} returning a bench.metrics.clip_model.ClipScorer.
+    model: Any = None
+    batch_size: int = 32
+
+
+@dataclass
+class CmmdConfig:
+    """CMMD (bench/metrics/cmmd.py) over the image embeddings of its own CLIP model, as google-research's cmmd."""
+
+    # The reference's CLIP ViT-L/14 at 336 px with OpenAI weights; same keys as eval.clip. Images are resized
+    # whole (bicubic, no crop) to the model's input size. Loaded only when CMMD is computed (reference images set).
+    arch: str = "ViT-L-14-336"
+    pretrained: str | None = "openai"
+    quick_gelu: bool | None = None
+    cache_dir: str | None = None
+    model: Any = None
+    batch_size: int = 32
+    sigma: float = 10.0
+    scale: float = 1000.0
+    # The estimator is biased at small counts: the bias estimate is flagged when above this fraction of the value.
+    max_relative_bias: float = 0.01
+
+
+@dataclass
+class WinRateConfig:
+    """The PartiPrompts alignment comparison (bench/metrics/parti.py): best-of-K per prompt, then a pairwise judge."""
+
+    # Judge score differences within this margin count as ties ("no consensus").
+    margin: float = 0.0
+    # null = CLIP cosine with the prompt; or {_target_: ...} a judge callable (bench/metrics/parti.py).
+    judge: Any = None
+
+
+@dataclass
+class EvalConfig:
+    """Which metrics the generate job computes on its samples, and how."""
+
+    # Any of fid, kid, clip_score, cmmd, parti (per-category / per-challenge CLIP), win_rate.
+    metrics: list[Metric] = field(default_factory=list)
+    # Images per prompt (the paper's PartiPrompts protocol draws 16 and keeps the best by CLIP); replica k
+    # draws from (seed, index, k), and replica 0 is the image a one-per-prompt run makes.
+    samples_per_prompt: int = 1
+    # A second model for win_rate, by the name of its conf/model/ preset (e.g. sd-v1-4); generated into its own
+    # samples/ folder in the same run. null = none.
+    compare_to: str | None = None
+    # Compute features in-process as images are generated; false = re-read the written PNGs afterwards.
+    stream: bool = True
+    # Resolution the metrics use when several are generated; null = the first of resolutions.
+    resolution: int | None = None
+    # Where reference features are cached (keyed by every choice that moves them).
+    cache_dir: str = "${oc.env:MUSE_BENCH_CACHE,'~/.cache/muse-bench'}"
+    # Bootstrap resamples for the standard error of FID and CLIP score, drawn from `seed`: prompts are resampled,
+    # each with all its images (0 = none for FID; CLIP score then uses std of per-prompt means / sqrt(n_prompts)).
+    bootstrap: int = 100
+    fid: FidConfig = field(default_factory=FidConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    cmmd: CmmdConfig = field(default_factory=CmmdConfig)
+    win_rate: WinRateConfig = field(default_factory=WinRateConfig)
+
+
+@dataclass
+class BenchConfig:
+    """The whole job configuration; the experiment presets set its fields."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    seed: int = 0
+    # "cpu", "cuda", "cuda:N", or "auto" (cuda when available, else cpu).
+    device: str = "cpu"
+    batch_size: int = 4
+    # Resolutions to generate at; each must be one of model.resolution.
+    resolutions: list[int] = field(default_factory=lambda: [256])
+    # Which job runs: "default" (latency, a small generation, metrics, report.md), "generate" (samples +
+    # manifest + metrics in results.json), "latency" (latency.csv) or "prepare" (a dataset's reference images).
+    job: Job = Job.generate
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    # The default job also draws the decoding trajectories (what is unmasked at each step) of its first N samples.
+    trajectories: int = 2
+    # job=prepare downloads a dataset's reference images under <data_root>/<dataset name> (bench/data/download.py).
+    data_root: str = "${oc.env:MUSE_BENCH_DATA,'~/muse-bench-data'}"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def register_configs() -> None:
+    """Register the schema in Hydra's ConfigStore; call before hydra.main composes the config."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=BenchConfig)

@@ -1,0 +1,120 @@
+"""Prompt datasets: a small registry of named prompt lists, each read into `PromptRecord`s.
+
+A dataset is a list of prompts with the dataset's own id and metadata. `limit` keeps the first N
+records, so a subset is deterministic and every record keeps its index in the full list: a sample's
+randomness is derived from (seed, index), so the same prompt gets the same image in any subset.
+
+Registered datasets (their files ship in bench/data/; sources, licences and checksums in its README):
+- partiprompts: PartiPrompts (P2), 1632 prompts with category and challenge labels.
+- coco30k: the fixed COCO-30K zero-shot FID list, one caption for each of 30,000 val2014 images;
+  or a list built from a user's captions_valXXXX.json (`coco_captions_from_json`).
+- coco5k: the 5,000 val2014 captions MLPerf Inference's text-to-image benchmark uses.
+- cc3m: the 15,840 rows of the Conceptual Captions (CC3M) validation split.
+Each is a `PromptList` (its shipped file and the reader of its format) defined beside its reader
+(partiprompts.py, captions.py) and registered in DATASETS by name; adding a dataset is a reader, one registry
+line and a conf/dataset/ preset. The reference images these lists are compared against live in
+bench/data/references.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bench.core.errors import BenchError
+from bench.core.registry import Registry
+from bench.core.results import file_sha256
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One prompt of a dataset: its position in the full list, the text, the dataset's id and metadata."""
+
+    index: int
+    prompt: str
+    id: int | str
+    # JSON-friendly values only (str, int, float, None): they are copied into manifest.jsonl rows.
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def packaged_data_path(filename: str) -> Path:
+    """Path of a data file shipped inside the bench package (bench/data/)."""
+    return Path(str(resources.files("bench") / "data" / filename))
+
+
+@dataclass(frozen=True)
+class PromptList:
+    """A named prompt dataset: the caption list shipped in bench/data/ and the reader of its format (a path ->
+    its records)."""
+
+    file: str
+    read: Callable[[Path], list[PromptRecord]]
+    # How many records the list defines (the COCO lists); a list built from a captions JSON is cut to it.
+    size: int | None = None
+    # For a list that can also be built from a COCO captions JSON (coco30k): (path, n, seed) -> records, and the
+    # rule it selects captions by, for the protocol.
+    from_captions_json: Callable[..., list[PromptRecord]] | None = None
+    json_selection: str | None = None
+
+
+# name (dataset.name) -> its PromptList, imported when first used.
+DATASETS = Registry("dataset.name", {
+    "partiprompts": "bench.data.partiprompts:PARTIPROMPTS",
+    "coco30k": "bench.data.captions:COCO30K",
+    "coco5k": "bench.data.captions:COCO5K",
+    "cc3m": "bench.data.captions:CC3M",
+})
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+
+
+def _known(name: str) -> None:
+    if name not in DATASETS:
+        raise BenchError(
+            f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASET_NAMES)}; pick one with dataset=NAME."
+        )
+
+
+def dataset_file(name: str, path: str | Path | None = None) -> Path:
+    """The caption list a dataset reads: `path` when given, else its file shipped in bench/data/."""
+    _known(name)
+    return Path(path) if path else packaged_data_path(DATASETS[name].file)
+
+
+def _is_captions_json(path: str | Path | None) -> bool:
+    return path is not None and str(path).lower().endswith(".json")
+
+
+def load_dataset(
+    name: str, limit: int | None = None, path: str | None = None, *, caption_seed: int = 0
+) -> list[PromptRecord]:
+    """Load the named dataset and keep its first `limit` records (all of them when limit is None).
+
+    `path` replaces the dataset's default file (same format). For coco30k it may also be a COCO
+    captions_<split>.json: the list is then built by `coco_captions_from_json` with `caption_seed`,
+    30,000 images (or `limit`, when smaller). Unknown names and a limit below 1 raise BenchError.
+    """
+    _known(name)
+    if limit is not None and limit < 1:
+        raise BenchError(f"dataset.limit must be at least 1, or null for the whole dataset; got {limit}.")
+    spec = DATASETS[name]
+    if _is_captions_json(path):
+        if spec.from_captions_json is None:
+            raise BenchError(f"dataset.path={path} is a JSON file; only coco30k can be built from a COCO captions "
+                             f"JSON. For {name}, point dataset.path at a copy of {spec.file}.")
+        size = spec.size if limit is None else min(limit, spec.size)
+        return spec.from_captions_json(path, n=size, seed=caption_seed)
+    records = spec.read(dataset_file(name, path))
+    return records if limit is None else records[:limit]
+
+
+def caption_list_protocol(name: str, path: str | None = None, *, caption_seed: int = 0) -> dict[str, Any]:
+    """What identifies a dataset's caption list in a protocol: file name, its sha256 (first 12 hex digits),
+    and, for a list built from a COCO captions JSON, the selection rule and its seed."""
+    file = dataset_file(name, path)
+    protocol: dict[str, Any] = {"caption_list": file.name, "caption_list_sha256": file_sha256(file)[:12]}
+    if _is_captions_json(path):
+        protocol.update(caption_selection=DATASETS[name].json_selection, caption_seed=caption_seed)
+    return protocol

@@ -1,0 +1,78 @@
+"""The default job: a small generation run, the decoding trajectories of its first samples, the latency of
+Muse-3B against Stable Diffusion v1.4 at full size, and the report over all of it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from bench.core.provenance import collect_provenance
+from bench.core.results import build_results, write_results
+from bench.data.prompts import load_dataset
+from bench.jobs.generate import generate_and_score
+from bench.jobs.latency import time_models
+
+log = logging.getLogger(__name__)
+
+
+
+def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
+    """The first command a user runs (`muse-bench`): offline, minutes on a CPU. Latency of Muse against Stable
+    Diffusion v1.4 (cfg.latency), a small PartiPrompts generation with decoding trajectories, the metrics whose
+    weights are present (the others reported as skipped, saying how to supply them), then report.md."""
+    from bench.report.document import report_run_dir
+
+    run_dir = Path(run_dir)
+    # Generation first: it takes seconds and checks the model and dataset settings before minutes of timing.
+    kept: list = []
+    evaluations, device, _ = generate_and_score(cfg, run_dir=run_dir, skip_missing_weights=True, keep_generator=kept)
+    if cfg.trajectories > 0 and kept and kept[0].pipeline is not None and hasattr(kept[0].pipeline, "decode_tokens"):
+        records = load_dataset(cfg.dataset.name, limit=cfg.trajectories, path=cfg.dataset.path)
+        write_trajectories(kept[0].pipeline, cfg.model.name, records, run_dir=run_dir, seed=cfg.seed,
+                           steps=cfg.model.steps, guidance_scale=cfg.model.guidance_scale)
+    kept.clear()
+    timed, _ = time_models(cfg, run_dir=run_dir)
+    results = build_results(
+        experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
+        provenance=collect_provenance(device), evaluations=evaluations, latency=timed["rows"], overrides=overrides,
+    )
+    results["latency_ratios"] = timed["ratios"]
+    results["compute"] = timed["compute"]
+    path = write_results(run_dir, results)
+    log.info("report: %s", report_run_dir(run_dir))
+    return path
+
+
+def write_trajectories(pipe: Any, model: str, records, *, run_dir: Path, seed: int, steps: int | None = None,
+                       guidance_scale: float | None = None) -> list[Path]:
+    """Decode what is unmasked after each base decoding step of each record's sample, still-masked tokens in
+    grey, into run_dir/trajectory/ (bench.report.runs.trajectory_file names). The sample is the one the run made:
+    same seed and sample index."""
+    from PIL import Image
+
+    from bench.core.results import atomic_write_bytes
+    from bench.jobs.generation import png_bytes
+    from bench.report.figures import grey_masked
+    from bench.report.runs import TRAJECTORY_DIR, trajectory_file
+    from muse.output import to_pil
+
+    written = []
+    side = int(pipe.base.seq_len ** 0.5)
+    for record in records:
+        with torch.inference_mode():
+            out = pipe([record.prompt], resolution=256, seed=seed, sample_indices=[record.index],
+                       return_trajectory=True, steps=steps, guidance_scale=guidance_scale)
+            for step, tokens in enumerate(out.trajectory[0], start=1):
+                masked = tokens == out.mask_token_id
+                # Masked positions hold the mask id, which is no code of the VQ codebook: decode code 0 there
+                # and paint those tokens grey.
+                image = to_pil(pipe.decode_tokens(torch.where(masked, 0, tokens)[None], 256))[0]
+                grid = masked.reshape(side, side).cpu().numpy()
+                path = run_dir / TRAJECTORY_DIR / trajectory_file(model, record.index, step)
+                atomic_write_bytes(path, png_bytes(Image.fromarray(grey_masked(image, grid))))
+                written.append(path)
+    return written
