@@ -10,17 +10,14 @@ bench.testing converts the tiny CLIP to transformers, so tests cross-check these
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from bench.core.errors import BenchError
 from bench.core.results import MetricEntry
 from bench.metrics.bootstrap import resample_groups
-from bench.metrics.metric import Metric
-
-if TYPE_CHECKING:
-    from bench.metrics.evaluate import ModelScores, Scoring
+from bench.metrics.metric import Metric, ModelScores, Scoring
 
 
 def clip_score_metrics(cosines: np.ndarray, *, truncated: int, protocol: Mapping[str, Any], bootstrap: int,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +35,7 @@ from bench.core.errors import BenchError
 from bench.core.results import MetricEntry
 from bench.data.images import REFERENCE_RESIZE
 from bench.metrics.clip_model import build_clip_scorer
-from bench.metrics.metric import Metric
-
-if TYPE_CHECKING:
-    from bench.metrics.evaluate import ModelScores, Scoring
+from bench.metrics.metric import Metric, ModelScores, Scoring
 
 SIGMA = 10.0
 SCALE = 1000.0

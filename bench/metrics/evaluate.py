@@ -12,15 +12,13 @@ with the published figure it would be put beside (bench/metrics/published.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.core.results import MetricEntry
 from bench.metrics import METRICS
+from bench.metrics.metric import ModelScores, Scoring
 from bench.metrics.published import comparable_to_published
-from bench.metrics.reference_cache import reference_features
 from bench.metrics.scoring import effective_count
 
 log = logging.getLogger(__name__)
@@ -28,72 +26,6 @@ log = logging.getLogger(__name__)
 NO_REFERENCES = (
     "no reference images: set dataset.reference_dir to a folder of reference images (for COCO, val2014; for CC3M, "
     "img2dataset output; muse-bench job=prepare dataset=... fetches them where online)")
-
-
-@dataclass
-class ModelScores:
-    """One model's gathered features (a merged bench.metrics.scoring.SampleScorer state), its scored samples and
-    its evaluation entry of results.json, which the metrics fill."""
-
-    name: str
-    state: dict[str, Any]
-    samples: list[Any]
-    entry: dict[str, Any]
-
-    @property
-    def common(self) -> dict[str, Any]:
-        """What every metric of this model records first in its protocol."""
-        return {"n_generated": effective_count(self.state)}
-
-    def add(self, entries: Mapping[str, MetricEntry]) -> None:
-        """Put metric entries into the evaluation, in their results.json form."""
-        self.entry["metrics"].update({name: e.as_dict() for name, e in entries.items()})
-
-
-@dataclass
-class Scoring:
-    """What the metrics of one run read: the feature networks (bench.metrics.scoring.MetricTools), the config,
-    the reference images (None when there are none), the evaluation resolution and the run directory."""
-
-    tools: Any
-    cfg: Any
-    references: Any
-    resolution: int
-    run_dir: Path
-    _references: dict[tuple[str, int], tuple[Any, dict[str, Any]]] = field(default_factory=dict)
-
-    def reference(self, extractor: Any, size: int) -> tuple[Any, dict[str, Any]]:
-        """(reference features for `extractor` at `size`, what a metric's protocol records about them), computed
-        once per run (FID and KID share them) and cached across runs (bench/metrics/reference_cache.py)."""
-        key = (extractor.name, size)
-        if key not in self._references:
-            self._references[key] = _reference(extractor, self.references, self.cfg, size)
-        return self._references[key]
-
-
-def _reference(extractor, references, cfg, resolution: int) -> tuple[Any, dict[str, Any]]:
-    key = {"dataset": cfg.dataset.name, **references.protocol}
-    result = reference_features(
-        [(image.key, image.read) for image in references.images], extractor, resolution=resolution, key=key,
-        cache_dir=Path(cfg.eval.cache_dir).expanduser(), batch_size=cfg.eval.fid.batch_size,
-    )
-    n_read = len(result.keys) + len(result.failures)
-    note: dict[str, Any] = {
-        "reference": references.protocol, "reference_stats": references.stats,
-        "reference_cache": result.cache_record(),
-        "reference_smaller_than_resolution": {"count": result.n_smaller, "of": n_read, "resolution": resolution},
-    }
-    if result.failures:
-        log.warning("%d reference images could not be read and were left out, e.g. %s", len(result.failures),
-                    result.failures[0])
-        note["reference_excluded"] = [{"file": str(f), "reason": r} for f, r in result.failures]
-    if result.n_smaller:
-        log.warning(
-            "%d of %d reference images are smaller than %d px (their centre square) and were upsampled for %s: "
-            "their features are of blurred images. Download the references at the evaluation resolution or above "
-            "(muse-bench job=prepare with the run's resolutions).", result.n_smaller, n_read, resolution,
-            extractor.name)
-    return result, note
 
 
 def skip_reasons(metrics: list[str], *, tools: Any, has_references: bool) -> dict[str, str]:
@@ -123,7 +55,8 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
            and getattr(tools, METRICS[name].network) is not None]
     scoring = Scoring(tools, cfg, references, resolution, run_dir)
     by_model = {e["model"]: e for e in evaluations if e["protocol"]["resolution"] == resolution}
-    models = [ModelScores(name, state, samples, by_model[name]) for name, (state, samples) in scored.items()]
+    models = [ModelScores(name, state, samples, by_model[name], effective_count(state))
+              for name, (state, samples) in scored.items()]
     for model in models:
         model.entry["n_samples"]["effective"] = effective_count(model.state)
         if model.state["failures"]:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +24,8 @@ from bench.core.results import MetricEntry
 from bench.data.images import REFERENCE_RESIZE, list_images, load_rgb
 from bench.metrics.bootstrap import bootstrap_stderr
 from bench.metrics.features import FeatureExtractor
-from bench.metrics.metric import Metric
+from bench.metrics.metric import Metric, ModelScores, Scoring
 from bench.metrics.reference_cache import FeatureResult, extract_all
-
-if TYPE_CHECKING:
-    from bench.metrics.evaluate import ModelScores, Scoring
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -26,10 +26,7 @@ from bench.core.errors import BenchError
 from bench.core.results import MetricEntry, write_csv
 from bench.metrics.clip_model import open_clip_scorer
 from bench.metrics.clip_score import cosines
-from bench.metrics.metric import Metric
-
-if TYPE_CHECKING:
-    from bench.metrics.evaluate import ModelScores, Scoring
+from bench.metrics.metric import Metric, ModelScores, Scoring
 
 Verdict = Literal["a", "b", "tie"]
 VERDICTS = ("a", "b", "tie")
