@@ -317,6 +317,9 @@ def test_injected_extractors_from_config(tmp_path, photos):
     legacy = build_fid_extractor(from_yaml, "cpu")
     assert legacy.mode == "legacy_pytorch" and legacy.name == hydra_built.name
     assert legacy.protocol()["generated_resize"]["filter"] == "bilinear"
+    # The target the README documented before the stand-ins moved to bench/testing.py still builds the same network.
+    old = build_fid_extractor({"feature_extractor": {**spec, "_target_": "bench.features.RandomConvFeatures"}}, "cpu")
+    assert old.name == hydra_built.name and np.array_equal(old(photos[:2]), feats)
 
     path = tmp_path / "feats.pt"
     torch.jit.script(RandomConvFeatures(seed=3, dims=6)).save(str(path))
