@@ -33,8 +33,10 @@ from bench.data.references import ReferenceImage, open_references
 from bench.jobs.generation import MANIFEST_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
-# The official val2017 captions file (3.9 MB, not shipped) from the data folder beside the checkout, if there.
-SHARED = REPO.parent / "shared" / "data"
+# The official val2017 captions file (3.9 MB, not shipped) from the project's shared data folder: shared/data in
+# the nearest folder above the checkout that has one (the checkout may sit a level or two below it).
+SHARED = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()),
+              REPO.parent / "shared" / "data")
 CC_IMAGES = sorted((REPO / "tests" / "assets" / "cc_images").glob("*.jpg"))
 VAL2017 = SHARED / "captions_val2017.json"
 PHOTO = REPO / "tests" / "assets" / "photo_256.png"
@@ -42,7 +44,8 @@ RESERVED_METADATA = set(MANIFEST_KEYS) | {"replica"}
 
 
 def needs_shared(*paths: Path):
-    return pytest.mark.skipif(not all(p.exists() for p in paths), reason=f"needs {SHARED} (the data folder beside the checkout)")
+    return pytest.mark.skipif(not all(p.exists() for p in paths),
+                              reason="needs the shared data folder (shared/data) above the checkout")
 
 
 # ---- the shipped caption lists -------------------------------------------------------------------------------
