@@ -3,9 +3,9 @@ samples, guidance, sampler, each metric's recorded choices, device, profile, tim
 row "not a paper number".
 
 Caveats are read from fields the results carry: each metric's `comparable_to_published` record
-(bench/metrics/published.py), a latency row's `profile` and `device`, the run's `latency.protocol`. One is not:
-results.json has no field marking a latency row's model as a stand-in for an unreleased one, so a proxy is still
-known by its name (see latency_caveats).
+(bench/metrics/published.py), a latency row's `profile` and `device`, the run's `latency.protocol`; a proxy of an
+unreleased model is known by the models wing's list of proxy names (bench.models.proxies.PROXY_NAMES), as
+results.json has no field for it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bench.metrics.published import NO_PUBLISHED
+from bench.models.proxies import PROXY_NAMES
 from bench.report.markdown import METRIC_NAMES, NOT_PAPER, number
 from bench.report.runs import Run
 
@@ -205,9 +206,8 @@ def latency_caveats(run: Run, row: Mapping[str, Any]) -> list[str]:
         out.append("scaled profile (for settings of one model, not for comparing models)")
     elif row.get("profile") == "tiny":
         out.append("tiny profile")
-    # results.json has no field that marks a stand-in for an unreleased model; the proxies carry it in their names
-    # ("parti-3b-proxy", "imagen-proxy": bench/models/proxies.py).
-    if "proxy" in str(row.get("model", "")):
+    # results.json has no field that marks a stand-in for an unreleased model: the registry's list of proxies does.
+    if row.get("model") in PROXY_NAMES:
         out.append("labelled proxy")
     if (run.config.get("latency") or {}).get("protocol") == "per_stage":
         out.append("sum of per-stage forwards")

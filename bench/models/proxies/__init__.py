@@ -11,3 +11,8 @@ Profiles: "full" (the shapes stated in each module), "scaled" (every width / 16,
 token and pixel counts and steps; UNet and VQGAN norm groups 8), "tiny" (for tests: a few hundred thousand
 parameters, the same token grid and resolutions).
 """
+
+PARTI_NAME = "parti-3b-proxy"
+IMAGEN_NAME = "imagen-proxy"
+# Every model name that is a proxy (the report labels their rows from this list, not from the names' spelling).
+PROXY_NAMES = (PARTI_NAME, IMAGEN_NAME)

@@ -53,6 +53,7 @@ from torch import nn
 from bench.latency.stagewise import Part, StagePlan, build_for_timing
 from bench.models.flops import count_flops
 from bench.models.profiles import DIVISOR, scaled_t5
+from bench.models.proxies import IMAGEN_NAME
 from bench.models.proxies.shared import (
     cast,
     check_profile,
@@ -70,7 +71,6 @@ from muse.sampling import make_generators
 from muse.seeding import seeded_init
 from muse.text import TextEncoder, build_text_model, load_tokenizer
 
-IMAGEN_NAME = "imagen-proxy"
 IMAGEN_STAGES = ("base", "superres_256", "superres_1024")
 _STAGE_SIZE = {"base": 64, "superres_256": 256, "superres_1024": 1024}
 

@@ -53,6 +53,7 @@ from torch import nn
 from bench.latency.stagewise import Part, StagePlan, build_for_timing, random_tokens
 from bench.models.flops import count_flops
 from bench.models.profiles import narrow, scaled_t5, scaled_vq
+from bench.models.proxies import PARTI_NAME
 from bench.models.proxies.autoregressive import ARDecoder
 from bench.models.proxies.shared import (
     cast,
@@ -71,8 +72,6 @@ from muse.sampling import make_generators, sample_categorical, top_k_filter
 from muse.seeding import seeded_init
 from muse.text import TextEncoder, build_text_model, load_tokenizer
 from muse.vqgan import VQTokenizer
-
-PARTI_NAME = "parti-3b-proxy"
 
 
 @dataclass(frozen=True)
