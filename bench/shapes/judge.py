@@ -1,0 +1,72 @@
+"""The exact judge of the shapes world: objects read back from pixels, and a prompt's request checked against them.
+
+Reading: every pixel goes to the nearest palette colour or the background (RGB distance); each colour's connected
+regions of at least MIN_AREA pixels are objects, and a region's shape is read from how much of its bounding box
+it fills (square about 1, circle about pi/4, triangle about 1/2). Checking, per skill as GenEval does it
+(djghosh13/geneval): the asked shapes present (two_objects, single_object), exactly the asked count (counting),
+with the asked colours bound to the asked shapes (colors, color_attribution), in the asked relation (position,
+by bench.shapes.scenes.relation_of). The judge reads the prompt only (bench/shapes/captions.py), never a scene.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from bench.shapes.captions import Request, parse
+from bench.shapes.scenes import BACKGROUND, PALETTE, Obj, Scene, relation_of
+
+MIN_AREA = 12  # pixels: smaller regions are specks (a decoder's stray pixels), not objects
+# Fill ratio of the bounding box above which a region is a square, and above which (below that) a circle: rendered
+# at 32 px and up, squares fill 1, circles 0.667-0.812 and triangles 0.50-0.58 of their boxes.
+SQUARE_FILL, CIRCLE_FILL = 0.9, 0.625
+
+_COLORS = np.array([BACKGROUND, *PALETTE.values()], dtype=np.int32)
+_NAMES = list(PALETTE)
+
+
+def detect(image: Image.Image | np.ndarray) -> list[Obj]:
+    """The objects in an image: shape, palette colour and box of each region (see the module docstring)."""
+    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.int32)
+    nearest = ((pixels[:, :, None, :] - _COLORS[None, None]) ** 2).sum(-1).argmin(-1)
+    found = []
+    for k, name in enumerate(_NAMES, start=1):
+        regions, _ = ndimage.label(nearest == k)
+        for i, box in enumerate(ndimage.find_objects(regions), start=1):
+            area = int((regions[box] == i).sum())
+            if area < MIN_AREA:
+                continue
+            height, width = box[0].stop - box[0].start, box[1].stop - box[1].start
+            fill = area / (height * width)
+            shape = "square" if fill > SQUARE_FILL else "circle" if fill > CIRCLE_FILL else "triangle"
+            found.append(Obj(shape, name, (box[1].start, box[0].start, box[1].stop, box[0].stop)))
+    return found
+
+
+def satisfies(objects: list[Obj], request: Request) -> bool:
+    """Whether the objects show what the request asks for (see the module docstring)."""
+    def matching(want):
+        return [o for o in objects if o.shape == want.shape and (want.color is None or o.color == want.color)]
+
+    if request.skill == "counting":
+        return len(matching(request.wants[0])) == request.wants[0].count
+    if request.skill == "position":
+        a, b = (matching(w) for w in request.wants)
+        return any(relation_of(x, y) == request.relation for x in a for y in b)
+    return all(matching(w) for w in request.wants)
+
+
+def judge(image: Image.Image | np.ndarray, prompt: str) -> bool:
+    """Whether the image shows what the prompt (a caption of the shapes grammar) asks for."""
+    return satisfies(detect(image), parse(prompt))
+
+
+def matches_scene(objects: list[Obj], scene: Scene) -> bool:
+    """Whether detected objects are exactly the scene's: the same (shape, colour) multiset, each box within a
+    pixel of the truth (for measuring the judge against ground truth)."""
+    truth = sorted((o.shape, o.color, o.box) for o in scene.objects)
+    seen = sorted((o.shape, o.color, o.box) for o in objects)
+    if [t[:2] for t in truth] != [s[:2] for s in seen]:
+        return False
+    return all(max(abs(a - b) for a, b in zip(t[2], s[2])) <= 1 for t, s in zip(truth, seen))
