@@ -55,3 +55,14 @@ def test_the_metric_choices_are_the_registered_metrics():
     from bench.metrics import METRICS
 
     assert [m.value for m in Metric] == list(METRICS)
+
+
+def test_a_registry_refuses_an_unknown_name_naming_its_key_and_behaves_as_a_mapping():
+    from bench.core.errors import BenchError
+    from bench.jobs import JOBS
+
+    with pytest.raises(BenchError) as err:
+        JOBS["train"]
+    assert str(err.value) == "Unknown job='train'. Known: default, generate, latency, prepare."
+    assert JOBS.get("train") is None and "train" not in JOBS  # Mapping.get, not an exception
+    assert JOBS.target("latency") == "bench.jobs.latency:run_latency"

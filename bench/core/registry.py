@@ -11,6 +11,14 @@ from typing import Any
 from bench.core.errors import BenchError
 
 
+class UnknownName(BenchError, KeyError):
+    """A name no registry entry has: a BenchError (the command line prints it as one paragraph, naming the config
+    key) and a KeyError, so the Mapping methods built on lookup (`get`, ...) behave as for any mapping."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # not KeyError's repr of the message
+
+
 class Registry(Mapping[str, Any]):
     """Names -> objects, each given as a "package.module:attribute" target and imported on first lookup.
 
@@ -28,7 +36,7 @@ class Registry(Mapping[str, Any]):
     def target(self, name: str) -> str:
         """The "module:object" target of `name`, without importing it; an unknown name is a BenchError."""
         if name not in self._targets:
-            raise BenchError(f"Unknown {self.key}={name!r}. Known: {', '.join(self._targets)}.")
+            raise UnknownName(f"Unknown {self.key}={name!r}. Known: {', '.join(self._targets)}.")
         return self._targets[name]
 
     def __getitem__(self, name: str) -> Any:
