@@ -72,6 +72,9 @@ class DatasetConfig:
     name: str = MISSING
     # Keep the first N prompts; null = the whole dataset.
     limit: int | None = None
+    # Keep only the prompts of these skills (names of a dataset that labels its prompts with skills: shapes), before
+    # `limit`; every prompt keeps its index in the full list. null = every prompt.
+    skills: list[str] | None = None
     # A local file that replaces the dataset's default one; null = the default. For coco30k it may also be a
     # captions_<split>.json, from which one caption per image is drawn with caption_seed.
     path: str | None = None
