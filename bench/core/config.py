@@ -33,7 +33,7 @@ LatencyProtocol = _choices("LatencyProtocol", "measured extrapolated per_stage")
 CompileMode = _choices("CompileMode", "default reduce-overhead max-autotune max-autotune-no-cudagraphs")
 FidMode = _choices("FidMode", "clean legacy_pytorch legacy_tensorflow")
 ReferenceSet = _choices("ReferenceSet", "all matched")
-Metric = _choices("Metric", "fid kid clip_score cmmd parti win_rate")
+Metric = _choices("Metric", "fid kid clip_score cmmd parti win_rate judge")
 
 
 @dataclass
