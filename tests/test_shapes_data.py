@@ -111,6 +111,7 @@ def test_the_references_are_test_scenes_rendered_at_the_asked_size():
     p = refs.protocol
     assert (p["split"], p["size"], p["count"], p["scenes"], p["reference_set"]) == ("test", 64, 300, "0-299", "all")
     assert "not from the prompts" in p["disjoint_from"] and p["caption_list"] == "shapes_prompts.tsv"
+    assert "scene" in p["content"]["of"] and p["content"]["images"] == 300
     # At the prompts' own size each reference is the very scene its prompt was captioned from.
     at_256 = open_references({"name": "shapes", "reference_set": "matched"}, records, resolution=SCENE_SIZE)
     assert at_256.protocol["scenes"] == "0-3" and at_256.protocol["size"] == SCENE_SIZE

@@ -79,13 +79,16 @@ def file_stamp(info: os.stat_result) -> str:
     return f"{info.st_size}:{info.st_mtime_ns}"
 
 
-def content_fingerprint(images: Sequence[ReferenceImage]) -> dict[str, Any]:
-    """The `content` entry of a reference protocol: a sha256 over each image's key and stamp, in order."""
+FILE_STAMPS = "each image's name, byte size and modification time (ns), in reference order"
+
+
+def content_fingerprint(images: Sequence[ReferenceImage], of: str = FILE_STAMPS) -> dict[str, Any]:
+    """The `content` entry of a reference protocol: a sha256 over each image's key and stamp, in order; `of` says
+    what the stamps are."""
     digest = hashlib.sha256()
     for image in images:
         digest.update(f"{image.key}\t{image.stamp}\n".encode("utf-8", "surrogateescape"))
-    return {"sha256": digest.hexdigest(), "images": len(images),
-            "of": "each image's name, byte size and modification time (ns), in reference order"}
+    return {"sha256": digest.hexdigest(), "images": len(images), "of": of}
 
 
 @dataclass
@@ -99,10 +102,12 @@ class ReferenceSet:
     images: list[ReferenceImage]
     protocol: dict[str, Any]
     stats: dict[str, Any]
+    # What the images' stamps are (content_fingerprint's `of`): file stamps, unless the images are rendered.
+    stamps: str = FILE_STAMPS
 
     def __post_init__(self) -> None:
         # The protocol names the images by content, so anything keyed by it (cached features) follows the folder.
-        self.protocol["content"] = content_fingerprint(self.images)
+        self.protocol["content"] = content_fingerprint(self.images, self.stamps)
 
 
 def _option(cfg: Any, key: str, default: Any = None) -> Any:
@@ -568,10 +573,11 @@ def shapes_references(
         "size": resolution,
         "scenes": _index_ranges(scenes),
         "prompt_scene_size": SCENE_SIZE,
-        "stamp": "each image's: the first 16 hex digits of the sha256 of its scene's ground truth (repr of the Scene)",
         "disjoint_from": "the train and validation splits (other split seeds); not from the prompts: each reference "
                          "is a scene a prompt of the list was captioned from (the same objects when size equals "
                          "prompt_scene_size, the same scene index drawn at size otherwise)",
         **caption_list_protocol("shapes", path),
     }
-    return ReferenceSet(images=images, protocol=protocol, stats=_stats(len(images), len(images)))
+    return ReferenceSet(images=images, protocol=protocol, stats=_stats(len(images), len(images)),
+                        stamps="each image's name and a hash of its scene's ground truth (the repr of its Scene), in "
+                               "reference order")
