@@ -161,7 +161,9 @@ def test_the_judge_scores_the_prompts_own_scenes_right_and_other_images_wrong(tm
         assert (metrics[name]["value"], metrics[name]["stderr"], metrics[name]["higher_is_better"]) == (1.0, 0.0, True)
     protocol = metrics["judge_accuracy"]["protocol"]
     assert protocol["judge"] == "exact programmatic (bench/shapes/judge.py)" and protocol["resolution"] == 256
-    assert protocol["counts"] == {s: {"n": 10, "correct": 10} for s in SKILLS}
+    assert protocol["counts"] == {s: {"n": 10, "correct": 10, "n_prompts": 10} for s in SKILLS}
+    assert (protocol["n"], protocol["n_prompts"]) == (60, 60)
+    assert metrics["judge_accuracy/colors"]["protocol"]["n"] == 10
     assert "no published number" in protocol["comparable_to"]
     assert protocol["objects_found"]["max"] == 4  # a counting scene's four objects, nothing else
     assert protocol["comparable_to_published"]["published"] is None
@@ -173,7 +175,8 @@ def test_the_judge_scores_the_prompts_own_scenes_right_and_other_images_wrong(tm
     blank = [Image.new("RGB", (256, 256), BACKGROUND)] * len(records)
     metrics, _ = _judged(records, blank, tmp_path)
     assert all(metrics[name]["value"] == 0.0 for name in ENTRIES)
-    assert metrics["judge_accuracy/counting"]["protocol"]["counts"]["counting"] == {"n": 10, "correct": 0}
+    assert metrics["judge_accuracy/counting"]["protocol"]["counts"]["counting"] == {"n": 10, "correct": 0,
+                                                                                    "n_prompts": 10}
 
     shuffled = truth[6:] + truth[:6]  # each prompt beside another scene of its own skill
     metrics, _ = _judged(records, shuffled, tmp_path)
@@ -182,15 +185,18 @@ def test_the_judge_scores_the_prompts_own_scenes_right_and_other_images_wrong(tm
 
 
 def test_judge_accuracy_is_the_mean_of_the_skills_with_binomial_errors():
-    entries = judge_accuracy(["counting"] * 4 + ["colors"] * 2, [True, True, False, False, True, True])
+    entries = judge_accuracy(["counting"] * 4 + ["colors"] * 2, [True, True, False, False, True, True],
+                             prompts=[0, 0, 1, 1, 2, 3])  # two images of each counting prompt
     assert set(entries) == {"judge_accuracy", "judge_accuracy/counting", "judge_accuracy/colors"}
     assert entries["judge_accuracy/counting"].value == 0.5 and entries["judge_accuracy/counting"].stderr == 0.25
     assert entries["judge_accuracy/colors"].value == 1.0 and entries["judge_accuracy/colors"].stderr == 0.0
     # GenEval's overall is the mean of the skills (0.75), not the pooled fraction (4 / 6).
     assert entries["judge_accuracy"].value == 0.75
     assert math.isclose(entries["judge_accuracy"].stderr, math.sqrt(0.25 ** 2 + 0.0) / 2)
-    assert entries["judge_accuracy"].protocol["counts"] == {"counting": {"n": 4, "correct": 2},
-                                                          "colors": {"n": 2, "correct": 2}}
+    assert entries["judge_accuracy"].protocol["counts"] == {"counting": {"n": 4, "correct": 2, "n_prompts": 2},
+                                                          "colors": {"n": 2, "correct": 2, "n_prompts": 2}}
+    assert (entries["judge_accuracy"].protocol["n"], entries["judge_accuracy"].protocol["n_prompts"]) == (6, 4)
+    assert entries["judge_accuracy/counting"].protocol["n"] == 4
 
 
 def test_the_judge_refuses_prompts_outside_the_shapes_grammar(tmp_path):
@@ -214,8 +220,8 @@ def test_a_generation_run_on_shapes_writes_the_judge_entries(tmp_path):
     assert ev["dataset"] == "shapes" and list(ev["metrics"]) == list(ENTRIES)  # limit 6: every skill
     for metric in ev["metrics"].values():
         assert 0.0 <= metric["value"] <= 1.0 and metric["higher_is_better"] is True
-        assert metric["protocol"]["counts"] == {s: {"n": 1, "correct": metric["protocol"]["counts"][s]["correct"]}
-                                                for s in SKILLS}
+        counts = metric["protocol"]["counts"]
+        assert counts == {s: {"n": 1, "correct": counts[s]["correct"], "n_prompts": 1} for s in SKILLS}
     rows = [json.loads(line) for line in (run_dir / ev["protocol"]["samples_dir"] / "manifest.jsonl").open()]
     assert [(r["skill"], r["scene"]) for r in rows] == [(SKILLS[i], i) for i in range(6)]
     assert [v["index"] for v in ev["judge_verdicts"]] == list(range(6))

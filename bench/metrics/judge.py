@@ -67,14 +67,15 @@ def _binomial_stderr(p: float, n: int) -> float:
 
 
 def judge_accuracy(skills: Sequence[str], correct: Sequence[bool], *, protocol: Mapping[str, Any] | None = None,
-                   n_prompts: int | None = None) -> dict[str, MetricEntry]:
+                   prompts: Sequence[Any] | None = None) -> dict[str, MetricEntry]:
     """results.json entries from per-sample verdicts (each sample's skill, and whether the judge found it correct).
 
     "judge_accuracy/<skill>" for every skill present: the fraction correct, stderr binomial sqrt(p (1 - p) / n).
     "judge_accuracy": GenEval's overall score, the mean of those per-skill accuracies, with the stderr of a mean of
     independent estimates, sqrt(sum_k p_k (1 - p_k) / n_k) / K. Images of one prompt (samples_per_prompt > 1) are
-    counted as independent draws. Each protocol holds `protocol`, the judge, the per-skill counts and that no
-    published number is comparable.
+    counted as independent draws. `prompts` names each sample's prompt (e.g. its dataset index), for the prompt
+    counts; None = every sample its own prompt. Each protocol holds `protocol`, the judge, the per-skill counts, n
+    and n_prompts (of its skill, for a skill's entry) and that no published number is comparable.
     """
     if len(skills) != len(correct):
         raise ValueError(f"{len(skills)} skills but {len(correct)} verdicts: one of each per sample is needed")
@@ -83,17 +84,21 @@ def judge_accuracy(skills: Sequence[str], correct: Sequence[bool], *, protocol: 
         raise ValueError(f"unknown skill(s) {unknown}: the skills are {', '.join(SKILLS)}")
     if not skills:
         raise ValueError("no verdicts to score")
+    prompts = list(range(len(skills))) if prompts is None else list(prompts)
+    if len(prompts) != len(skills):
+        raise ValueError(f"{len(skills)} verdicts but {len(prompts)} prompt ids: one per sample is needed")
     counts = {}
     for skill in SKILLS:
         verdicts = [c for s, c in zip(skills, correct) if s == skill]
         if verdicts:
-            counts[skill] = {"n": len(verdicts), "correct": int(sum(bool(c) for c in verdicts))}
+            counts[skill] = {"n": len(verdicts), "correct": int(sum(bool(c) for c in verdicts)),
+                             "n_prompts": len({p for s, p in zip(skills, prompts) if s == skill})}
     rates = {k: c["correct"] / c["n"] for k, c in counts.items()}
     common = {
         **dict(protocol or {}),
         "judge": JUDGE_NAME,
         "n": len(skills),
-        **({"n_prompts": n_prompts} if n_prompts is not None else {}),
+        "n_prompts": len(set(prompts)),
         "counts": counts,
         "comparable_to": NOT_PUBLISHED,
     }
@@ -109,7 +114,8 @@ def judge_accuracy(skills: Sequence[str], correct: Sequence[bool], *, protocol: 
     for skill, p in rates.items():
         entries[f"{ENTRY}/{skill}"] = MetricEntry(
             p, True, _binomial_stderr(p, counts[skill]["n"]),
-            {**common, "skill": skill, "stderr_method": "binomial sqrt(p (1 - p) / n) over the skill's images"})
+            {**common, "skill": skill, "n": counts[skill]["n"], "n_prompts": counts[skill]["n_prompts"],
+             "stderr_method": "binomial sqrt(p (1 - p) / n) over the skill's images"})
     return entries
 
 
@@ -145,7 +151,7 @@ def _score_judge(scoring: Scoring, model: ModelScores) -> dict[str, MetricEntry]
     objects = {"mean": sum(found) / len(found), "max": max(found), "of": "objects the judge found per image"}
     return judge_accuracy([verdicts[k]["skill"] for k in keys], [verdicts[k]["correct"] for k in keys],
                           protocol={**model.common, "resolution": scoring.resolution, "objects_found": objects},
-                          n_prompts=len({k[0] for k in keys}))
+                          prompts=[k[0] for k in keys])
 
 
 JUDGE = Metric("judge", network="judge", entries=dict.fromkeys(ENTRIES, True), score_model=_score_judge)
