@@ -274,7 +274,8 @@ def test_every_registered_metric_declares_its_network_references_and_entries():
         assert metric.score_model is not None or metric.score_run is not None, name
     assert {m for m in METRICS if METRICS[m].needs_references} == {"fid", "kid", "cmmd"}
     assert {m: METRICS[m].network for m in METRICS} == {
-        "fid": "fid", "kid": "fid", "clip_score": "clip", "cmmd": "cmmd", "parti": "clip", "win_rate": "clip"}
+        "fid": "fid", "kid": "fid", "clip_score": "clip", "cmmd": "cmmd", "parti": "clip", "win_rate": "clip",
+        "judge": "judge"}
 
 
 def test_every_requested_metric_is_reported_when_its_network_is_missing(tmp_path):

@@ -33,7 +33,7 @@ LatencyProtocol = _choices("LatencyProtocol", "measured extrapolated per_stage")
 CompileMode = _choices("CompileMode", "default reduce-overhead max-autotune max-autotune-no-cudagraphs")
 FidMode = _choices("FidMode", "clean legacy_pytorch legacy_tensorflow")
 ReferenceSet = _choices("ReferenceSet", "all matched")
-Metric = _choices("Metric", "fid kid clip_score cmmd parti win_rate")
+Metric = _choices("Metric", "fid kid clip_score cmmd parti win_rate judge")
 
 
 @dataclass
@@ -72,6 +72,9 @@ class DatasetConfig:
     name: str = MISSING
     # Keep the first N prompts; null = the whole dataset.
     limit: int | None = None
+    # Keep only the prompts of these skills (names of a dataset that labels its prompts with skills: shapes), before
+    # `limit`; every prompt keeps its index in the full list. null = every prompt.
+    skills: list[str] | None = None
     # A local file that replaces the dataset's default one; null = the default. For coco30k it may also be a
     # captions_<split>.json, from which one caption per image is drawn with caption_seed.
     path: str | None = None

@@ -242,6 +242,9 @@ def prepare_dataset(
         if image_size < 1:
             raise BenchError(f"image_size must be a positive number of pixels, got {image_size}.")
         return _prepare_cc3m(root, path=path, output_format=output_format, image_size=image_size)
+    if name == "shapes":
+        raise BenchError("shapes has nothing to prepare: its reference images are rendered test scenes, drawn when "
+                         "FID, KID or CMMD reads them.")
     if name in DATASET_NAMES:
         raise BenchError(f"{name} has no reference images to prepare: only coco30k, coco5k and cc3m do.")
     raise BenchError(f"Unknown dataset {name!r}. Datasets with reference images: coco30k, coco5k, cc3m.")

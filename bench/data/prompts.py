@@ -10,15 +10,17 @@ Registered datasets (their files ship in bench/data/; sources, licences and chec
   or a list built from a user's captions_valXXXX.json (`coco_captions_from_json`).
 - coco5k: the 5,000 val2014 captions MLPerf Inference's text-to-image benchmark uses.
 - cc3m: the 15,840 rows of the Conceptual Captions (CC3M) validation split.
+- shapes: 300 captions of the shapes world's test scenes, 50 per GenEval skill (bench/shapes/prompts.py), with
+  skill and scene metadata; `skills` keeps only some skills' records, as `limit` keeps the first N.
 Each is a `PromptList` (its shipped file and the reader of its format) defined beside its reader
-(partiprompts.py, captions.py) and registered in DATASETS by name; adding a dataset is a reader, one registry
+(partiprompts.py, captions.py, shapes.py) and registered in DATASETS by name; adding a dataset is a reader, one registry
 line and a conf/dataset/ preset. The reference images these lists are compared against live in
 bench/data/references.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -58,6 +60,9 @@ class PromptList:
     # rule it selects captions by, for the protocol.
     from_captions_json: Callable[..., list[PromptRecord]] | None = None
     json_selection: str | None = None
+    # The skills its records are labelled with (metadata "skill"), which dataset.skills selects from; None = the
+    # list has no skills (dataset.skills is refused for it).
+    skills: tuple[str, ...] | None = None
 
 
 # name (dataset.name) -> its PromptList, imported when first used.
@@ -66,6 +71,7 @@ DATASETS = Registry("dataset.name", {
     "coco30k": "bench.data.captions:COCO30K",
     "coco5k": "bench.data.captions:COCO5K",
     "cc3m": "bench.data.captions:CC3M",
+    "shapes": "bench.data.shapes:SHAPES",
 })
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 
@@ -87,18 +93,42 @@ def _is_captions_json(path: str | Path | None) -> bool:
     return path is not None and str(path).lower().endswith(".json")
 
 
+def check_skills(name: str, skills: Sequence[str] | None) -> list[str] | None:
+    """The skills `dataset.skills` asks for, checked against the dataset's (None: every record). A dataset without
+    skills, an empty list or an unknown skill raises BenchError naming dataset.skills and the skills there are."""
+    if skills is None:
+        return None
+    _known(name)
+    known = DATASETS[name].skills
+    if known is None:
+        with_skills = [n for n in DATASET_NAMES if DATASETS[n].skills is not None]
+        raise BenchError(f"dataset.skills={list(skills)}: dataset {name!r} has no skills to select; only "
+                         f"{', '.join(with_skills)} has. Use dataset={with_skills[0]}, or set dataset.skills=null.")
+    skills = list(skills)
+    unknown = [s for s in skills if s not in known]
+    if not skills or unknown:
+        what = f"has unknown skill(s) {', '.join(map(repr, unknown))}" if unknown else "is an empty list"
+        raise BenchError(f"dataset.skills {what}. The skills of {name} are {', '.join(known)}; list some of them, "
+                         "or set dataset.skills=null for all.")
+    return list(dict.fromkeys(skills))
+
+
 def load_dataset(
-    name: str, limit: int | None = None, path: str | None = None, *, caption_seed: int = 0
+    name: str, limit: int | None = None, path: str | None = None, *, caption_seed: int = 0,
+    skills: Sequence[str] | None = None,
 ) -> list[PromptRecord]:
-    """Load the named dataset and keep its first `limit` records (all of them when limit is None).
+    """Load the named dataset, keep the records of `skills` (all of them when None), then the first `limit` of
+    those (all of them when limit is None). Every record keeps its index in the full list.
 
     `path` replaces the dataset's default file (same format). For coco30k it may also be a COCO
     captions_<split>.json: the list is then built by `coco_captions_from_json` with `caption_seed`,
-    30,000 images (or `limit`, when smaller). Unknown names and a limit below 1 raise BenchError.
+    30,000 images (or `limit`, when smaller). `skills` names skills of a dataset that has them (shapes: metadata
+    "skill"). Unknown names, a limit below 1, and skills a dataset does not have raise BenchError.
     """
     _known(name)
     if limit is not None and limit < 1:
         raise BenchError(f"dataset.limit must be at least 1, or null for the whole dataset; got {limit}.")
+    selected = check_skills(name, skills)
     spec = DATASETS[name]
     if _is_captions_json(path):
         if spec.from_captions_json is None:
@@ -107,6 +137,10 @@ def load_dataset(
         size = spec.size if limit is None else min(limit, spec.size)
         return spec.from_captions_json(path, n=size, seed=caption_seed)
     records = spec.read(dataset_file(name, path))
+    if selected is not None:
+        records = [r for r in records if r.metadata.get("skill") in selected]
+        if not records:
+            raise BenchError(f"dataset.skills={selected}: {dataset_file(name, path)} has no prompt of those skills.")
     return records if limit is None else records[:limit]
 
 

@@ -11,6 +11,9 @@ ends up in `ReferenceSet.protocol`:
 - CC3M: the output folder of img2dataset (see bench/data/download.py), in its `files` layout
   (00000/000000000.jpg with .json/.txt sidecars) or its `webdataset` layout (00000.tar, ...).
   Images are matched to caption rows by URL; rows whose URL gave no image are counted as unreachable.
+- shapes: nothing to download. The references are renders of the shapes world's test scenes
+  (bench.shapes.scenes.render(make_scene(scene, "test", resolution))) at the evaluation resolution, one per row of
+  the prompt list ("all", by default) or per selected prompt ("matched"), rendered when read.
 
 `dataset.reference_limit` keeps the first N images of the ordered list (image id order for "all",
 caption order for "matched"). Images are read lazily: a `ReferenceImage` holds a picklable callable
@@ -18,9 +21,10 @@ that returns the encoded bytes, so a reference set of 40k images costs no memory
 
 What is in the folder is part of the protocol (`content`: a sha256 over every image's name, byte size and
 modification time, read with one stat per file), so cached reference features are keyed by the images
-themselves: a second download into a folder of the same name, or any changed image, gives other features.
+themselves: a second download into a folder of the same name, or any changed image, gives other features. A
+rendered shapes reference is stamped with a hash of its scene's ground truth instead.
 
-One idea, one file (a little over 400 lines): every layout ends in the same ReferenceSet, and the rules that
+One idea, one file (about 550 lines): every layout ends in the same ReferenceSet, and the rules that
 make two reference sets comparable (order, limit, fingerprint) are read best side by side.
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -43,11 +48,18 @@ from bench.core.errors import BenchError
 from bench.data.captions import coco_file_name
 from bench.data.images import list_images
 from bench.data.prompts import PromptRecord, caption_list_protocol, load_dataset
+from bench.shapes.prompts import SCENE_SIZE
+from bench.shapes.prompts import SPLIT as PROMPT_SPLIT
+from bench.shapes.scenes import make_scene, render
 
 # As the config schema lists them (dataset.reference_set); checked here too for direct Python callers.
 REFERENCE_SETS = tuple(ReferenceSet)
 # The caption lists whose reference images are COCO val2014's.
 COCO_LISTS = ("coco30k", "coco5k")
+# The caption lists whose reference images are rendered, not downloaded (the shapes world, bench/shapes/).
+RENDERED_LISTS = ("shapes",)
+# Every caption list whose protocol defines reference images of its own (others need dataset.reference_dir).
+LISTS_WITH_REFERENCES = (*COCO_LISTS, "cc3m", *RENDERED_LISTS)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # what img2dataset's encode_format can write
 PREPARE_HINT = "muse-bench job=prepare dataset={name}` (or `python -m bench.download {name} --root DIR"
 
@@ -67,13 +79,16 @@ def file_stamp(info: os.stat_result) -> str:
     return f"{info.st_size}:{info.st_mtime_ns}"
 
 
-def content_fingerprint(images: Sequence[ReferenceImage]) -> dict[str, Any]:
-    """The `content` entry of a reference protocol: a sha256 over each image's key and stamp, in order."""
+FILE_STAMPS = "each image's name, byte size and modification time (ns), in reference order"
+
+
+def content_fingerprint(images: Sequence[ReferenceImage], of: str = FILE_STAMPS) -> dict[str, Any]:
+    """The `content` entry of a reference protocol: a sha256 over each image's key and stamp, in order; `of` says
+    what the stamps are."""
     digest = hashlib.sha256()
     for image in images:
         digest.update(f"{image.key}\t{image.stamp}\n".encode("utf-8", "surrogateescape"))
-    return {"sha256": digest.hexdigest(), "images": len(images),
-            "of": "each image's name, byte size and modification time (ns), in reference order"}
+    return {"sha256": digest.hexdigest(), "images": len(images), "of": of}
 
 
 @dataclass
@@ -87,10 +102,12 @@ class ReferenceSet:
     images: list[ReferenceImage]
     protocol: dict[str, Any]
     stats: dict[str, Any]
+    # What the images' stamps are (content_fingerprint's `of`): file stamps, unless the images are rendered.
+    stamps: str = FILE_STAMPS
 
     def __post_init__(self) -> None:
         # The protocol names the images by content, so anything keyed by it (cached features) follows the folder.
-        self.protocol["content"] = content_fingerprint(self.images)
+        self.protocol["content"] = content_fingerprint(self.images, self.stamps)
 
 
 def _option(cfg: Any, key: str, default: Any = None) -> Any:
@@ -129,12 +146,20 @@ def _examples(names: Sequence[str], k: int = 5) -> str:
     return shown + (", ..." if len(names) > k else "")
 
 
-def open_references(dataset_cfg: Any, records: Sequence[PromptRecord]) -> ReferenceSet:
+def has_own_references(name: str) -> bool:
+    """Whether the dataset's protocol defines reference images (COCO val2014, CC3M validation, rendered shapes), so
+    that FID and friends need no dataset.reference_dir."""
+    return name in LISTS_WITH_REFERENCES
+
+
+def open_references(dataset_cfg: Any, records: Sequence[PromptRecord], *, resolution: int | None = None) -> ReferenceSet:
     """The reference images for `records` of the dataset `dataset_cfg` describes (cfg.dataset).
 
     Reads name, path, caption_seed, reference_dir, captions_file, reference_set and reference_limit
     (absent keys take their defaults). `records` are the selected captions (after dataset.limit): the
-    "matched" set is their images. Raises BenchError when the images are missing, saying how to get them.
+    "matched" set is their images. `resolution` is the evaluation resolution, which rendered references (shapes)
+    are drawn at; the other datasets' images are files and ignore it. Raises BenchError when the images are
+    missing, saying how to get them.
     """
     name = _option(dataset_cfg, "name")
     reference_set = _option(dataset_cfg, "reference_set", "all")
@@ -167,6 +192,11 @@ def open_references(dataset_cfg: Any, records: Sequence[PromptRecord]) -> Refere
                 "dataset.reference_dir to its output folder."
             )
         return cc3m_references(reference_dir, records, reference_set=reference_set, reference_limit=limit, path=path)
+    if name in RENDERED_LISTS and reference_dir is None:
+        if resolution is None:
+            raise ValueError(f"{name}'s reference images are rendered at the evaluation resolution: pass resolution=")
+        return shapes_references(records, resolution=resolution, reference_set=reference_set, reference_limit=limit,
+                                 path=path)
     if reference_dir is None:
         raise BenchError(f"Dataset {name!r} has no reference images of its own: set dataset.reference_dir to a folder "
                          "of images to compare its samples with.")
@@ -473,3 +503,81 @@ def cc3m_references(
         **caption_list_protocol("cc3m", path),
     }
     return ReferenceSet(images=[h.image for h in hits], protocol=protocol, stats=stats)
+
+
+# ---- shapes (rendered test scenes) ---------------------------------------------------------------------------
+
+
+def _render_png(index: int, split: str, size: int) -> bytes:
+    """Scene `index` of `split` drawn and rendered at `size` px, as PNG bytes (lossless: the pixels are the
+    render's)."""
+    buffer = io.BytesIO()
+    render(make_scene(index, split, size)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _scene_stamp(index: int, split: str, size: int) -> str:
+    """What identifies a rendered reference without rendering it: a hash of its scene's ground truth (skill,
+    objects and boxes), so changed scene generation gives other cached features."""
+    return hashlib.sha256(repr(make_scene(index, split, size)).encode("utf-8")).hexdigest()[:16]
+
+
+def _index_ranges(indices: Sequence[int]) -> str:
+    """Indices written compactly: [0, 1, 2, 5, 7, 8] -> "0-2,5,7-8"."""
+    parts: list[str] = []
+    start = previous = None
+    for i in list(indices) + [None]:
+        if start is not None and (i is None or i != previous + 1):
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+            start = None
+        if i is not None and start is None:
+            start = i
+        previous = i
+    return ",".join(parts)
+
+
+def shapes_references(
+    records: Sequence[PromptRecord],
+    *,
+    resolution: int,
+    reference_set: str = "all",
+    reference_limit: int | None = None,
+    path: str | None = None,
+) -> ReferenceSet:
+    """The shapes world's reference images: its test scenes, drawn and rendered at `resolution`, read lazily.
+
+    "all": the scene of every row of the prompt list (300 for the shipped one: as many references as the list has
+    rows); "matched": the scenes of `records`. Each scene once, in list order; reference_limit keeps the first N.
+    A scene is a function of (split, index, size): at SCENE_SIZE (256) each reference is exactly the ground truth
+    its prompt was captioned from; at another resolution it is the scene of the same index drawn at that size,
+    whose objects may differ. The references are disjoint from the train and validation splits (other split
+    seeds), not from the prompts: the protocol says so.
+    """
+    if resolution < 1:
+        raise BenchError(f"The shapes references are rendered at the evaluation resolution; got {resolution} px.")
+    full = load_dataset("shapes", path=path)
+    wanted = full if reference_set == "all" else records
+    scenes = list(dict.fromkeys(int(r.metadata["scene"]) for r in wanted))
+    if reference_limit is not None:
+        scenes = scenes[:reference_limit]
+    images = [ReferenceImage(f"{PROMPT_SPLIT}-{i:05d}", functools.partial(_render_png, i, PROMPT_SPLIT, resolution),
+                             _scene_stamp(i, PROMPT_SPLIT, resolution)) for i in scenes]
+    protocol = {
+        "dataset": "shapes",
+        "split": PROMPT_SPLIT,
+        "reference_set": reference_set,
+        "count": len(images),
+        "reference_limit": reference_limit,
+        "source": "rendered: bench.shapes.scenes.render(make_scene(scene, split, size))",
+        "source_format": "PNG, rendered when read",
+        "size": resolution,
+        "scenes": _index_ranges(scenes),
+        "prompt_scene_size": SCENE_SIZE,
+        "disjoint_from": "the train and validation splits (other split seeds); not from the prompts: each reference "
+                         "is a scene a prompt of the list was captioned from (the same objects when size equals "
+                         "prompt_scene_size, the same scene index drawn at size otherwise)",
+        **caption_list_protocol("shapes", path),
+    }
+    return ReferenceSet(images=images, protocol=protocol, stats=_stats(len(images), len(images)),
+                        stamps="each image's name and a hash of its scene's ground truth (the repr of its Scene), in "
+                               "reference order")

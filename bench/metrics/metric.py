@@ -20,15 +20,18 @@ from bench.metrics.reference_cache import reference_features
 log = logging.getLogger(__name__)
 
 # The feature networks a metric can read (fields of bench.metrics.scoring.MetricTools, keys of eval.*):
-# "fid" is Inception (or an injected stand-in), "clip" is CLIP score's CLIP, "cmmd" is CMMD's own CLIP.
-NETWORKS = ("fid", "clip", "cmmd")
+# "fid" is Inception (or an injected stand-in), "clip" is CLIP score's CLIP, "cmmd" is CMMD's own CLIP, and "judge"
+# is no network at all but the shapes world's exact judge (bench/shapes/judge.py), which reads each image's pixels
+# into its verdict on the prompt; it needs no weights and no config node.
+NETWORKS = ("fid", "clip", "cmmd", "judge")
 
 
 @dataclass(frozen=True, eq=False)
 class Metric:
     """A metric as the scorer sees it.
 
-    `network`: the feature network it reads (one of NETWORKS). `needs_references`: whether it compares with
+    `network`: the feature network it reads (one of NETWORKS; "judge" is the programmatic reader of the shapes
+    world, which reads the images themselves). `needs_references`: whether it compares with
     reference images (without any it is reported as skipped and its network is not loaded). `entries`: the
     results.json entries it writes, each with higher_is_better; when it cannot be computed, each is written
     with no value and the reason, so nothing requested is left out silently. `score_model(scoring, model)`

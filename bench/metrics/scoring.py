@@ -1,8 +1,8 @@
 """Scoring a model's samples: per-sample features gathered while images are made, then the metrics.
 
 A SampleScorer holds, per sample at the evaluation resolution, its FID feature vector (bench.metrics.features), its
-CLIP image embedding and image-prompt cosine (bench.metrics.clip_model), and its CMMD image embedding (bench.metrics.cmmd,
-its own CLIP model). MetricTools loads only the feature networks the requested metrics declare (bench.metrics.metric). It is fed either in-process as images are generated ("streaming": no PNG is read back) or
+CLIP image embedding and image-prompt cosine (bench.metrics.clip_model), its CMMD image embedding (bench.metrics.cmmd,
+its own CLIP model), and the shapes judge's verdict on it (bench.metrics.judge). MetricTools loads only the feature networks the requested metrics declare (bench.metrics.metric). It is fed either in-process as images are generated ("streaming": no PNG is read back) or
 from the written PNGs; both see the same pixels (PNG is lossless), so both give the same numbers. Memory grows
 with the number of samples only by their feature vectors: images are never kept. Shards of a distributed run merge by sample key, so the result does not
 depend on the number of processes.
@@ -57,6 +57,7 @@ class MetricTools:
     fid: Any = None  # bench.metrics.features.FeatureExtractor
     clip: Any = None  # bench.metrics.clip_model.ClipScorer
     cmmd: Any = None  # bench.metrics.clip_model.ClipScorer built by bench.metrics.cmmd.build_cmmd_scorer
+    judge: Any = None  # bench.metrics.judge.ShapesJudge: the exact judge of the shapes world, no network
     fid_batch_size: int = 32
 
     # Feature networks that could not be loaded (skip_missing): "fid", "clip" or "cmmd" -> the error saying how to
@@ -72,7 +73,7 @@ class MetricTools:
         for name in NETWORKS:
             if name in needed:
                 try:
-                    setattr(tools, name, NETWORKS[name](getattr(eval_cfg, name), device))
+                    setattr(tools, name, NETWORKS[name](getattr(eval_cfg, name, None), device))
                 except BenchError as err:
                     if not skip_missing:
                         raise
@@ -91,6 +92,7 @@ class SampleScorer:
     fid_features: list[np.ndarray] = field(default_factory=list)
     clip: dict[tuple[int, int], tuple[np.ndarray, float]] = field(default_factory=dict)
     cmmd: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    judge: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     truncated: set[str] = field(default_factory=set)
     failures: list[tuple[str, str]] = field(default_factory=list)
     _fid: Any = None
@@ -123,6 +125,9 @@ class SampleScorer:
         if self.tools.cmmd is not None:
             cmmd_emb = np.asarray(self.tools.cmmd.image_embeddings([im for _, im in pairs]), dtype=np.float64)
             self.cmmd.update(zip(keys, cmmd_emb))
+        if self.tools.judge is not None:
+            verdicts = self.tools.judge([im for _, im in pairs], [s.record.prompt for s, _ in pairs])
+            self.judge.update(zip(keys, verdicts))
 
     def add_files(self, samples: Sequence[Any], folder: str | Path, batch_size: int = 16) -> None:
         """Score the written PNGs of `samples` in `folder`; unreadable ones are recorded in `failures` and left out."""
@@ -144,7 +149,7 @@ class SampleScorer:
         if self._fid is not None and len(self._fid):
             fid_keys, fid = list(self._fid.keys), self._fid.features()
         return {"fid_keys": fid_keys, "fid": fid, "clip": dict(self.clip), "cmmd": dict(self.cmmd),
-                "truncated": sorted(self.truncated), "failures": list(self.failures)}
+                "judge": dict(self.judge), "truncated": sorted(self.truncated), "failures": list(self.failures)}
 
     @staticmethod
     def merged(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -153,14 +158,17 @@ class SampleScorer:
         fid_pairs.sort(key=lambda kv: tuple(kv[0]))
         clip: dict = {}
         cmmd: dict = {}
+        judge: dict = {}
         for st in states:
             clip.update(st["clip"])
             cmmd.update(st["cmmd"])
+            judge.update(st.get("judge", {}))
         return {
             "fid_keys": [tuple(k) for k, _ in fid_pairs],
             "fid": np.stack([f for _, f in fid_pairs]) if fid_pairs else None,
             "clip": dict(sorted(clip.items())),
             "cmmd": dict(sorted(cmmd.items())),
+            "judge": dict(sorted(judge.items())),
             "truncated": sorted({p for st in states for p in st["truncated"]}),
             "failures": [f for st in states for f in st["failures"]],
         }
@@ -169,7 +177,7 @@ class SampleScorer:
 def effective_count(state: dict[str, Any]) -> int:
     """Samples that every requested feature covers (corrupt files excluded)."""
     counts = [len(state["fid_keys"])] if state["fid"] is not None else []
-    for name in ("clip", "cmmd"):
-        if state[name]:
+    for name in ("clip", "cmmd", "judge"):
+        if state.get(name):
             counts.append(len(state[name]))
     return min(counts) if counts else 0
