@@ -112,12 +112,13 @@ def test_the_references_are_test_scenes_rendered_at_the_asked_size():
     assert (p["split"], p["size"], p["count"], p["scenes"], p["reference_set"]) == ("test", 64, 300, "0-299", "all")
     assert "not from the prompts" in p["disjoint_from"] and p["caption_list"] == "shapes_prompts.tsv"
     assert "scene" in p["content"]["of"] and p["content"]["images"] == 300
-    # At the prompts' own size each reference is the very scene its prompt was captioned from.
-    at_256 = open_references({"name": "shapes", "reference_set": "matched"}, records, resolution=SCENE_SIZE)
-    assert at_256.protocol["scenes"] == "0-3" and at_256.protocol["size"] == SCENE_SIZE
+    # At any size each reference is the very scene its prompt was captioned from (the layout is size-free).
+    at_256 = open_references({"name": "shapes", "reference_set": "matched"}, records, resolution=256)
+    assert at_256.protocol["scenes"] == "0-3" and at_256.protocol["size"] == 256
     for record, image in zip(records, at_256.images):
-        assert parse(record.prompt) and _pixels(image).shape == (SCENE_SIZE, SCENE_SIZE, 3)
-        assert np.array_equal(_pixels(image), np.asarray(render(make_scene(record.metadata["scene"], "test", 256))))
+        scene = make_scene(record.metadata["scene"], "test", 256)
+        assert parse(record.prompt) == parse(caption(scene)) and _pixels(image).shape == (256, 256, 3)
+        assert np.array_equal(_pixels(image), np.asarray(render(scene)))
     capped = open_references({"name": "shapes", "reference_limit": 7}, records, resolution=32)
     assert capped.protocol["count"] == 7 and capped.protocol["content"] != refs.protocol["content"]
     with pytest.raises(ValueError, match="resolution"):

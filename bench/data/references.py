@@ -48,7 +48,6 @@ from bench.core.errors import BenchError
 from bench.data.captions import coco_file_name
 from bench.data.images import list_images
 from bench.data.prompts import PromptRecord, caption_list_protocol, load_dataset
-from bench.shapes.prompts import SCENE_SIZE
 from bench.shapes.prompts import SPLIT as PROMPT_SPLIT
 from bench.shapes.scenes import make_scene, render
 
@@ -548,9 +547,9 @@ def shapes_references(
 
     "all": the scene of every row of the prompt list (300 for the shipped one: as many references as the list has
     rows); "matched": the scenes of `records`. Each scene once, in list order; reference_limit keeps the first N.
-    A scene is a function of (split, index, size): at SCENE_SIZE (256) each reference is exactly the ground truth
-    its prompt was captioned from; at another resolution it is the scene of the same index drawn at that size,
-    whose objects may differ. The references are disjoint from the train and validation splits (other split
+    A scene's layout does not depend on the size it is drawn at (bench/shapes/scenes.py), so at every resolution
+    (a multiple of the scene lattice) each reference is exactly the ground truth its prompt was captioned from. The
+    references are disjoint from the train and validation splits (other split
     seeds), not from the prompts: the protocol says so.
     """
     if resolution < 1:
@@ -572,10 +571,8 @@ def shapes_references(
         "source_format": "PNG, rendered when read",
         "size": resolution,
         "scenes": _index_ranges(scenes),
-        "prompt_scene_size": SCENE_SIZE,
         "disjoint_from": "the train and validation splits (other split seeds); not from the prompts: each reference "
-                         "is a scene a prompt of the list was captioned from (the same objects when size equals "
-                         "prompt_scene_size, the same scene index drawn at size otherwise)",
+                         "is the scene a prompt of the list was captioned from",
         **caption_list_protocol("shapes", path),
     }
     return ReferenceSet(images=images, protocol=protocol, stats=_stats(len(images), len(images)),

@@ -2,7 +2,7 @@
 
 bench/data/shapes_prompts.tsv holds 300 captions of test-split scenes, 50 per GenEval skill, ordered so that row i
 has skill SKILLS[i % 6]. Each record's metadata holds its `skill` and `scene` (the index of the test scene the
-caption was written from: bench.shapes.scenes.make_scene(scene, "test", bench.shapes.prompts.SCENE_SIZE)), which
+caption was written from: bench.shapes.scenes.make_scene(scene, "test", size) at any size), which
 end up in every sample's manifest row. Its reference images are renders of test scenes
 (bench.data.references.shapes_references); its exact metric is `judge` (bench/metrics/judge.py).
 """

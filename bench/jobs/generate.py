@@ -22,7 +22,7 @@ from bench.core.results import (
 )
 from bench.core.rundir import promote_record
 from bench.data.prompts import load_dataset
-from bench.data.references import open_references
+from bench.data.references import has_own_references, open_references
 from bench.jobs.checks import check_generate_settings
 from bench.jobs.distributed import init_world, process_device
 from bench.jobs.generation import check_sampling_record, generate_samples, plan_samples, shard, write_sampling_record
@@ -114,7 +114,7 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     world = init_world()
     run_dir = Path(run_dir)
     records = load_dataset(cfg.dataset.name, limit=cfg.dataset.limit, path=cfg.dataset.path,
-                           caption_seed=cfg.dataset.caption_seed)
+                           caption_seed=cfg.dataset.caption_seed, skills=cfg.dataset.skills)
     samples_per_prompt = cfg.eval.samples_per_prompt
     requested = (cfg.dataset.limit if cfg.dataset.limit is not None else len(records)) * samples_per_prompt
     device = process_device(resolve_device(cfg.device), world)
@@ -124,7 +124,7 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     if world.is_main and reference_metrics(metrics) and has_references:
         # Checked before any image is made: missing or wrong reference images should not cost a generation run.
         # Datasets without reference images of their own (PartiPrompts) report those metrics as skipped instead.
-        references = open_references(cfg.dataset, records)
+        references = open_references(cfg.dataset, records, resolution=eval_resolution)
     # Only the networks of metrics that will be computed are loaded (and their weights asked for), still before
     # any image is made: FID's Inception is not needed where FID is skipped for want of reference images.
     tools = (MetricTools.build(cfg.eval, runnable_metrics(metrics, has_references), device,
@@ -212,8 +212,8 @@ def evaluation_resolution(cfg: Any) -> int:
 
 
 def dataset_has_references(name: str) -> bool:
-    """Whether the dataset's protocol defines reference images (COCO val2014, CC3M validation)."""
-    return name in ("coco30k", "coco5k", "cc3m")
+    """Whether the dataset's protocol defines reference images (COCO val2014, CC3M validation, rendered shapes)."""
+    return has_own_references(name)
 
 
 def model_weights(model_cfg: Any) -> str:

@@ -3,7 +3,7 @@
     single_object       a circle
     two_objects         a circle and a square
     counting            three triangles
-    colors              a red circle
+    colors              a red circle                       (an orange circle)
     position            a circle left of a square          (also: right of, above, below)
     color_attribution   a red circle and a blue square
 
@@ -40,17 +40,23 @@ class Request:
     relation: str | None = None
 
 
+def _a(word: str) -> str:
+    """The indefinite article before `word` ("an orange", "a red")."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def caption(scene: Scene) -> str:
     """The scene's caption in the grammar of its skill."""
     objs = scene.objects
     if scene.skill == "single_object":
         return f"a {objs[0].shape}"
     if scene.skill == "colors":
-        return f"a {objs[0].color} {objs[0].shape}"
+        return f"{_a(objs[0].color)} {objs[0].color} {objs[0].shape}"
     if scene.skill == "two_objects":
         return f"a {objs[0].shape} and a {objs[1].shape}"
     if scene.skill == "color_attribution":
-        return f"a {objs[0].color} {objs[0].shape} and a {objs[1].color} {objs[1].shape}"
+        return (f"{_a(objs[0].color)} {objs[0].color} {objs[0].shape} and "
+                f"{_a(objs[1].color)} {objs[1].color} {objs[1].shape}")
     if scene.skill == "position":
         return f"a {objs[0].shape} {scene.relation} a {objs[1].shape}"
     if scene.skill == "counting":
@@ -63,10 +69,10 @@ _COLOR = "|".join(PALETTE)
 _RELATION = "|".join(RELATIONS)
 _FORMS = [
     ("counting", re.compile(rf"^({'|'.join(NUMBERS.values())}) ({_SHAPE})s$")),
-    ("color_attribution", re.compile(rf"^a ({_COLOR}) ({_SHAPE}) and a ({_COLOR}) ({_SHAPE})$")),
+    ("color_attribution", re.compile(rf"^an? ({_COLOR}) ({_SHAPE}) and an? ({_COLOR}) ({_SHAPE})$")),
     ("two_objects", re.compile(rf"^a ({_SHAPE}) and a ({_SHAPE})$")),
     ("position", re.compile(rf"^a ({_SHAPE}) ({_RELATION}) a ({_SHAPE})$")),
-    ("colors", re.compile(rf"^a ({_COLOR}) ({_SHAPE})$")),
+    ("colors", re.compile(rf"^an? ({_COLOR}) ({_SHAPE})$")),
     ("single_object", re.compile(rf"^a ({_SHAPE})$")),
 ]
 

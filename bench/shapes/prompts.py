@@ -1,10 +1,10 @@
 """The shapes world's fixed evaluation prompts: captions of test-split scenes, 50 per skill, shipped as a file.
 
-Row i is the caption (bench/shapes/captions.py) of test scene i drawn at SCENE_SIZE px, so its skill is
-SKILLS[i % 6] (bench.shapes.scenes.make_scene): the first N rows cover the six skills round-robin, and a small
-`dataset.limit` still asks for every skill. A scene is a function of (split, index, size) (its objects are
-placed on a canvas of that size, and a draw that does not fit is redrawn), so the size the captions were written
-at is part of the list: the scene of row i is make_scene(i, "test", SCENE_SIZE).
+Row i is the caption (bench/shapes/captions.py) of test scene i, so its skill is SKILLS[i % 6]
+(bench.shapes.scenes.make_scene): the first N rows cover the six skills round-robin, and a small `dataset.limit`
+still asks for every skill. A scene's layout is chosen on a lattice and does not depend on the size it is drawn
+at, so the scene of row i is make_scene(i, "test", size) at any size (SCENE_SIZE is only the one the captions are
+read from).
 
 The grammar is small, so prompts repeat (single_object has three possible captions, two_objects six, counting
 nine); each row is still its own scene and its own sample. The shipped copy, bench/data/shapes_prompts.tsv, is
@@ -23,8 +23,8 @@ from bench.shapes.scenes import SKILLS, make_scene
 
 SPLIT = "test"
 PER_SKILL = 50
-# The canvas size the prompts' scenes are drawn at: Muse's base resolution, the suite's default evaluation one.
-SCENE_SIZE = 256
+# The size the captions are read from (any multiple of the lattice gives the same scenes).
+SCENE_SIZE = 64
 COLUMNS = ("id", "prompt", "skill", "scene")
 FILE_NAME = "shapes_prompts.tsv"
 # Where the shipped copy lives (bench/data/, read by bench.data.shapes); bench.shapes does not import bench.data.

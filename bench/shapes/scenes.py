@@ -2,10 +2,16 @@
 
 A scene is its objects' ground truth (shape, colour name, box) and the skill its caption tests. Everything is a
 function of (split, index): a scene's randomness comes from numpy's SeedSequence([split seed, index]), so the
-dataset is unlimited, needs no storage, and splits never share a scene. Objects never touch (a gap of at least
-GAP pixels), so the judge can separate them by connected components; their colours come from a small named
-palette, far apart in RGB, and shapes differ in how much of their bounding box they fill (square 1, circle
-pi/4, triangle 1/2), so reading a scene back from pixels is exact on rendered images.
+dataset is unlimited, needs no storage, and splits never share a scene.
+
+Objects sit on a LATTICE x LATTICE grid of cells: each covers 2 or 3 cells a side, and any two are at least one
+empty cell apart along some axis, so they never touch and the judge can separate them by connected components.
+The layout is chosen in cells and only scaled to pixels when drawn, so a scene is the same at every size (a
+multiple of LATTICE). The lattice is what makes the world learnable in minutes on a CPU: at the 32 px base size a
+cell is one 4 px VQ token, so an object is a small, fixed pattern of tokens rather than any of thousands of
+sub-token offsets. Colours come from a small named palette, far apart in RGB, and shapes differ in how much of
+their bounding box they fill (square 1, circle about pi/4, triangle about 1/2), so reading a scene back from
+pixels is exact on rendered images.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ SHAPES = ("circle", "square", "triangle")
 # GenEval's six skills (djghosh13/geneval), each with its own caption form (bench/shapes/captions.py).
 SKILLS = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution")
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
-GAP = 3  # pixels between any two objects
+LATTICE = 8  # cells a side; an object covers OBJECT_CELLS cells a side
+OBJECT_CELLS = (2, 3)
 RELATIONS = ("left of", "right of", "above", "below")
 
 
@@ -71,14 +78,14 @@ def relation_of(a: Obj, b: Obj) -> str | None:
     return None
 
 
-def _place(rng: np.random.Generator, sizes: list[int], size: int) -> list[tuple[int, int, int, int]] | None:
+def _place(rng: np.random.Generator, cells: list[int]) -> list[tuple[int, int, int, int]] | None:
+    """Boxes in cells, any two separated by at least one empty cell along x or y; None when they do not fit."""
     boxes: list[tuple[int, int, int, int]] = []
-    for s in sizes:
+    for c in cells:
         for _ in range(200):
-            x0, y0 = (int(v) for v in rng.integers(1, size - s, size=2))
-            box = (x0, y0, x0 + s, y0 + s)
-            if all(box[2] + GAP <= b[0] or b[2] + GAP <= box[0] or box[3] + GAP <= b[1] or b[3] + GAP <= box[1]
-                   for b in boxes):
+            x0, y0 = (int(v) for v in rng.integers(0, LATTICE - c + 1, size=2))
+            box = (x0, y0, x0 + c, y0 + c)
+            if all(box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1] for b in boxes):
                 boxes.append(box)
                 break
         else:
@@ -104,20 +111,22 @@ def _objects(rng: np.random.Generator, skill: str) -> tuple[list[tuple[str, str]
 
 
 def make_scene(index: int, split: str = "train", size: int = 64) -> Scene:
-    """Scene `index` of `split` at `size` x `size` pixels. Its skill is SKILLS[index % 6], so every six
-    consecutive scenes cover each skill once."""
+    """Scene `index` of `split` at `size` x `size` pixels (a multiple of LATTICE; the layout does not depend on
+    it). Its skill is SKILLS[index % 6], so every six consecutive scenes cover each skill once."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}: one of {', '.join(SPLIT_SEEDS)}")
+    if size < 4 * LATTICE or size % LATTICE:
+        raise ValueError(f"scene size {size} must be a multiple of {LATTICE} and at least {4 * LATTICE} px")
+    cell = size // LATTICE
     rng = np.random.default_rng(np.random.SeedSequence([SPLIT_SEEDS[split], int(index)]))
     skill = SKILLS[index % len(SKILLS)]
     # Retry draws until the objects fit (and a position scene shows its relation): a function of the seed still.
     while True:
         specs, relation = _objects(rng, skill)
-        low, high = max(6, size // 6), max(8, size // 3)
-        boxes = _place(rng, [int(rng.integers(low, high + 1)) for _ in specs], size)
+        boxes = _place(rng, [OBJECT_CELLS[int(rng.integers(len(OBJECT_CELLS)))] for _ in specs])
         if boxes is None:
             continue
-        objects = tuple(Obj(shape, color, box) for (shape, color), box in zip(specs, boxes))
+        objects = tuple(Obj(shape, color, tuple(v * cell for v in box)) for (shape, color), box in zip(specs, boxes))
         if relation is not None and relation_of(objects[0], objects[1]) != relation:
             continue
         return Scene(skill, objects, size, relation)
