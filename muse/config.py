@@ -48,6 +48,10 @@ class VQConfig:
     mid_block_add_attention: bool = False
     lookup_from_codebook: bool = False
     value_range: str = "-1,1"
+    # True: the encoder reads each f x f cell of the image on its own (a patch tokenizer), so a cell's token depends
+    # on its pixels only, not on its neighbours'; the decoder still sees the whole grid. False: the whole image at
+    # once (Muse's and aMUSEd's VQGANs).
+    encode_cells: bool = False
 
     @property
     def downsample(self) -> int:
@@ -94,6 +98,10 @@ class SuperResConfig:
     # Self-attention of the high-res decoder: None = full attention over all grid^2 tokens; B = multi-axis
     # (half the heads within BxB blocks, half across the grid), Muse's "multi-axis" super-res layers.
     attention_block: int | None = 8
+    # True: the low-res encoding is also added to the high-res token embeddings, each high-res token getting the
+    # one of the low-res token under it (the grids' alignment given rather than learned through cross-attention).
+    # Not in the paper; the muse-shapes preset uses it so that minutes of CPU training learn the super-res stage.
+    add_low_res: bool = False
 
 
 @dataclass

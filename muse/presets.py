@@ -117,6 +117,37 @@ def muse_tiny() -> PipelineConfig:
     )
 
 
+def muse_shapes() -> PipelineConfig:
+    """The architecture of muse-bench's learned shapes world (bench/train/): a small cascade, 32 px base (8x8
+    tokens) and 64 px super-res (16x16 tokens), one f=4 VQGAN for both stages whose encoder reads each 4x4 cell on
+    its own (so equal cells get equal tokens), a small T5 encoder reading CLIP's BPE words; its super-res model
+    adds the low-res encoding to the high-res tokens (SuperResConfig.add_low_res), which the paper's does not.
+    About 6M parameters: the whole cascade trains on a 2-core CPU in minutes. Random weights from
+    this preset are the untrained model the trained one is compared with."""
+    vq = VQConfig(block_out_channels=(16, 32, 32), layers_per_block=1, latent_channels=8, codebook_size=256,
+                  norm_num_groups=8, encode_cells=True)
+    text = dict(vocab_size=49408, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                feed_forward_proj="gated-gelu", dropout_rate=0.0, tie_word_embeddings=False)
+    # 16 tokens hold the longest caption of the grammar ("a red circle and a blue square": 7 words) and CLIP's
+    # start and end tokens.
+    sampler = dict(guidance_t=2.0, guidance_ramp="linear", choice_temperature=4.5)
+    return PipelineConfig(
+        name="muse-shapes",
+        text=TextConfig(kind="t5", model=text, tokenizer="clip-bpe", max_length=16),
+        vq_base=vq,
+        base=TransformerConfig(hidden=128, layers=4, heads=4, mlp=512, codebook_size=256, grid=8, text_dim=64),
+        vq_superres=vq,
+        superres=SuperResConfig(
+            enc_hidden=64, enc_layers=1, enc_heads=4, enc_mlp=256, hidden=128, layers=3, heads=4, mlp=512,
+            low_codebook_size=256, low_grid=8, codebook_size=256, grid=16, text_dim=64, attention_block=8,
+            add_low_res=True,
+        ),
+        base_sampler=SamplerConfig(steps=12, **sampler),
+        superres_sampler=SamplerConfig(steps=8, **sampler),
+        base_resolution=32,
+    )
+
+
 def _amused(name: str, resolution: int) -> PipelineConfig:
     uvit = dict(
         hidden_size=1024, use_bias=False, cond_embed_dim=768, micro_cond_encode_dim=256, micro_cond_embed_dim=1280,
@@ -166,6 +197,7 @@ PRESETS = {
     "muse-tiny": muse_tiny,
     "muse-632m": muse_632m,
     "muse-3b": muse_3b,
+    "muse-shapes": muse_shapes,
     "amused-tiny": amused_tiny,
     "amused-256": lambda: _amused("amused-256", 256),
     "amused-512": lambda: _amused("amused-512", 512),

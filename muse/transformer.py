@@ -19,10 +19,12 @@ from .text import TextEmbedding
 
 @dataclass
 class Context:
-    """Cross-attention memory [B, S, D] and its key mask [B, S] (True = attend)."""
+    """Cross-attention memory [B, S, D] and its key mask [B, S] (True = attend); `addend` [B, L, D], if set, is
+    added to the token embeddings (the super-res model's low-res encoding, when its config asks for it)."""
 
     memory: torch.Tensor
     mask: torch.Tensor
+    addend: torch.Tensor | None = None
 
 
 class TokenDecoder(nn.Module):
@@ -50,6 +52,8 @@ class TokenDecoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, context: Context) -> torch.Tensor:
         x = self.embed(tokens) + self.pos
+        if context.addend is not None:
+            x = x + context.addend
         for block in self.blocks:
             x = block(x, context.memory, context.mask)
         x = self.norm(x)
@@ -121,9 +125,19 @@ class SuperResTransformer(MaskedTokenModel):
         if low_tokens is None:
             raise ValueError("the super-res model needs the low-res tokens")
         low = self.encoder(low_tokens, Context(self.enc_text_proj(text.hidden), text.mask))
-        memory = torch.cat([self.text_proj(text.hidden), self.low_proj(low)], dim=1)
+        low = self.low_proj(low)
+        memory = torch.cat([self.text_proj(text.hidden), low], dim=1)
         low_mask = torch.ones(low.shape[:2], dtype=torch.bool, device=low.device)
-        return Context(memory, torch.cat([text.mask, low_mask], dim=1))
+        addend = None
+        if self.config.add_low_res:
+            # Each high-res token also gets the encoding of the low-res token under it: the alignment of the two
+            # grids given, not learned through attention.
+            b, n, d = low.shape
+            c = self.config
+            grid = low.transpose(1, 2).reshape(b, d, c.low_grid, c.low_grid)
+            addend = torch.nn.functional.interpolate(grid, size=(c.grid, c.grid), mode="nearest")
+            addend = addend.flatten(2).transpose(1, 2)
+        return Context(memory, torch.cat([text.mask, low_mask], dim=1), addend)
 
 
 def build_transformers(config: PipelineConfig) -> tuple[nn.Module, nn.Module | None]:

@@ -49,10 +49,11 @@ def build_vqmodel(config: VQConfig) -> VQModel:
 class VQTokenizer(nn.Module):
     """Images in [0, 1] <-> token grids [B, h*w], over a diffusers VQModel."""
 
-    def __init__(self, vq: VQModel, value_range: str = "-1,1"):
+    def __init__(self, vq: VQModel, value_range: str = "-1,1", encode_cells: bool = False):
         super().__init__()
         self.vq = vq
         self.value_range = value_range
+        self.encode_cells = encode_cells
         self.downsample = 2 ** (len(vq.config.block_out_channels) - 1)
         self.codebook_size = vq.config.num_vq_embeddings
 
@@ -63,7 +64,7 @@ class VQTokenizer(nn.Module):
         # weights every token decodes to nearly the same latent and all images look alike; N(0, 1) entries
         # keep random-weight images distinct. Loaded checkpoints overwrite the codebook either way.
         torch.nn.init.normal_(vq.quantize.embedding.weight)
-        return cls(vq, config.value_range)
+        return cls(vq, config.value_range, config.encode_cells)
 
     def _to_model_range(self, images):
         return images * 2 - 1 if self.value_range == "-1,1" else images
@@ -72,11 +73,25 @@ class VQTokenizer(nn.Module):
         images = (images + 1) / 2 if self.value_range == "-1,1" else images
         return images.clamp(0, 1)
 
+    def latents(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's output [B, C, H/f, W/f] (before quantisation) for images in the model's pixel range: of the
+        whole image, or (encode_cells) of each f x f cell on its own."""
+        if not self.encode_cells:
+            return self.vq.encode(images).latents
+        b, c, h, w = images.shape
+        f = self.downsample
+        if h % f or w % f:
+            raise ValueError(f"a {h}x{w} image does not split into {f}x{f} cells")
+        cells = images.unfold(2, f, f).unfold(3, f, f)  # [B, C, H/f, W/f, f, f]
+        cells = cells.permute(0, 2, 3, 1, 4, 5).reshape(b * (h // f) * (w // f), c, f, f)
+        latents = self.vq.encode(cells).latents  # [B * cells, C', 1, 1]
+        return latents.reshape(b, h // f, w // f, -1).permute(0, 3, 1, 2)
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1] -> tokens [B, (H/f)*(W/f)]."""
         param = next(self.vq.parameters())
-        latents = self.vq.encode(self._to_model_range(images.to(param.device, param.dtype))).latents
+        latents = self.latents(self._to_model_range(images.to(param.device, param.dtype)))
         _, _, (_, _, indices) = self.vq.quantize(latents)
         return indices.view(images.shape[0], -1)
 

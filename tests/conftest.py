@@ -87,3 +87,16 @@ def muse_bench(*args: str, cwd: Path | str, process: bool = False, env: dict[str
     if env is not None:
         raise ValueError("env applies to a subprocess: pass process=True")
     return _in_process(args, Path(cwd))
+
+
+@pytest.fixture(scope="session")
+def shapes_world(tmp_path_factory):
+    """The test suite's learned shapes world (recipe shapes-ci, bench/train/recipe.py), trained once per session into
+    a cache of the session's own (MUSE_BENCH_CACHE, which later commands of the session inherit): its folder.
+
+    Set MUSE_BENCH_TEST_CACHE to a folder to keep the world between sessions (a changed recipe gets a new key)."""
+    cache = os.environ.get("MUSE_BENCH_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
+    os.environ["MUSE_BENCH_CACHE"] = cache
+    from bench.train.world import ensure_world
+
+    return ensure_world("shapes-ci", progress=False)

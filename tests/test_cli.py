@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # The generate job alone, without the default job's latency and report (tested on its own below).
-GENERATE = ("job=generate", "eval.metrics=[]")
+# experiment=tiny: muse-tiny on PartiPrompts with random weights, nothing trained (the default experiment trains the
+# shapes world; its own test below uses the test suite's shorter recipe).
+GENERATE = ("experiment=tiny", "job=generate", "eval.metrics=[]")
 
 
 def test_help_lists_config_groups(tmp_path):
@@ -44,7 +46,7 @@ def test_help_lists_config_groups(tmp_path):
 
 
 def test_cfg_job_prints_the_resolved_config_with_overrides(tmp_path):
-    done = muse_bench("--cfg", "job", "dataset.limit=3", "seed=5", "model=muse-632m", cwd=tmp_path)
+    done = muse_bench("--cfg", "job", "experiment=tiny", "dataset.limit=3", "seed=5", "model=muse-632m", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     cfg = yaml.safe_load(done.stdout)
     assert cfg["model"] == {"name": "muse-632m", "family": "muse", "pretrained": None, "resolution": [256, 512],
@@ -56,7 +58,7 @@ def test_cfg_job_prints_the_resolved_config_with_overrides(tmp_path):
 
 
 def test_override_of_the_wrong_type_is_refused(tmp_path):
-    done = muse_bench("--cfg", "job", "seed=abc", cwd=tmp_path)
+    done = muse_bench("--cfg", "job", "experiment=tiny", "seed=abc", cwd=tmp_path)
     assert done.returncode != 0
     assert "seed" in done.stderr and "Traceback" not in done.stderr
 
@@ -64,11 +66,13 @@ def test_override_of_the_wrong_type_is_refused(tmp_path):
 def test_every_model_preset_has_a_config_that_matches_the_pipeline():
     files = {path.stem: path for path in (REPO / "conf" / "model").glob("*.yaml")}
     muse = {name: path for name, path in files.items() if OmegaConf.load(path).get("family", "muse") == "muse"}
-    assert set(muse) == set(PRESET_NAMES)
+    # muse-shapes-random: the muse-shapes preset under a name of its own (random weights beside the trained ones).
+    assert set(muse) == set(PRESET_NAMES) | {"muse-shapes-random"}
     assert set(files) - set(muse) == {"sd-v1-4", "sd-v1-4-tiny"}
     for name, path in muse.items():
         cfg = OmegaConf.load(path)
         assert cfg.name == name
+        name = cfg.get("preset") or name
         assert cfg.pretrained is None
         assert list(cfg.resolution) == list(preset_config(name).resolutions), name
         assert list(cfg.native_resolutions) == list(cfg.resolution), name  # Muse models: every size is native
@@ -181,14 +185,14 @@ def test_pretrained_checkpoint_is_loaded_and_recorded(tmp_path):
 
 
 def test_unknown_model_group_lists_the_presets(tmp_path):
-    done = muse_bench(f"hydra.run.dir={tmp_path}", "model=muse-7b", cwd=tmp_path)
+    done = muse_bench(f"hydra.run.dir={tmp_path}", "experiment=tiny", "model=muse-7b", cwd=tmp_path)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert all(name in done.stderr for name in PRESET_NAMES)
 
 
 def test_unknown_model_name_is_one_paragraph_listing_the_presets(tmp_path):
-    done = muse_bench(f"hydra.run.dir={tmp_path}", "model.name=muse-7b", cwd=tmp_path)
+    done = muse_bench(f"hydra.run.dir={tmp_path}", "experiment=tiny", "model.name=muse-7b", cwd=tmp_path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     [message] = [line for line in done.stderr.splitlines() if line.startswith("muse-bench: error:")]
@@ -216,37 +220,38 @@ def test_expected_errors_exit_2_without_traceback(tmp_path, override, expected):
     assert expected in done.stderr
 
 
-def test_default_job_writes_the_report_with_latency_samples_and_trajectories(tmp_path):
-    """`muse-bench` as a new user runs it, with the latency part shrunk to test-size models under the default's
-    own protocol (the full default, Muse-3B and SD v1.4 at full size, takes minutes: timed in the issue notes)."""
-    small = ["latency.models=[muse-tiny,sd-v1-4]", "latency.sd_profile=tiny", "latency.dtype=float32",
-             "latency.runs=1", "latency.compare=[[sd-v1-4,muse-tiny]]",
-             "dataset.limit=2", "trajectories=1", "model.steps=3"]
+def test_default_job_writes_the_report_with_the_learned_world_latency_samples_and_trajectories(tmp_path, shapes_world):
+    """`muse-bench` as a new user runs it, on the test suite's shorter-trained world (world=shapes-ci) and with the
+    latency part shrunk to test-size models under the default's own protocol (the full default, Muse-3B and SD v1.4
+    at full size, takes minutes: timed in the issue notes)."""
+    small = ["world=shapes-ci", "latency.models=[muse-tiny,sd-v1-4]", "latency.sd_profile=tiny",
+             "latency.dtype=float32", "latency.runs=1", "latency.compare=[[sd-v1-4,muse-tiny]]",
+             "dataset.limit=6", "trajectories=1", "sweep.values=[1.0,3.0]"]
     done = muse_bench(f"hydra.run.dir={tmp_path}", *small, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["experiment"] == "default"
     assert {(r["model"], r["resolution"], r["batch_size"], r["protocol"].split(":")[0]) for r in results["latency"]
-            if r["stage"] == "total"} == {(m, res, 1, "per_stage") for m in ("muse-tiny", "sd-v1-4") for res in (256, 512)}
-    # Two test-size models: the report gives no time ratio between them, at either resolution.
-    assert [(p["resolution"], p["ratio"], p["shown"]) for p in results["latency_ratios"]] == [
-        (256, None, False), (512, None, False)]
-    [evaluation] = results["evaluations"]
-    assert evaluation["n_samples"]["requested"] == 2
-    # No CLIP weights here: the metric is reported as skipped, saying how to supply them.
-    clip = evaluation["metrics"]["clip_score"]
-    assert clip["value"] is None and "eval.clip.pretrained" in clip["protocol"]["skipped"]
+            if r["stage"] == "total"} == {(m, 256, 1, "per_stage") for m in ("muse-tiny", "sd-v1-4")}
+    # The trained world's Muse, its random-weight twin, then the guidance sweep of the trained one.
+    labels = [(e["model"], (e.get("sweep") or {}).get("value")) for e in results["evaluations"]]
+    assert labels == [("muse-shapes", None), ("muse-shapes-random", None), ("muse-shapes", 1.0), ("muse-shapes", 3.0)]
+    trained = results["evaluations"][0]
+    assert trained["n_samples"]["requested"] == 6 and trained["protocol"]["resolution"] == 64
+    for name in ("judge_accuracy", "clip_score", "fid"):
+        assert trained["metrics"][name]["value"] is not None, name
+    assert "muse-bench-shapes-clip" in json.dumps(trained["metrics"]["clip_score"]["protocol"])
     assert sorted(p.name for p in (tmp_path / "trajectory").glob("*.png")) == [
-        f"muse-tiny-00000-step{s:02d}.png" for s in (1, 2, 3)]
+        f"muse-shapes-00000-step{s:02d}.png" for s in range(1, 13)]
 
     report = (tmp_path / "report.md").read_text()
     figures = re.findall(r"\]\((figures/[^)]+\.png)\)", report)
     assert any("latency" in f for f in figures) and any("trajectory" in f for f in figures)
-    assert any("grid" in f for f in figures)
+    assert any("grid" in f for f in figures) and "figures/fid-judge-guidance.png" in figures
     for figure in figures:
         with Image.open(tmp_path / figure) as image:
             assert image.format == "PNG"
-    assert "not a paper number" in report and "eval.clip.pretrained" in report
+    assert "not a paper number" in report
 
 
 def folder_state(folder: Path) -> dict[str, bytes]:

@@ -113,7 +113,7 @@ def test_a_corrupt_reference_image_is_reported_and_left_out(setup, tmp_path):
     refs = tmp_path / "refs"
     shutil.copytree(root / "refs", refs)
     (refs / "zz-truncated.jpg").write_bytes(PHOTOS[0].read_bytes()[:300])
-    done = muse_bench("job=generate", "dataset.limit=2", "eval.metrics=[fid]", "model.steps=2", *overrides,
+    done = muse_bench("experiment=tiny", "job=generate", "dataset.limit=2", "eval.metrics=[fid]", "model.steps=2", *overrides,
                       f"dataset.reference_dir={refs}", f"eval.cache_dir={tmp_path / 'cache'}",
                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -124,7 +124,7 @@ def test_a_corrupt_reference_image_is_reported_and_left_out(setup, tmp_path):
 
 def test_metrics_without_references_are_reported_as_skipped(setup, tmp_path):
     root, overrides = setup
-    done = muse_bench("job=generate", "dataset.limit=2", "eval.metrics=[fid,clip_score]", "model.steps=2", *overrides,
+    done = muse_bench("experiment=tiny", "job=generate", "dataset.limit=2", "eval.metrics=[fid,clip_score]", "model.steps=2", *overrides,
                       "dataset.reference_dir=null", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "results.json").read_text())["evaluations"][0]["metrics"]
@@ -141,7 +141,7 @@ def test_expected_evaluation_errors_exit_2_before_generating(setup, tmp_path, ar
     root, _ = setup
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # no stray Inception weights in the temp folder
     args = [a.format(refs=root / "refs") for a in args]
-    done = muse_bench("job=generate", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    done = muse_bench("experiment=tiny", "job=generate", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and expected in done.stderr
     assert not (tmp_path / "run" / "samples").exists()

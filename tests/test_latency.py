@@ -24,7 +24,9 @@ CONTRACT_COLUMNS = ("model", "weights", "profile", "resolution", "batch_size", "
 
 def run_latency(tmp_path, *overrides):
     """Run the command line with its run folder in tmp_path (in-process, tests/conftest.py)."""
-    return muse_bench(f"hydra.run.dir={tmp_path}", *overrides, cwd=tmp_path)
+    # Without an experiment of its own, the tiny one (the default experiment trains the shapes world).
+    chosen = () if any(o.startswith("experiment=") for o in overrides) else ("experiment=tiny",)
+    return muse_bench(f"hydra.run.dir={tmp_path}", *chosen, *overrides, cwd=tmp_path)
 
 
 def read_csv(path):

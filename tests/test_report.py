@@ -518,10 +518,10 @@ def test_a_bad_reference_row_names_its_line(tmp_path):
 
 def test_report_of_a_real_run_of_the_command(tmp_path):
     run = tmp_path / "run"
-    # The default job with its latency part on test-size shapes (the default times Muse-3B at full size).
+    # The tiny experiment (the default job on muse-tiny) with its latency part on test-size shapes.
     small = ["latency.models=[muse-tiny,sd-v1-4]", "latency.sd_profile=tiny", "latency.dtype=float32",
              "latency.runs=1", "latency.compare=[[sd-v1-4,muse-tiny]]"]
-    done = muse_bench("dataset.limit=2", f"hydra.run.dir={run}", *small, cwd=tmp_path)
+    done = muse_bench("experiment=tiny", "dataset.limit=2", f"hydra.run.dir={run}", *small, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # The report's own command line, in a process of its own.
     done = subprocess.run([sys.executable, "-m", "bench.report", str(run)], capture_output=True, text=True,

@@ -214,7 +214,7 @@ def test_the_judge_refuses_prompts_outside_the_shapes_grammar(tmp_path):
 
 def test_a_generation_run_on_shapes_writes_the_judge_entries(tmp_path):
     run_dir = tmp_path / "run"
-    done = muse_bench("job=generate", "model=muse-tiny", "dataset=shapes", "dataset.limit=6", "resolutions=[256]",
+    done = muse_bench("experiment=tiny", "job=generate", "model=muse-tiny", "dataset=shapes", "dataset.limit=6", "resolutions=[256]",
                       "eval.metrics=[judge]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     (ev,) = json.loads((run_dir / "results.json").read_text())["evaluations"]

@@ -25,7 +25,7 @@ def _choices(name: str, values: str) -> type[StrEnum]:
     return StrEnum(name, [(v, v) for v in values.split()])
 
 
-Job = _choices("Job", "default generate latency prepare")
+Job = _choices("Job", "default generate latency prepare sweep train")
 Family = _choices("Family", "muse stable-diffusion")
 Profile = _choices("Profile", "full scaled tiny")
 Dtype = _choices("Dtype", "float32 bfloat16 float16")
@@ -46,6 +46,12 @@ class ModelConfig:
     family: Family = Family.muse
     # A local checkpoint folder or a hub id for MusePipeline.from_pretrained; null = random init.
     pretrained: str | None = None
+    # A training recipe of the learned shapes world (bench/train/recipe.py, e.g. shapes): the weights are that
+    # world's, trained into the cache ($MUSE_BENCH_CACHE/worlds/, default ~/.cache/muse-bench) first if absent.
+    world: str | None = None
+    # The muse preset whose architecture to build with random weights when neither pretrained nor world is set;
+    # null = `name` (so one architecture can run under two names, e.g. trained and random side by side).
+    preset: str | None = None
     # The output resolutions this pipeline supports (256: base model; 512: base + super-res).
     resolution: list[int] = field(default_factory=lambda: [256])
     # The resolutions the model was trained at (null = all of `resolution`). An image asked for at another one is
@@ -126,6 +132,23 @@ class LatencyConfig:
     compare: list[list[str]] = field(default_factory=list)
     # Seconds after which no new configuration is started (those left say over_budget); null = no limit.
     budget_s: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The train job (bench/train/): which recipe of the shapes world to train into the cache."""
+
+    # A name of bench.train.recipe.RECIPES: shapes (what model=muse-shapes uses) or shapes-ci (the tests' shorter one).
+    recipe: str = "shapes"
+
+
+@dataclass
+class SweepConfig:
+    """The sweep job (bench/jobs/sweep.py): one decoding setting of the model run at several values."""
+
+    # guidance_scale (the paper's Figure 8) or steps.
+    key: str = "guidance_scale"
+    values: list[Any] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 5.0, 8.0])
 
 
 @dataclass
@@ -236,6 +259,11 @@ class BenchConfig:
     # manifest + metrics in results.json), "latency" (latency.csv) or "prepare" (a dataset's reference images).
     job: Job = Job.generate
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    # The learned shapes world (a recipe of bench/train/recipe.py) that model=muse-shapes and the shapes metrics
+    # (conf/eval/shapes.yaml) use: shapes, or shapes-ci (the test suite's shorter training).
+    world: str = "shapes"
     # The default job also draws the decoding trajectories (what is unmasked at each step) of its first N samples.
     trajectories: int = 2
     # job=prepare downloads a dataset's reference images under <data_root>/<dataset name> (bench/data/download.py).

@@ -1,5 +1,5 @@
-"""The jobs `muse-bench` runs (config key `job`), one module each: generate, latency, prepare and the default
-job that strings them together. Each is `run_<name>(cfg, *, run_dir, experiment, overrides) -> results path`.
+"""The jobs `muse-bench` runs (config key `job`), one module each: generate, latency, prepare, sweep, train
+and the default job that strings them together. Each is `run_<name>(cfg, *, run_dir, experiment, overrides) -> results path`.
 Helpers the jobs share live beside them: checks (settings checked before writing), generation (resumable
 samples), distributed (torchrun / SLURM)."""
 
@@ -10,4 +10,6 @@ JOBS = Registry("job", {
     "generate": "bench.jobs.generate:run_generation",
     "latency": "bench.jobs.latency:run_latency",
     "prepare": "bench.jobs.prepare:run_prepare",
+    "sweep": "bench.jobs.sweep:run_sweep",
+    "train": "bench.jobs.train:run_train",
 })

@@ -155,3 +155,29 @@ def _score_judge(scoring: Scoring, model: ModelScores) -> dict[str, MetricEntry]
 
 
 JUDGE = Metric("judge", network="judge", entries=dict.fromkeys(ENTRIES, True), score_model=_score_judge)
+
+
+def judge_agreement(prompts: Sequence[str], images_a: Sequence[Any], images_b: Sequence[Any], scorer: Any,
+                    margin: float = 0.0) -> dict[str, Any]:
+    """Two models' images of the same prompts judged pairwise twice: exactly (A wins where only A's image satisfies
+    the prompt, B where only B's does, a tie otherwise) and by CLIP (the higher image-prompt cosine wins; within
+    `margin`, a tie), with how often the CLIP judge picks the exact judge's winner where the exact judge has one.
+
+    `scorer` is a bench.metrics.clip_model.ClipScorer. Chance agreement is 0.5 (CLIP picks one of two)."""
+    exact = [satisfies(detect(a), parse(p)) - satisfies(detect(b), parse(p))
+             for p, a, b in zip(prompts, images_a, images_b, strict=True)]
+    cos_a, _ = scorer.cosines(list(images_a), list(prompts))
+    cos_b, _ = scorer.cosines(list(images_b), list(prompts))
+    clip = [(1 if d > margin else -1 if d < -margin else 0) for d in (cos_a - cos_b).tolist()]
+    decided = [(e, c) for e, c in zip(exact, clip) if e != 0]
+    agree = sum(e == c for e, c in decided)
+
+    def tally(verdicts):
+        n = len(verdicts)
+        return {"wins": sum(v > 0 for v in verdicts) / n, "losses": sum(v < 0 for v in verdicts) / n,
+                "ties": sum(v == 0 for v in verdicts) / n} if n else None
+
+    return {"n_prompts": len(exact), "exact": tally(exact), "clip": tally(clip), "n_decided": len(decided),
+            "agreement": agree / len(decided) if decided else None,
+            "agreement_stderr": _binomial_stderr(agree / len(decided), len(decided)) if decided else None,
+            "chance": 0.5, "clip_margin": margin}

@@ -45,8 +45,9 @@ MUSE_DETERMINISM = (
 
 
 def load_pipeline(model_cfg: Any, device: str) -> MusePipeline:
-    """The pipeline for a model config: from_pretrained when `pretrained` is set, else the named preset
-    with random weights (offline) drawn from `init_seed`.
+    """The pipeline for a model config: from_pretrained when `pretrained` is set; a trained world's weights when
+    `world` names a training recipe (trained into the cache first if absent, bench/train/world.py); else the
+    preset (`preset`, or `name`) with random weights (offline) drawn from `init_seed`.
 
     An unknown preset name raises BenchError listing the known ones; errors of the muse package
     (missing weights, bad checkpoints) propagate as muse.errors.MuseError.
@@ -59,6 +60,11 @@ def load_pipeline(model_cfg: Any, device: str) -> MusePipeline:
                 "name (letters, digits, '.', '_', '-')."
             )
         return MusePipeline.from_pretrained(model_cfg.pretrained, device=device)
+    if model_cfg.get("world"):
+        from bench.train.world import ensure_world
+
+        return MusePipeline.from_pretrained(str(ensure_world(model_cfg.world) / "pipeline"), device=device)
+    name = model_cfg.get("preset") or name
     if name not in PRESET_NAMES:
         raise BenchError(
             f"Unknown model {name!r}. Known models: {', '.join(PRESET_NAMES)}. Pick one with model=NAME, "

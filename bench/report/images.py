@@ -71,11 +71,12 @@ def grids_section(runs: list[Run], figures: FigureFolder) -> str | None:
             title = (f"{ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px, guidance g="
                      f"{number(guidance_scale(ev))}, seed {protocol.get('seed')}")
             path = figs.image_grid([folder / str(r["file"]) for r in rows], [str(r.get("prompt", "")) for r in rows],
-                                   figures.path(f"grid-{ev.get('model')}-{ev.get('dataset')}-"
+                                   figures.path(f"grid-{folder.parent.name}-{ev.get('dataset')}-"
                                                 f"{protocol.get('resolution')}-{run.label}"),
                                    title=title, note=("Random weights: the images show the pipeline working, not what "
                                                       "the model can draw." if ev.get("weights") == "random" else None))
             heading = f"### {ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px" + \
+                      (f", guidance g={number(guidance_scale(ev))}" if ev.get("sweep") else "") + \
                       (f" ({run.label})" if len(runs) > 1 else "")
             facets = {k: v for k, v in eval_facets(run, ev, ()).items()}
             facets["shown"] = f"the first {len(rows)} prompts (replica 0) of {samples_dir}/{MANIFEST_FILE}"

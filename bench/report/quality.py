@@ -84,15 +84,21 @@ def guidance_section(runs: list[Run], figures: FigureFolder, failed: list[Run]) 
     if not sweeps:
         return None
     curves: dict[str, list[dict[str, Any]]] = {}
+    judge_curves: dict[str, list[dict[str, Any]]] = {}
     rows, notes, unplotted = [], [], []
     clip_names = set()
     several = len({(k[1], k[2]) for k in sweeps}) > 1
     for (model, dataset, res), entries in sweeps.items():
         name = model + (f" ({dataset}, {res} px)" if several else "")
         points = []
+        judged = []
         for run, ev in sorted(entries, key=lambda e: float(guidance_scale(e[1]))):
             metrics = ev.get("metrics") or {}
             fid, clip = metrics.get("fid") or {}, _clip_metric(metrics)
+            judge = metrics.get("judge_accuracy") or {}
+            if fid.get("value") is not None and judge.get("value") is not None:
+                judged.append({"x": judge["value"], "y": fid["value"], "xerr": judge.get("stderr"),
+                               "yerr": fid.get("stderr"), "label": f"g={number(guidance_scale(ev))}"})
             if fid.get("value") is None or clip is None:
                 why = (fid.get("protocol") or {}).get("skipped") or "FID or CLIP not computed"
                 unplotted.append(f"{model} at guidance {guidance_scale(ev)} ({run.label}): {why}")
@@ -105,6 +111,8 @@ def guidance_section(runs: list[Run], figures: FigureFolder, failed: list[Run]) 
             notes.append((f"{model} g={number(guidance_scale(ev))} ({run.label})", eval_facets(run, ev, {"fid", clip[0]})))
         if len(points) >= 2:
             curves[name] = points
+        if len(judged) >= 2:
+            judge_curves[name] = judged
     text = ["## FID against CLIP over the guidance scale\n\nAs in the Muse paper's Figure 8: one curve per model "
             "through its runs at each guidance scale (labels g=...), lower FID and higher CLIP being better."]
     if curves:
@@ -118,6 +126,14 @@ def guidance_section(runs: list[Run], figures: FigureFolder, failed: list[Run]) 
         text.append(figures.link(path, "FID against CLIP over guidance scale"))
     else:
         text.append("No curve: fewer than two runs of a model have both FID and CLIP.")
+    if judge_curves:
+        # The shapes world's exact judge measures alignment without a learned model in the way: the same trade-off
+        # with GenEval-style accuracy on the x axis.
+        path = figs.tradeoff_curve(judge_curves, figures.path("fid-judge-guidance"),
+                                   xlabel="exact judge accuracy (mean of skills), higher is better",
+                                   ylabel="FID, lower is better", title="FID against judge accuracy over guidance scale",
+                                   note="Error bars: one standard error each way.")
+        text.append(figures.link(path, "FID against judge accuracy over guidance scale"))
     if rows:
         header = ["Model", "Guidance g", "CLIP", "FID", "n", "Run", "Note"]
         text.append(markdown_table(header, rows) + "\n\n" + protocol_note(notes))

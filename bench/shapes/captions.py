@@ -40,7 +40,7 @@ class Request:
     relation: str | None = None
 
 
-def _a(word: str) -> str:
+def article(word: str) -> str:
     """The indefinite article before `word` ("an orange", "a red")."""
     return "an" if word[0] in "aeiou" else "a"
 
@@ -51,12 +51,12 @@ def caption(scene: Scene) -> str:
     if scene.skill == "single_object":
         return f"a {objs[0].shape}"
     if scene.skill == "colors":
-        return f"{_a(objs[0].color)} {objs[0].color} {objs[0].shape}"
+        return f"{article(objs[0].color)} {objs[0].color} {objs[0].shape}"
     if scene.skill == "two_objects":
         return f"a {objs[0].shape} and a {objs[1].shape}"
     if scene.skill == "color_attribution":
-        return (f"{_a(objs[0].color)} {objs[0].color} {objs[0].shape} and "
-                f"{_a(objs[1].color)} {objs[1].color} {objs[1].shape}")
+        return (f"{article(objs[0].color)} {objs[0].color} {objs[0].shape} and "
+                f"{article(objs[1].color)} {objs[1].color} {objs[1].shape}")
     if scene.skill == "position":
         return f"a {objs[0].shape} {scene.relation} a {objs[1].shape}"
     if scene.skill == "counting":

@@ -1,8 +1,9 @@
 """The exact judge of the shapes world: objects read back from pixels, and a prompt's request checked against them.
 
 Reading: every pixel goes to the nearest palette colour or the background (RGB distance); each colour's connected
-regions of at least MIN_AREA pixels are objects, and a region's shape is read from how much of its bounding box
-it fills (square about 1, circle about pi/4, triangle about 1/2). Checking, per skill as GenEval does it
+regions of at least MIN_AREA pixels with a near-square box that they fill at least MIN_FILL of are objects (other
+regions are blobs, which a detector would not be confident of), and a region's shape is read from how much of its
+bounding box it fills (square about 1, circle about pi/4, triangle about 1/2). Checking, per skill as GenEval does it
 (djghosh13/geneval): the asked shapes present (two_objects, single_object), exactly the asked count (counting),
 with the asked colours bound to the asked shapes (colors, color_attribution), in the asked relation (position,
 by bench.shapes.scenes.relation_of). The judge reads the prompt only (bench/shapes/captions.py), never a scene.
@@ -18,6 +19,12 @@ from bench.shapes.captions import Request, parse
 from bench.shapes.scenes import BACKGROUND, PALETTE, Obj, Scene, relation_of
 
 MIN_AREA = 12  # pixels: smaller regions are specks (a decoder's stray pixels), not objects
+# What makes a region an object rather than a blob, as a detector's confidence threshold does in GenEval: every
+# object of the world has a square box, so a region whose box is far from square is not one (sides may differ by
+# MAX_SKEW of the longer, or 2 px); and a triangle fills about half its box, so a region filling less than
+# MIN_FILL of it is a fragment or a ring, not a shape. Rendered scenes pass both at every size (tests).
+MAX_SKEW = 0.2
+MIN_FILL = 0.4
 # Fill ratio of the bounding box above which a region is a square, and above which (below that) a circle: rendered
 # at 32 px and up, squares fill 1, circles 0.667-0.812 and triangles 0.50-0.58 of their boxes.
 SQUARE_FILL, CIRCLE_FILL = 0.9, 0.625
@@ -39,6 +46,8 @@ def detect(image: Image.Image | np.ndarray) -> list[Obj]:
                 continue
             height, width = box[0].stop - box[0].start, box[1].stop - box[1].start
             fill = area / (height * width)
+            if abs(height - width) > max(2, MAX_SKEW * max(height, width)) or fill < MIN_FILL:
+                continue
             shape = "square" if fill > SQUARE_FILL else "circle" if fill > CIRCLE_FILL else "triangle"
             found.append(Obj(shape, name, (box[1].start, box[0].start, box[1].stop, box[0].stop)))
     return found

@@ -4,12 +4,13 @@ A scene is its objects' ground truth (shape, colour name, box) and the skill its
 function of (split, index): a scene's randomness comes from numpy's SeedSequence([split seed, index]), so the
 dataset is unlimited, needs no storage, and splits never share a scene.
 
-Objects sit on a LATTICE x LATTICE grid of cells: each covers 2 or 3 cells a side, and any two are at least one
-empty cell apart along some axis, so they never touch and the judge can separate them by connected components.
-The layout is chosen in cells and only scaled to pixels when drawn, so a scene is the same at every size (a
-multiple of LATTICE). The lattice is what makes the world learnable in minutes on a CPU: at the 32 px base size a
-cell is one 4 px VQ token, so an object is a small, fixed pattern of tokens rather than any of thousands of
-sub-token offsets. Colours come from a small named palette, far apart in RGB, and shapes differ in how much of
+Objects sit on a LATTICE x LATTICE grid of cells: each fills one cell, and any two are at least one empty cell
+apart along some axis, so they never touch and the judge can separate them by connected components. The layout is
+chosen in cells and only scaled to pixels when drawn, so a scene is the same at every size (a multiple of LATTICE).
+The lattice is what makes the world learnable in minutes on a CPU: at the 32 px base size a cell is one 4 px VQ
+token, so an object is one token (its shape and colour) rather than a pattern of tokens at any of thousands of
+offsets; at 64 px (8 px objects) it is 2x2 tokens, which the super-res stage learns to draw. Objects of several
+cells, at any offset, were tried first: a few minutes of training then drew blobs, not shapes. Colours come from a small named palette, far apart in RGB, and shapes differ in how much of
 their bounding box they fill (square 1, circle about pi/4, triangle about 1/2), so reading a scene back from
 pixels is exact on rendered images.
 """
@@ -36,7 +37,7 @@ SHAPES = ("circle", "square", "triangle")
 SKILLS = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution")
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 LATTICE = 8  # cells a side; an object covers OBJECT_CELLS cells a side
-OBJECT_CELLS = (2, 3)
+OBJECT_CELLS = (1,)
 RELATIONS = ("left of", "right of", "above", "below")
 
 
@@ -116,7 +117,8 @@ def make_scene(index: int, split: str = "train", size: int = 64) -> Scene:
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}: one of {', '.join(SPLIT_SEEDS)}")
     if size < 4 * LATTICE or size % LATTICE:
-        raise ValueError(f"scene size {size} must be a multiple of {LATTICE} and at least {4 * LATTICE} px")
+        raise ValueError(f"scene size {size} must be a multiple of {LATTICE} and at least {4 * LATTICE} px "
+                         f"(the judge reads objects from {8 * LATTICE} px on)")
     cell = size // LATTICE
     rng = np.random.default_rng(np.random.SeedSequence([SPLIT_SEEDS[split], int(index)]))
     skill = SKILLS[index % len(SKILLS)]

@@ -1,0 +1,86 @@
+"""The sweep job: one model setting swept over values (the paper's Figure 8 is model.guidance_scale), each value a
+generation run of its own with the run's metrics, all in one results.json.
+
+Each value's samples go to samples/<model>-<key>-<value>/ and its evaluations are labelled so; the report draws
+every metric against the value, and FID against CLIP score and judge accuracy (bench/report/sweeps.py). A killed
+sweep resumes where it stopped, as the generate job does: samples on disk are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bench.core.errors import BenchError
+from bench.core.provenance import collect_provenance
+from bench.core.results import build_results, write_results
+from bench.jobs.generate import generate_and_score
+
+log = logging.getLogger(__name__)
+
+# model settings a sweep may vary: each is a decoding setting, so every value is the same weights sampled otherwise.
+SWEEPABLE = ("guidance_scale", "steps")
+
+
+def swept_name(model: str, key: str, value: Any) -> str:
+    """The label of one value's model: <model>-<key>-<value>, a plain folder name."""
+    return f"{model}-{key}-{value}"
+
+
+def check_sweep(cfg: DictConfig) -> list[Any]:
+    """The sweep's values, or a BenchError naming the setting when it is not one a sweep can vary."""
+    key = cfg.sweep.key
+    if key not in SWEEPABLE:
+        raise BenchError(f"sweep.key={key!r} is not a setting a sweep varies; use one of {', '.join(SWEEPABLE)}.")
+    values = list(cfg.sweep.values)
+    if not values:
+        raise BenchError("sweep.values is empty: give the values of sweep.key to run, e.g. sweep.values=[1,2,4].")
+    if len(set(map(str, values))) != len(values):
+        raise BenchError(f"sweep.values repeats a value: {values}.")
+    return values
+
+
+def sweep_evaluations(cfg: DictConfig, run_dir: str | Path) -> tuple[list[dict], str]:
+    """Generate and score cfg.model at each of cfg.sweep.values of cfg.sweep.key (eval.compare_to not used);
+    returns (the evaluations, labelled with their sweep value, and the device)."""
+    values = check_sweep(cfg)
+    key = cfg.sweep.key
+    evaluations: list[dict] = []
+    device = cfg.device
+    for value in values:
+        run_cfg = cfg.copy()
+        with open_dict(run_cfg):
+            run_cfg.eval.compare_to = None
+            if not (run_cfg.model.get("world") or run_cfg.model.get("pretrained") or run_cfg.model.get("preset")):
+                run_cfg.model.preset = cfg.model.name  # the architecture stays the named preset's
+            run_cfg.model.name = swept_name(cfg.model.name, key, value)
+            run_cfg.model[key] = value
+        log.info("sweep %s: %s", key, value)
+        found, device, _ = generate_and_score(run_cfg, run_dir=run_dir, skip_missing_weights=True)
+        for entry in found:
+            # Labelled with the swept model's own name, so the report draws one curve through the values; the
+            # samples' folder keeps the value in its name.
+            entry["sweep"] = {"model": cfg.model.name, "key": key, "value": value, "samples": run_cfg.model.name}
+            entry["model"] = cfg.model.name
+        evaluations += found
+    return evaluations, device
+
+
+def run_sweep(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
+    """The sweep job: sweep_evaluations, one results.json for all values, and report.md."""
+    from bench.report.document import report_run_dir
+
+    check_sweep(cfg)
+    if cfg.eval.compare_to:
+        raise BenchError("eval.compare_to is not used by a sweep (every value is compared with the others); unset it.")
+    evaluations, device = sweep_evaluations(cfg, run_dir)
+    key, values = cfg.sweep.key, list(cfg.sweep.values)
+    results = build_results(experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
+                            provenance=collect_provenance(device), evaluations=evaluations, overrides=overrides)
+    results["sweep"] = {"model": cfg.model.name, "key": key, "values": values}
+    path = write_results(Path(run_dir), results)
+    log.info("report: %s", report_run_dir(Path(run_dir)))
+    return path
