@@ -69,7 +69,7 @@ def test_inpainting_puts_the_asked_object_in_the_masked_block_and_keeps_the_rest
 def test_the_exact_judge_and_the_clip_judge_agree_above_chance(world, prompts, monkeypatch):
     # Catches: a CLIP judge that cannot read the images (agreement near 0.5), a comparison with its sides swapped
     # (agreement near 0).
-    from bench.train.clip import world_clip_scorer
+    from bench.train.scorers import world_clip_scorer
 
     _, trained = accuracy(world[0], prompts)
     _, unguided = accuracy(world[0], prompts, guidance_scale=1.0)
