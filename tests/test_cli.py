@@ -226,7 +226,7 @@ def test_default_job_writes_the_report_with_the_learned_world_latency_samples_an
     at full size, takes minutes: timed in the issue notes)."""
     small = ["world=shapes-ci", "latency.models=[muse-tiny,sd-v1-4]", "latency.sd_profile=tiny",
              "latency.dtype=float32", "latency.runs=1", "latency.compare=[[sd-v1-4,muse-tiny]]",
-             "dataset.limit=6", "trajectories=1", "sweep.values=[1.0,3.0]"]
+             "dataset.limit=6", "trajectories=1", "sweep.points=[1.0,3.0]"]
     done = muse_bench(f"hydra.run.dir={tmp_path}", *small, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())

@@ -148,7 +148,8 @@ class SweepConfig:
 
     # guidance_scale (the paper's Figure 8) or steps.
     key: str = "guidance_scale"
-    values: list[Any] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 5.0, 8.0])
+    # The values of `key` to run (named points: `values` is a method of every Hydra config node).
+    points: list[Any] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 5.0, 8.0])
 
 
 @dataclass

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides: list[str] | None = None) -> Path:
     """The first command a user runs (`muse-bench`): offline, minutes on a CPU. A small generation with decoding
     trajectories (cfg.model against eval.compare_to on cfg.dataset), the metrics whose weights are present (the
-    others reported as skipped, saying how to supply them), a sweep of cfg.sweep.key over cfg.sweep.values when
-    cfg.sweep.values is not empty, latency of Muse against Stable Diffusion v1.4 (cfg.latency), then report.md."""
+    others reported as skipped, saying how to supply them), a sweep of cfg.sweep.key over cfg.sweep.points when
+    cfg.sweep.points is not empty, latency of Muse against Stable Diffusion v1.4 (cfg.latency), then report.md."""
     from bench.report.document import report_run_dir
 
     run_dir = Path(run_dir)
@@ -39,7 +39,7 @@ def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
                            steps=cfg.model.steps, guidance_scale=cfg.model.guidance_scale,
                            resolution=cfg.resolutions[0])
     kept.clear()
-    if cfg.sweep.values:
+    if cfg.sweep.points:
         swept, _ = sweep_evaluations(cfg, run_dir)
         evaluations += swept
     timed, _ = time_models(cfg, run_dir=run_dir)

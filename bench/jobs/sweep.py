@@ -35,16 +35,16 @@ def check_sweep(cfg: DictConfig) -> list[Any]:
     key = cfg.sweep.key
     if key not in SWEEPABLE:
         raise BenchError(f"sweep.key={key!r} is not a setting a sweep varies; use one of {', '.join(SWEEPABLE)}.")
-    values = list(cfg.sweep.values)
+    values = list(cfg.sweep.points)
     if not values:
-        raise BenchError("sweep.values is empty: give the values of sweep.key to run, e.g. sweep.values=[1,2,4].")
+        raise BenchError("sweep.points is empty: give the values of sweep.key to run, e.g. sweep.points=[1,2,4].")
     if len(set(map(str, values))) != len(values):
-        raise BenchError(f"sweep.values repeats a value: {values}.")
+        raise BenchError(f"sweep.points repeats a value: {values}.")
     return values
 
 
 def sweep_evaluations(cfg: DictConfig, run_dir: str | Path) -> tuple[list[dict], str]:
-    """Generate and score cfg.model at each of cfg.sweep.values of cfg.sweep.key (eval.compare_to not used);
+    """Generate and score cfg.model at each of cfg.sweep.points of cfg.sweep.key (eval.compare_to not used);
     returns (the evaluations, labelled with their sweep value, and the device)."""
     values = check_sweep(cfg)
     key = cfg.sweep.key
@@ -77,7 +77,7 @@ def run_sweep(cfg: DictConfig, *, run_dir: str | Path, experiment: str, override
     if cfg.eval.compare_to:
         raise BenchError("eval.compare_to is not used by a sweep (every value is compared with the others); unset it.")
     evaluations, device = sweep_evaluations(cfg, run_dir)
-    key, values = cfg.sweep.key, list(cfg.sweep.values)
+    key, values = cfg.sweep.key, list(cfg.sweep.points)
     results = build_results(experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
                             provenance=collect_provenance(device), evaluations=evaluations, overrides=overrides)
     results["sweep"] = {"model": cfg.model.name, "key": key, "values": values}
