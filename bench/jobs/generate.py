@@ -217,5 +217,7 @@ def dataset_has_references(name: str) -> bool:
 
 
 def model_weights(model_cfg: Any) -> str:
-    """random or pretrained, as every result row says."""
-    return "pretrained" if model_cfg.pretrained else "random"
+    """random, pretrained, or trained (a world trained here, model.world), as every result row says."""
+    if model_cfg.pretrained:
+        return "pretrained"
+    return "trained" if model_cfg.get("world") else "random"
