@@ -204,8 +204,8 @@ def evaluation(
     `requested` is the number of samples the config asked for, `effective` the number actually
     evaluated (fewer when the dataset is smaller than the limit).
     """
-    if weights not in ("random", "pretrained"):
-        raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
+    if weights not in ("random", "pretrained", "trained"):
+        raise ValueError(f"weights must be 'random', 'pretrained' or 'trained' (a world trained here), got {weights!r}")
     return {
         "model": model,
         "dataset": dataset,
