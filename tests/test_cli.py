@@ -41,7 +41,7 @@ def test_help_lists_config_groups(tmp_path):
     assert groups["model"] >= {"muse-tiny", "muse-632m", "muse-3b", "amused-256", "amused-512"}
     assert "partiprompts" in groups["dataset"]
     assert "default" in groups["experiment"]
-    assert groups["eval"] == {"default", "paper"}
+    assert groups["eval"] == {"default", "paper", "shapes"}
     assert groups["latency"] == {"cpu", "cpu_full", "gpu_full"}
 
 
@@ -49,7 +49,8 @@ def test_cfg_job_prints_the_resolved_config_with_overrides(tmp_path):
     done = muse_bench("--cfg", "job", "experiment=tiny", "dataset.limit=3", "seed=5", "model=muse-632m", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     cfg = yaml.safe_load(done.stdout)
-    assert cfg["model"] == {"name": "muse-632m", "family": "muse", "pretrained": None, "resolution": [256, 512],
+    assert cfg["model"] == {"name": "muse-632m", "family": "muse", "pretrained": None, "world": None, "preset": None,
+                            "resolution": [256, 512],
                             "native_resolutions": [256, 512], "init_seed": 0, "profile": "full", "steps": None,
                             "guidance_scale": None}
     assert cfg["dataset"]["name"] == "partiprompts" and cfg["dataset"]["limit"] == 3
@@ -73,7 +74,7 @@ def test_every_model_preset_has_a_config_that_matches_the_pipeline():
         cfg = OmegaConf.load(path)
         assert cfg.name == name
         name = cfg.get("preset") or name
-        assert cfg.pretrained is None
+        assert cfg.get("pretrained") is None
         assert list(cfg.resolution) == list(preset_config(name).resolutions), name
         assert list(cfg.native_resolutions) == list(cfg.resolution), name  # Muse models: every size is native
     for name in ("sd-v1-4", "sd-v1-4-tiny"):  # trained at 512: 256 images are made at 512 and resized
@@ -115,7 +116,7 @@ def test_generate_job_writes_results_json(default_run):
     assert str(run_dir / "results.json") in done.stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert results["schema_version"] == 1
-    assert results["experiment"] == "default"
+    assert results["experiment"] == "tiny"
     assert datetime.fromisoformat(results["created"]).tzinfo is not None
     assert results["overrides"] == ["dataset.limit=2", *GENERATE]
 
