@@ -177,7 +177,8 @@ def test_a_guidance_scale_below_one_is_refused_before_anything_is_written(tmp_pa
     for model in ("muse-tiny", "sd-v1-4-tiny"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=[
-                "job=generate", "eval.metrics=[]", "dataset.limit=1", f"model={model}", "model.guidance_scale=0.5"])
+                "experiment=tiny", "job=generate", "eval.metrics=[]", "dataset.limit=1", f"model={model}",
+                "model.guidance_scale=0.5"])
         run_dir = tmp_path / model
         run_dir.mkdir()
         with pytest.raises((BenchError, MuseInputError), match=r"model\.guidance_scale=0\.5 .*at least 1"):
@@ -203,8 +204,8 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
 def compose_config(*overrides: str):
     """The job config `muse-bench OVERRIDES` runs with, composed in-process by Hydra."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=["job=generate", "eval.metrics=[]", "dataset.limit=1",
-                                                        *overrides])
+        return compose(config_name="config", overrides=["experiment=tiny", "job=generate", "eval.metrics=[]",
+                                                        "dataset.limit=1", *overrides])
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
@@ -268,7 +269,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return done
 
 
-OVERRIDES = ["job=generate", "eval.metrics=[]", "dataset.limit=5", "batch_size=2", "model.steps=2", "resolutions=[256]"]
+OVERRIDES = ["experiment=tiny", "job=generate", "eval.metrics=[]", "dataset.limit=5", "batch_size=2", "model.steps=2",
+             "resolutions=[256]"]
 SAMPLES = "samples/muse-tiny/partiprompts"
 
 
