@@ -206,7 +206,8 @@ def test_weights_of_a_metric_that_will_be_computed_are_still_asked_for_before_ge
     from bench.jobs.generate import generate_and_score
 
     root, _ = setup
-    cfg = compose_config(["job=generate", "eval.metrics=[cmmd]", *TINY_RUN, f"dataset.reference_dir={root / 'refs'}",
+    cfg = compose_config(["experiment=tiny", "job=generate", "eval.metrics=[cmmd]", *TINY_RUN,
+                          f"dataset.reference_dir={root / 'refs'}",
                           f"eval.cache_dir={tmp_path / 'cache'}"])
     with pytest.raises(BenchError, match=r"eval\.cmmd\.arch=ViT-L-14-336 eval\.cmmd\.pretrained=openai"):
         generate_and_score(cfg, run_dir=tmp_path / "run")
@@ -229,7 +230,7 @@ def test_reference_features_are_keyed_by_the_images_in_the_folder(tmp_path, capl
     for i, photo in enumerate(PHOTOS[:12]):
         Image.open(photo).convert("RGB").resize((96, 64)).save(refs / f"{i:05d}.png")
     cfg = compose_config([
-        "job=generate", "eval.metrics=[fid]", "dataset.limit=6", "model.steps=2", "eval.bootstrap=0",
+        "experiment=tiny", "job=generate", "eval.metrics=[fid]", "dataset.limit=6", "model.steps=2", "eval.bootstrap=0",
         "eval.fid.feature_extractor={_target_: bench.testing.RandomConvFeatures, dims: 4}",
         f"dataset.reference_dir={refs}", f"eval.cache_dir={tmp_path / 'cache'}"])
 

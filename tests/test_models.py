@@ -20,7 +20,7 @@ SPEC = SimpleNamespace(compile=False, compile_mode="default", compile_backend="i
 
 def test_every_model_the_latency_job_times_is_registered_in_order():
     assert list(RUNNERS) == [
-        "muse-tiny", "muse-632m", "muse-3b", "amused-tiny", "amused-256", "amused-512",
+        "muse-tiny", "muse-632m", "muse-3b", "muse-shapes", "amused-tiny", "amused-256", "amused-512",
         "amused-tiny+diffusers", "amused-256+diffusers", "amused-512+diffusers",
         "sd-v1-4", "parti-3b-proxy", "imagen-proxy",
     ]

@@ -142,7 +142,7 @@ def test_results_document_has_the_schema_fields(tmp_path):
 
 def test_evaluation_refuses_unknown_weights():
     with pytest.raises(ValueError, match="weights"):
-        evaluation(model="m", dataset="d", weights="trained", requested=1, effective=1, protocol={})
+        evaluation(model="m", dataset="d", weights="finetuned", requested=1, effective=1, protocol={})
 
 
 def test_provenance_names_code_libraries_and_device():
