@@ -111,6 +111,10 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> TextEmbedding:
+        return self.embed(prompts)
+
+    def embed(self, prompts: list[str]) -> TextEmbedding:
+        """prompts -> TextEmbedding, with gradients when the model has them (training; forward is inference-only)."""
         device = next(self.model.parameters()).device
         batch = self.tokenizer(
             list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"

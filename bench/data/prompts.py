@@ -20,7 +20,8 @@ bench/data/references.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import csv
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -45,6 +46,32 @@ class PromptRecord:
 def packaged_data_path(filename: str) -> Path:
     """Path of a data file shipped inside the bench package (bench/data/)."""
     return Path(str(resources.files("bench") / "data" / filename))
+
+
+def tsv_rows(path: Path, columns: tuple[str, ...], *, missing: str, what: str) -> Iterator[tuple[str, list[str]]]:
+    """The rows of a tab-separated prompt file with header `columns` (no quoting), each as ("<path>:<line>", its
+    fields), blank lines skipped. BenchError, naming the file and line, for a missing file (`missing` says what to
+    do), another header, a row with another number of fields, or text that is not UTF-8 (`what` names the file
+    expected, e.g. "the PartiPrompts TSV")."""
+    if not path.is_file():
+        raise BenchError(missing)
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = next(reader, None)
+            if header is None or tuple(header) != columns:
+                raise BenchError(f"{path}:1: expected the header {'<TAB>'.join(columns)}, found {header!r}. "
+                                 f"Is this {what}?")
+            for row in reader:
+                if not row:  # a blank line, e.g. at the end of the file
+                    continue
+                where = f"{path}:{reader.line_num}"
+                if len(row) != len(columns):
+                    raise BenchError(f"{where}: expected {len(columns)} tab-separated fields ({', '.join(columns)}), "
+                                     f"found {len(row)}. Fix or remove that line.")
+                yield where, row
+    except UnicodeDecodeError as err:
+        raise BenchError(f"{path}: not UTF-8 text ({err}). Is this {what}?") from err
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,10 @@ end up in every sample's manifest row. Its reference images are renders of test 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from bench.core.errors import BenchError
-from bench.data.prompts import PromptList, PromptRecord
+from bench.data.prompts import PromptList, PromptRecord, tsv_rows
 from bench.shapes.prompts import COLUMNS, FILE_NAME
 from bench.shapes.scenes import SKILLS
 
@@ -33,35 +32,17 @@ def read_shapes_prompts(path: str | Path) -> list[PromptRecord]:
     metadata {skill, scene}. A malformed line (field count, empty prompt, unknown skill, a non-integer id or scene)
     raises BenchError naming the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"Shapes prompt file not found: {path}. Point dataset.path at a copy of {FILE_NAME}, or "
-                         "leave it unset to use the one shipped in bench/data/ (`python -m bench.shapes.prompts` "
-                         "writes it).")
+    missing = (f"Shapes prompt file not found: {path}. Point dataset.path at a copy of {FILE_NAME}, or leave it "
+               "unset to use the one shipped in bench/data/ (`python -m bench.shapes.prompts` writes it).")
     records: list[PromptRecord] = []
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            header = next(reader, None)
-            if header is None or tuple(header) != COLUMNS:
-                raise BenchError(f"{path}:1: expected the header {'<TAB>'.join(COLUMNS)}, found {header!r}. Is this "
-                                 f"{FILE_NAME}?")
-            for row in reader:
-                if not row:
-                    continue
-                where = f"{path}:{reader.line_num}"
-                if len(row) != len(COLUMNS):
-                    raise BenchError(f"{where}: expected {len(COLUMNS)} tab-separated fields ({', '.join(COLUMNS)}), "
-                                     f"found {len(row)}. Fix or remove that line.")
-                id_, prompt, skill, scene = row
-                if not prompt.strip():
-                    raise BenchError(f"{where}: empty prompt. Fix or remove that line.")
-                if skill not in SKILLS:
-                    raise BenchError(f"{where}: unknown skill {skill!r}; the skills are {', '.join(SKILLS)}.")
-                records.append(PromptRecord(
-                    index=len(records), prompt=prompt, id=_integer(id_, "id", where),
-                    metadata={"skill": skill, "scene": _integer(scene, "scene", where)}))
-    except UnicodeDecodeError as err:
-        raise BenchError(f"{path}: not UTF-8 text ({err}). Is this {FILE_NAME}?") from err
+    for where, (id_, prompt, skill, scene) in tsv_rows(path, COLUMNS, missing=missing, what=FILE_NAME):
+        if not prompt.strip():
+            raise BenchError(f"{where}: empty prompt. Fix or remove that line.")
+        if skill not in SKILLS:
+            raise BenchError(f"{where}: unknown skill {skill!r}; the skills are {', '.join(SKILLS)}.")
+        records.append(PromptRecord(
+            index=len(records), prompt=prompt, id=_integer(id_, "id", where),
+            metadata={"skill": skill, "scene": _integer(scene, "scene", where)}))
     if not records:
         raise BenchError(f"{path}: no prompts after the header.")
     return records

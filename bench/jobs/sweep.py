@@ -73,7 +73,6 @@ def run_sweep(cfg: DictConfig, *, run_dir: str | Path, experiment: str, override
     """The sweep job: sweep_evaluations, one results.json for all values, and report.md."""
     from bench.report.document import report_run_dir
 
-    check_sweep(cfg)
     if cfg.eval.compare_to:
         raise BenchError("eval.compare_to is not used by a sweep (every value is compared with the others); unset it.")
     evaluations, device = sweep_evaluations(cfg, run_dir)

@@ -38,7 +38,6 @@ from bench.train.data import ScenePool, to_unit
 from bench.train.loop import Ranks, run_stage
 from bench.train.recipe import WorldRecipe, get_recipe
 from muse import MusePipeline
-from muse.text import TextEmbedding
 from muse.training import drop_text, masked_token_loss, vq_loss
 
 log = logging.getLogger(__name__)
@@ -91,15 +90,6 @@ def ensure_world(name: str, cache_dir: str | os.PathLike | None = None, *, progr
              "muse-bench job=train train.recipe=%s", name, folder, name)
     train_world(recipe, folder, progress=progress)
     return folder
-
-
-def _text_batch(pipe: MusePipeline, prompts: list[str]) -> TextEmbedding:
-    """The text encoder's embeddings of `prompts` with gradients (TextEncoder.forward is inference-only)."""
-    encoder = pipe.text_encoder
-    batch = encoder.tokenizer(prompts, padding="max_length", truncation=True, max_length=encoder.max_length,
-                              return_tensors="pt")
-    hidden = encoder.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-    return TextEmbedding(hidden, batch.attention_mask.bool())
 
 
 @torch.no_grad()
@@ -189,7 +179,7 @@ def train_world(recipe: WorldRecipe, folder: Path, *, progress: bool = True) -> 
     def base_step(step, shared, local):
         idx = ranks.part(pool.draw(recipe.base.batch, shared))
         prompts = drop_text([pool.captions[i] for i in idx], recipe.text_dropout, local)
-        loss = masked_token_loss(pipe.base, low_tokens[idx], _text_batch(pipe, prompts), local)
+        loss = masked_token_loss(pipe.base, low_tokens[idx], pipe.text_encoder.embed(prompts), local)
         return loss, {}
 
     record["stages"]["base"] = run_stage(
@@ -203,7 +193,7 @@ def train_world(recipe: WorldRecipe, folder: Path, *, progress: bool = True) -> 
         idx = ranks.part(pool.draw(recipe.superres.batch, shared))
         prompts = drop_text([pool.captions[i] for i in idx], recipe.text_dropout, local)
         with torch.no_grad():
-            text = _text_batch(pipe, prompts)
+            text = pipe.text_encoder.embed(prompts)
         loss = masked_token_loss(pipe.superres, high_tokens[idx], text, local, low_tokens=low_tokens[idx])
         return loss, {}
 
