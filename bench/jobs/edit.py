@@ -61,8 +61,9 @@ SUCCESS = {
 def _is_shapes_model(model_cfg: Any) -> bool:
     # A world's weights, or the world's architecture with random weights; a checkpoint folder is checked by its
     # pipeline's own preset name once loaded (load_models).
-    return model_cfg.family == "muse" and bool(
-        model_cfg.get("world") or model_cfg.get("pretrained") or (model_cfg.get("preset") or model_cfg.name) == SHAPES_PRESET)
+    named = model_cfg.get("preset") or model_cfg.name
+    return model_cfg.family == "muse" and bool(model_cfg.get("world") or model_cfg.get("pretrained")
+                                               or named == SHAPES_PRESET)
 
 
 def check_edit_settings(cfg: DictConfig) -> tuple[list[str], list[Any]]:
@@ -227,8 +228,9 @@ def run_edit(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overrides
         entry = evaluation(
             model=model_cfg.name, dataset=DATASET, weights=weights, requested=cfg.edit.trials * len(kinds),
             effective=n, metrics=metrics,
-            protocol={"resolution": settings.resolution, "seed": cfg.seed, "guidance": sampler["base"]["guidance_scale"],
-                      "guidance_t": sampler["base"]["guidance_t"], "guidance_convention": GUIDANCE_CONVENTION, "sampler": sampler, "split": cfg.edit.split,
+            protocol={"resolution": settings.resolution, "seed": cfg.seed,
+                      "guidance": sampler["base"]["guidance_scale"], "guidance_t": sampler["base"]["guidance_t"],
+                      "guidance_convention": GUIDANCE_CONVENTION, "sampler": sampler, "split": cfg.edit.split,
                       "trials": cfg.edit.trials, "trial_seeds": "seed + scene index",
                       "trials_file": f"{EDITING_DIR}/{model_cfg.name}/trials.jsonl"})
         entry["editing"] = {"kinds": kinds, "examples": examples}

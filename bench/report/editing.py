@@ -14,8 +14,9 @@ from bench.report.runs import Run
 
 KIND_NAMES = {"inpaint": "inpainting", "outpaint": "outpainting", "edit_color": "colour edit (mask-free)",
               "edit_shape": "shape edit (mask-free)"}
-MIDDLE = {"inpaint": "mask (white: regenerated)", "outpaint": "mask (white: regenerated)",
-          "edit_color": "no mask (white: where the edit belongs)", "edit_shape": "no mask (white: where the edit belongs)"}
+NO_MASK = "no mask (white: where the edit belongs)"
+MIDDLE = {"inpaint": "mask (white: regenerated)", "outpaint": "mask (white: regenerated)", "edit_color": NO_MASK,
+          "edit_shape": NO_MASK}
 
 
 def editing_entries(runs: list[Run]) -> list[tuple[Run, Mapping[str, Any]]]:
@@ -57,9 +58,10 @@ def _grids(run: Run, ev: Mapping[str, Any], figures: FigureFolder, several: bool
         if not images:
             continue
         title = f"{ev.get('model')}, {KIND_NAMES.get(kind, kind)}"
-        path = figs.image_grid(images, captions, figures.path(f"edit-{ev.get('model')}-{kind}-{run.label}"), ncols=4,
-                               title=title, note=("Random weights: the images show the editing pipeline working, not "
-                                                  "what the model can draw." if ev.get("weights") == "random" else None))
+        note = ("Random weights: the images show the editing pipeline working, not what the model can draw."
+                if ev.get("weights") == "random" else None)
+        path = figs.image_grid(images, captions, figures.path(f"edit-{ev.get('model')}-{kind}-{run.label}"),
+                               ncols=4, title=title, note=note)
         parts.append(f"#### {title}" + (f" ({run.label})" if several else "") + f"\n\n{figures.link(path, title)}")
     return parts
 
