@@ -53,7 +53,7 @@ def _grids(run: Run, ev: Mapping[str, Any], figures: FigureFolder, several: bool
             if not all(p.is_file() for p in paths):
                 continue
             images += paths
-            captions += [f"original: {example.get('prompt')}", MIDDLE.get(kind, "mask"), "asked for",
+            captions += ["original", MIDDLE.get(kind, "mask"), f"asked: {example.get('prompt')}",
                          "result: " + ("success" if example.get("success") else "failure")]
         if not images:
             continue
@@ -108,7 +108,7 @@ def editing_section(runs: list[Run], figures: FigureFolder) -> str | None:
             "or more from the object) that moved from the VQ reconstruction; *outside max change* the largest such "
             "move in 8-bit levels, over all trials.\n\n" + protocol_note(notes))
     if grids:
-        text += ("\n\n### Examples\n\nEach row: the original (and its prompt), the mask, what the prompt asks for "
+        text += ("\n\n### Examples\n\nEach row: the original, the mask, what the prompt (under it) asks for "
                  "drawn where the trial expects it (outpainting: anywhere outside the kept box), and the result.\n\n"
                  + "\n\n".join(grids))
     return text
