@@ -11,7 +11,7 @@ from bench.cli import compose_config
 
 
 @pytest.mark.parametrize(("override", "allowed"), [
-    ("job=learn", "default, generate, latency, prepare, sweep, train"),
+    ("job=learn", "default, edit, generate, latency, prepare, sweep, train"),
     ("model.family=gan", "muse, stable-diffusion"),
     ("model.profile=huge", "full, scaled, tiny"),
     ("dataset.reference_set=some", "all, matched"),
@@ -65,6 +65,6 @@ def test_a_registry_refuses_an_unknown_name_naming_its_key_and_behaves_as_a_mapp
 
     with pytest.raises(BenchError) as err:
         JOBS["learn"]
-    assert str(err.value) == "Unknown job='learn'. Known: default, generate, latency, prepare, sweep, train."
+    assert str(err.value) == "Unknown job='learn'. Known: default, edit, generate, latency, prepare, sweep, train."
     assert JOBS.get("learn") is None and "learn" not in JOBS  # Mapping.get, not an exception
     assert JOBS.target("latency") == "bench.jobs.latency:run_latency"

@@ -25,7 +25,7 @@ def _choices(name: str, values: str) -> type[StrEnum]:
     return StrEnum(name, [(v, v) for v in values.split()])
 
 
-Job = _choices("Job", "default generate latency prepare sweep train")
+Job = _choices("Job", "default edit generate latency prepare sweep train")
 Family = _choices("Family", "muse stable-diffusion")
 Profile = _choices("Profile", "full scaled tiny")
 Dtype = _choices("Dtype", "float32 bfloat16 float16")
@@ -153,6 +153,29 @@ class SweepConfig:
 
 
 @dataclass
+class EditConfig:
+    """The edit job (bench/jobs/edit.py): Muse's zero-shot editing on the shapes world, scored by its exact judge
+    (bench/shapes/editing.py)."""
+
+    # Any of inpaint, outpaint, edit (mask-free editing: colour and shape edits, reported apart).
+    tasks: list[str] = field(default_factory=lambda: ["inpaint", "outpaint", "edit"])
+    # Trials per task (per kind of edit): the first N that fit the task, over test scenes in order.
+    trials: int = 20
+    # The scenes' split: test (default), validation or train.
+    split: str = "test"
+    # Resolution of the scenes and the edits (64: base, then super-res; the judge reads objects from 64 px on).
+    resolution: int = 64
+    # The CFG scale g of every stage of every task; null = the model's own.
+    guidance_scale: float | None = None
+    # Mask-free editing (muse.editing.edit): resampling iterations, share of base tokens resampled in each, top-k.
+    iterations: int = 30
+    resample_fraction: float = 0.08
+    top_k: int | None = 3
+    # Trials per task and model kept as example images (original | mask | result) for the report.
+    examples: int = 4
+
+
+@dataclass
 class FidConfig:
     """FID and KID through clean-fid (bench/metrics/fid.py, bench/metrics/features.py)."""
 
@@ -257,11 +280,13 @@ class BenchConfig:
     # Resolutions to generate at; each must be one of model.resolution.
     resolutions: list[int] = field(default_factory=lambda: [256])
     # Which job runs: "default" (latency, a small generation, metrics, report.md), "generate" (samples +
-    # manifest + metrics in results.json), "latency" (latency.csv) or "prepare" (a dataset's reference images).
+    # manifest + metrics in results.json), "latency" (latency.csv), "prepare" (a dataset's reference images),
+    # "sweep" (one decoding setting at several values), "train" (a shapes world) or "edit" (editing success rates).
     job: Job = Job.generate
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
     # The learned shapes world (a recipe of bench/train/recipe.py) that model=muse-shapes and the shapes metrics
     # (conf/eval/shapes.yaml) use: shapes, or shapes-ci (the test suite's shorter training).
     world: str = "shapes"

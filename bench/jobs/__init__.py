@@ -1,4 +1,4 @@
-"""The jobs `muse-bench` runs (config key `job`), one module each: generate, latency, prepare, sweep, train
+"""The jobs `muse-bench` runs (config key `job`), one module each: edit, generate, latency, prepare, sweep, train
 and the default job that strings them together. Each is `run_<name>(cfg, *, run_dir, experiment, overrides) -> results path`.
 Helpers the jobs share live beside them: checks (settings checked before writing), generation (resumable
 samples), distributed (torchrun / SLURM)."""
@@ -7,6 +7,7 @@ from bench.core.registry import Registry
 
 JOBS = Registry("job", {
     "default": "bench.jobs.default:run_default",
+    "edit": "bench.jobs.edit:run_edit",
     "generate": "bench.jobs.generate:run_generation",
     "latency": "bench.jobs.latency:run_latency",
     "prepare": "bench.jobs.prepare:run_prepare",

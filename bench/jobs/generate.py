@@ -63,7 +63,7 @@ def sampling_protocol(generator: Any, *, resolution: int, seed: int, samples_per
     }
 
 
-def _model_configs(cfg: DictConfig) -> list[Any]:
+def model_configs(cfg: DictConfig) -> list[Any]:
     """The run's model, then eval.compare_to's preset from conf/model/, typed by the schema."""
     models = [cfg.model]
     if cfg.eval.compare_to:
@@ -104,7 +104,7 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     whether this is the main process). With skip_missing_weights, a metric whose feature network cannot be
     loaded is reported as skipped with the reason, not an error. keep_generator, if a list, receives the run's
     first model (the default job draws its decoding trajectories with it)."""
-    models = _model_configs(cfg)
+    models = model_configs(cfg)
     check_generate_settings(cfg, models)
     metrics = check_metrics(cfg.eval.metrics)
     eval_resolution = evaluation_resolution(cfg)  # one of resolutions: check_generate_settings made sure

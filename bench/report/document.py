@@ -4,7 +4,7 @@ and the report of one run folder (`report_run_dir`, which the default job calls)
 report.md has a section for each kind of data the runs hold, and only those: the runs (overview.py), the paper's
 Tables 1-3 and aMUSEd's figures with the measured rows beside them (published.py), quality metrics, FID against
 CLIP over a guidance sweep and PartiPrompts breakdowns and win rates (quality.py), latency by stage, throughput,
-speed-ups and compute (latency.py), sample grids and decoding-trajectory strips (images.py). Every table is
+speed-ups and compute (latency.py), editing success rates with example grids (editing.py), sample grids and decoding-trajectory strips (images.py). Every table is
 followed by a "Protocol:" note with what moves its numbers (protocols.py), and rows that come from random weights,
 test-size models or scaled profiles say "not a paper number". Figures come from bench/report/figures.py. The
 report holds no time of its own: the same runs give the same report.md.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.core.errors import BenchError
 from bench.core.results import atomic_write_text
+from bench.report.editing import editing_section
 from bench.report.images import grids_section, trajectory_section
 from bench.report.latency import latency_section
 from bench.report.markdown import FigureFolder
@@ -63,6 +64,7 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, *, command: str | Non
         no_reference,
         published_section(ok, reference),
         quality_section(ok),
+        editing_section(ok, figures),
         guidance_section(ok, figures, failed),
         parti_section(ok, figures, reference),
         latency_section(ok, figures),

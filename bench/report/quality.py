@@ -25,8 +25,9 @@ METRIC_ORDER = ("fid", "kid", "clip_score", "clip_score_x100", "cmmd", "win_rate
 
 
 def quality_section(runs: list[Run]) -> str | None:
-    """"Quality metrics": every evaluation's metrics in one table, with its protocol and what was not computed."""
-    entries = [(run, ev) for run in runs for ev in run.evaluations if ev.get("metrics")]
+    """"Quality metrics": every evaluation's metrics in one table, with its protocol and what was not computed
+    (editing rates have their own section, bench/report/editing.py)."""
+    entries = [(run, ev) for run in runs for ev in run.evaluations if ev.get("metrics") and not ev.get("editing")]
     if not entries:
         return None
     names = list(dict.fromkeys(n for _, ev in entries for n in ev["metrics"]))
