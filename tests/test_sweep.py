@@ -112,6 +112,7 @@ def test_a_temperature_sweep_records_each_value_and_the_time_per_image(tmp_path)
     assert pixels[0.5] != pixels[16.0]
     report = (tmp_path / "report.md").read_text()
     assert "### model.choice_temperature" in report and "Seconds per image" in report
+    assert "### muse-tiny on partiprompts, 256 px, guidance g=5, choice_temperature=16.0" in report  # grids apart
 
     # A rerun resumes every sample from disk: nothing is made, so no time is claimed for it.
     done = muse_bench(f"hydra.run.dir={tmp_path}", *SWEEP, "sweep.key=choice_temperature",
