@@ -17,7 +17,14 @@ from .config import PipelineConfig, SamplerConfig
 from .errors import MuseInputError
 from .output import MuseOutput, to_pil
 from .presets import preset_config
-from .sampling import make_generators, parallel_decode, to_guidance_scale, to_guidance_t
+from .sampling import (
+    check_choice_temperature,
+    make_generators,
+    parallel_decode,
+    schedule_power,
+    to_guidance_scale,
+    to_guidance_t,
+)
 from .seeding import seeded_init
 from .text import TextEmbedding, TextEncoder, build_text_model, load_tokenizer
 from .transformer import build_transformers
@@ -118,33 +125,44 @@ class MusePipeline:
         return self.base.mask_token_id
 
     def stage_samplers(self, resolution: int, guidance_scale: float | None = None, steps: int | None = None,
-                       superres_steps: int | None = None) -> dict[str, SamplerConfig]:
+                       superres_steps: int | None = None, choice_temperature: float | None = None,
+                       schedule: str | None = None) -> dict[str, SamplerConfig]:
         """The sampler settings of every stage a call at `resolution` runs, with the call's overrides applied.
 
         guidance_scale (the CFG scale g >= 1; Muse's t = g - 1, keeping each stage's ramp) applies to every
         stage, steps to the base stage and superres_steps to the super-res stage; None keeps the preset's.
+        choice_temperature (the Gumbel temperature of the re-masking choice, keeping the stage's temperature
+        schedule) and schedule (the masking schedule: cosine, linear or powP) apply to the base stage, as steps
+        does: the base stage lays out the image (which objects, where, what colour), the super-res stage refines
+        it conditioned on the base's tokens, so a sweep of them varies the composition alone.
         Bad values raise MuseInputError before anything runs.
         """
         for name, value in (("steps", steps), ("superres_steps", superres_steps)):
             if value is not None and value < 1:
                 raise MuseInputError(f"{name} must be at least 1, got {value}")
         t = None if guidance_scale is None else to_guidance_t(guidance_scale)
+        base = {"steps": steps, "schedule": schedule,
+                "choice_temperature": None if choice_temperature is None else check_choice_temperature(choice_temperature)}
+        if schedule is not None:
+            schedule_power(schedule)  # refuses an unknown schedule now, not at the first step
 
-        def stage(sampler: SamplerConfig, stage_steps: int | None) -> SamplerConfig:
-            changes = {k: v for k, v in (("guidance_t", t), ("steps", stage_steps)) if v is not None}
+        def stage(sampler: SamplerConfig, overrides: dict) -> SamplerConfig:
+            changes = {k: v for k, v in {"guidance_t": t, **overrides}.items() if v is not None}
             return dataclasses.replace(sampler, **changes)
 
-        stages = {"base": stage(self.config.base_sampler, steps)}
+        stages = {"base": stage(self.config.base_sampler, base)}
         if resolution > self.config.base_resolution:
-            stages["superres"] = stage(self.config.superres_sampler, superres_steps)
+            stages["superres"] = stage(self.config.superres_sampler, {"steps": superres_steps})
         return stages
 
     def sampler_settings(self, resolution: int, guidance_scale: float | None = None, steps: int | None = None,
-                         superres_steps: int | None = None) -> dict:
+                         superres_steps: int | None = None, choice_temperature: float | None = None,
+                         schedule: str | None = None) -> dict:
         """The decoding protocol behind an image at `resolution` (with a call's overrides), for results files:
         every setting of each stage, guidance as both the CFG scale g (`guidance_scale`) and Muse's t."""
         settings = {}
-        for name, sampler in self.stage_samplers(resolution, guidance_scale, steps, superres_steps).items():
+        for name, sampler in self.stage_samplers(resolution, guidance_scale, steps, superres_steps,
+                                                 choice_temperature, schedule).items():
             values = dataclasses.asdict(sampler)
             settings[name] = {"guidance_scale": to_guidance_scale(values["guidance_t"]), **values}
         return settings
@@ -220,14 +238,16 @@ class MusePipeline:
                  sample_indices: Sequence[int] | None = None, negative_prompt: str | Sequence[str] | None = None,
                  guidance_scale: float | None = None, steps: int | None = None, superres_steps: int | None = None,
                  return_trajectory: bool = False, output_type: str = "pil", stage_timer=None, replica: int = 0,
-                 decode_threads: int | None = None) -> MuseOutput:
+                 decode_threads: int | None = None, choice_temperature: float | None = None,
+                 schedule: str | None = None) -> MuseOutput:
         """Generate one image per prompt.
 
         Sample i's randomness comes only from (seed, sample_indices[i], replica) (default: its position, replica
         0), so an image is the same whatever the batch it is generated in; replica k > 0 draws the k-th
         independent image of a prompt. guidance_scale is the classifier-free guidance scale g (diffusers' and
         aMUSEd's; Muse's t = g - 1; 1 = no guidance, below 1 refused) and overrides every stage's preset; steps
-        overrides the base stage's steps, superres_steps the super-res stage's. output_type "pil" or "pt" (float
+        overrides the base stage's steps, superres_steps the super-res stage's; choice_temperature and schedule
+        (cosine, linear or powP) override the base stage's (see stage_samplers). output_type "pil" or "pt" (float
         tensors in [0, 1]). decode_threads: on a CPU, run the VQ decoder with exactly this many intra-op threads,
         so pixels do not depend on the caller's thread count (see decode_tokens); None = the process's setting.
         stage_timer(name) -> context manager, if given, brackets each stage: text_encoder, base, superres,
@@ -236,7 +256,7 @@ class MusePipeline:
         stage = stage_timer or (lambda name: contextlib.nullcontext())
         prompts = self.check_prompts(prompts)
         self.check_resolution(resolution)
-        samplers = self.stage_samplers(resolution, guidance_scale, steps, superres_steps)
+        samplers = self.stage_samplers(resolution, guidance_scale, steps, superres_steps, choice_temperature, schedule)
         if decode_threads is not None and decode_threads < 1:
             raise MuseInputError(f"decode_threads must be at least 1, got {decode_threads}")
         indices = self._indices(len(prompts), sample_indices)

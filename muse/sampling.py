@@ -65,27 +65,53 @@ def make_generators(seed: int, indices: Sequence[int], device: torch.device | st
     return [torch.Generator(device=device).manual_seed(sample_seed(seed, i, replica)) for i in indices]
 
 
+# The masking schedules mask_ratio knows, as an error message lists them: powP is a family (P > 0, e.g. pow2).
+MASK_SCHEDULES = ("cosine", "linear", "powP")
+
+
+def schedule_power(schedule: str) -> float | None:
+    """The exponent P of a powP schedule ("pow" alone is pow2), None for cosine and linear; MuseInputError for
+    any other name, or a P that is not a finite number above 0 (pow0 would unmask everything at the first step)."""
+    if schedule in ("cosine", "linear"):
+        return None
+    power = None
+    if isinstance(schedule, str) and schedule.startswith("pow"):
+        try:
+            power = float(schedule[3:] or 2)
+        except ValueError:
+            power = None
+    if power is None or not (math.isfinite(power) and power > 0):
+        raise MuseInputError(f"unknown masking schedule {schedule!r}: use cosine, linear or powP with P > 0 "
+                             "(e.g. pow2, pow0.5)")
+    return power
+
+
+def check_choice_temperature(value: float, setting: str = "choice_temperature") -> float:
+    """`value` as a float when it is a Gumbel temperature of the re-masking choice (finite, >= 0: 0 keeps the
+    most confident tokens, larger values choose more at random); MuseInputError naming `setting` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise MuseInputError(f"{setting}={value!r} is not a choice temperature: it scales the Gumbel noise added to "
+                             "the sampled tokens' log-probabilities when choosing which to keep, so it must be a "
+                             "finite number >= 0 (0 = keep the most confident; MaskGIT's default is 4.5).")
+    return float(value)
+
+
 def mask_ratio(ratio: float, schedule: str = "cosine") -> torch.Tensor:
     """Fraction of the initially unknown tokens still masked once `ratio` of the steps are done (float32).
 
-    cosine: cos(pi/2 r) (MaskGIT's default); linear: 1 - r; powP (e.g. pow2): 1 - r**P. Evaluated in float32,
-    as MaskGIT (JAX) and aMUSEd do, so token counts match theirs exactly where a value lands on an integer
-    (256 * cos(pi/3) is 127.99999 in float32, so 127 tokens, not 128).
+    cosine: cos(pi/2 r) (MaskGIT's default); linear: 1 - r; powP (e.g. pow2): 1 - r**P, P > 0
+    (schedule_power). Evaluated in float32, as MaskGIT (JAX) and aMUSEd do, so token counts match theirs
+    exactly where a value lands on an integer (256 * cos(pi/3) is 127.99999 in float32, so 127 tokens, not 128).
     """
+    power = schedule_power(schedule)
     # A host scalar whatever the default device: reading it back must never wait on an accelerator.
     r = torch.tensor(ratio, dtype=torch.float32, device="cpu")
     if schedule == "cosine":
         value = torch.cos(r * math.pi / 2)
     elif schedule == "linear":
         value = 1 - r
-    elif schedule.startswith("pow"):
-        try:
-            power = float(schedule[3:] or 2)
-        except ValueError:
-            raise MuseInputError(f"unknown masking schedule {schedule!r}: use cosine, linear or powP (e.g. pow2)") from None
-        value = 1 - r**power
     else:
-        raise MuseInputError(f"unknown masking schedule {schedule!r}: use cosine, linear or powP (e.g. pow2)")
+        value = 1 - r**power
     return value.clamp(0.0, 1.0)
 
 

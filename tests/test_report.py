@@ -309,6 +309,59 @@ def test_guidance_sweep_draws_the_fid_clip_curve_and_lists_the_failed_run(tmp_pa
     assert [r.path.name for r in load_runs([str(root / "*")])] == ["0", "1", "2", "3"]
 
 
+def section_text(text, heading):
+    """The text of report section `## heading`, up to the next one."""
+    return text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def a_sweep_job(run_dir, key, values, *, timed=True):
+    """A sweep job's results.json (bench/jobs/sweep.py): one evaluation per value, labelled with it, each with the
+    generation run's time per image (more steps, more seconds) when `timed`."""
+    evaluations = []
+    for i, value in enumerate(values):
+        metrics = {"judge_accuracy": metric(0.1 + 0.05 * i, stderr=0.02), "fid": metric(30.0 - i, stderr=1.0, higher=False),
+                   "clip_score": metric(0.3, stderr=0.01)}
+        ev = an_evaluation("muse-shapes", guidance=3.0, dataset="shapes", metrics=metrics, weights="trained")
+        ev["sweep"] = {"model": "muse-shapes", "key": key, "value": value, "samples": f"muse-shapes-{key}-{value}"}
+        ev["generation_time"] = {"seconds_per_image": 0.01 * (i + 1) if timed else None, "images": 4 if timed else 0,
+                                 "device": "cpu", "threads": 1, "batch_size": 4, "processes": 1, "clock": "wall"}
+        evaluations.append(ev)
+    return write_run(run_dir, evaluations=evaluations, extra={"sweep": {"model": "muse-shapes", "key": key,
+                                                                           "values": list(values)}})
+
+
+def test_a_steps_sweep_is_drawn_against_steps_and_against_seconds_per_image(tmp_path, monkeypatch):
+    drawn = {}
+    real = figures.tradeoff_curve
+
+    def spy(curves, path, **kwargs):
+        drawn[path.stem] = curves
+        return real(curves, path, **kwargs)
+
+    monkeypatch.setattr(figures, "tradeoff_curve", spy)
+    out = write_report(load_runs([a_sweep_job(tmp_path / "steps", "steps", [16, 2, 8])]), tmp_path / "out")
+    text = out.read_text()
+    part = section_text(text, "Sweeps")
+    assert "### model.steps" in part and "| muse-shapes | 2 |" in part and "0.02 (4 images)" in part
+    # Against the value, in value order; against time, with each point labelled with its value.
+    assert [p["x"] for p in drawn["sweep-steps-judge_accuracy"]["muse-shapes"]] == [2, 8, 16]
+    assert [p["y"] for p in drawn["sweep-steps-fid"]["muse-shapes"]] == [29.0, 28.0, 30.0]
+    timed = drawn["sweep-steps-fid-time"]["muse-shapes"]
+    assert [(p["x"], p["label"]) for p in timed] == [(0.01, "steps=16"), (0.02, "steps=2"), (0.03, "steps=8")]
+    assert "sweep-steps-judge_accuracy-time" in drawn
+    assert "muse-shapes (steps=2)" in section_text(text, "Quality metrics")  # the quality table says which value
+    assert_figures_are_readable_pngs(tmp_path / "out", text)
+
+
+def test_a_schedule_sweep_draws_bars_and_an_untimed_sweep_no_time_figure(tmp_path):
+    out = write_report(load_runs([a_sweep_job(tmp_path / "s", "schedule", ["cosine", "pow0.5"], timed=False)]),
+                       tmp_path / "out")
+    text = out.read_text()
+    assert "figures/sweep-schedule-fid.png" in text and "-time.png" not in text
+    assert "no generation time recorded" in section_text(text, "Sweeps")
+    assert_figures_are_readable_pngs(tmp_path / "out", text)
+
+
 def test_a_sweep_member_killed_before_it_committed_to_its_folder_is_listed_with_its_overrides(tmp_path):
     root = sweep(tmp_path, guidances=(2.0,), failed_guidance=4.0)
     # Killed while loading its model: Hydra's record is still pending (bench/core/rundir.py), nothing else written.

@@ -69,6 +69,11 @@ class ModelConfig:
     # t = g - 1; 1 = no guidance, below 1 refused). A guidance sweep (the paper's Figure 8) is a multirun over it.
     steps: int | None = None
     guidance_scale: float | None = None
+    # Override the base stage's choice temperature (the Gumbel temperature of MaskGIT's re-masking choice, >= 0;
+    # the stage keeps its temperature schedule) and masking schedule (cosine, linear or powP with P > 0, e.g.
+    # pow2); null = the preset's. Muse family only, and the base stage only, as steps (MusePipeline.stage_samplers).
+    choice_temperature: float | None = None
+    schedule: str | None = None
 
 
 @dataclass
@@ -146,7 +151,8 @@ class TrainConfig:
 class SweepConfig:
     """The sweep job (bench/jobs/sweep.py): one decoding setting of the model run at several values."""
 
-    # guidance_scale (the paper's Figure 8) or steps.
+    # A model setting of bench.jobs.sweep.SWEEPABLE: guidance_scale (the paper's Figure 8), steps,
+    # choice_temperature or schedule.
     key: str = "guidance_scale"
     # The values of `key` to run (named points: `values` is a method of every Hydra config node).
     points: list[Any] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 5.0, 8.0])

@@ -4,7 +4,10 @@ results.json (schema_version 1) holds:
   schema_version, experiment, created (ISO 8601, UTC), overrides (the command-line overrides),
   provenance (bench.core.provenance), config (the resolved config),
   evaluations: [{model, dataset, weights, n_samples {requested, effective},
-                 metrics {NAME: {value, higher_is_better, stderr, protocol}}, protocol {...}}],
+                 metrics {NAME: {value, higher_is_better, stderr, protocol}}, protocol {...},
+                 generation_time {seconds_per_image, images, device, threads, batch_size, clock, ...} (generate
+                 and sweep jobs: the generation run's own wall-clock, bench.jobs.generate.generation_time),
+                 sweep {model, key, value, samples} (sweep job)}],
   latency: [rows as in latency.csv].
 Every file is written to a temporary file in its destination folder and moved into place with
 os.replace, so a reader never sees a half-written file, even if the run is killed. A kill (SIGKILL, a node

@@ -11,7 +11,10 @@ from typing import Any, Sequence
 
 from bench.core.errors import BenchError
 from muse.errors import MuseInputError
-from muse.sampling import to_guidance_t
+from muse.sampling import check_choice_temperature, schedule_power, to_guidance_t
+
+# Model settings only Muse's MaskGIT sampler has (bench.core.config.ModelConfig): another family refuses them.
+MASKGIT_SETTINGS = ("choice_temperature", "schedule")
 
 
 def check_guidance(value: float | None, key: str) -> None:
@@ -39,11 +42,41 @@ def _check_model(model_cfg: Any, key: str, resolutions: Sequence[int]) -> None:
             f"Model {model_cfg.name} generates at {supported} only, not at {unsupported}: set resolutions "
             f"to a subset of {supported} (e.g. resolutions=[{supported[0]}]), or pick another model."
         )
+    check_decoding_settings(model_cfg, key)
+
+
+def check_decoding_settings(model_cfg: Any, key: str = "model") -> None:
+    """Refuse a decoding override of the model config (steps, guidance_scale, choice_temperature, schedule) that
+    the sampler would refuse; BenchError naming {key}.<setting>. None (the model's own) passes."""
     steps = model_cfg.get("steps")
     if steps is not None and steps < 1:
         raise BenchError(f"{key}.steps={steps}: decoding needs at least 1 step; set {key}.steps=N (N >= 1), or "
                          f"null for the model's own.")
     check_guidance(model_cfg.get("guidance_scale"), f"{key}.guidance_scale")
+    check_maskgit_settings(model_cfg, key)
+
+
+def check_maskgit_settings(model_cfg: Any, key: str = "model") -> None:
+    """Refuse a choice_temperature or schedule override that the sampler would refuse, or that a model of another
+    family than muse would silently ignore; BenchError naming {key}.<setting> and the valid values."""
+    family = str(model_cfg.get("family", "muse"))
+    for name in MASKGIT_SETTINGS:
+        if model_cfg.get(name) is not None and family != "muse":
+            raise BenchError(f"{key}.{name}={model_cfg.get(name)!r} is a setting of Muse's MaskGIT sampler; "
+                             f"{key}.family={family} has none: set {key}.{name}=null.")
+    temperature = model_cfg.get("choice_temperature")
+    if temperature is not None:
+        try:
+            check_choice_temperature(temperature, f"{key}.choice_temperature")
+        except MuseInputError as err:
+            raise BenchError(f"{err} Or set {key}.choice_temperature=null for the model's own.") from None
+    schedule = model_cfg.get("schedule")
+    if schedule is not None:
+        try:
+            schedule_power(schedule)
+        except MuseInputError:
+            raise BenchError(f"{key}.schedule={schedule!r} is not a masking schedule: use one of cosine, linear or "
+                             "powP with P > 0 (e.g. pow2, pow0.5), or null for the model's own.") from None
 
 
 def check_generate_settings(cfg: Any, models: Sequence[Any]) -> None:

@@ -16,7 +16,7 @@ from bench.core.results import build_results, write_results
 from bench.data.prompts import load_dataset
 from bench.jobs.generate import generate_and_score
 from bench.jobs.latency import time_models
-from bench.jobs.sweep import sweep_evaluations
+from bench.jobs.sweep import check_sweep, sweep_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
     from bench.report.document import report_run_dir
 
     run_dir = Path(run_dir)
+    if cfg.sweep.points:
+        check_sweep(cfg)  # every sweep value is checked before the first samples are written
     # Generation first: it takes seconds and checks the model and dataset settings before minutes of timing.
     kept: list = []
     evaluations, device, _ = generate_and_score(cfg, run_dir=run_dir, skip_missing_weights=True, keep_generator=kept)
@@ -37,6 +39,7 @@ def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
         records = load_dataset(cfg.dataset.name, limit=cfg.trajectories, path=cfg.dataset.path)
         write_trajectories(kept[0].pipeline, cfg.model.name, records, run_dir=run_dir, seed=cfg.seed,
                            steps=cfg.model.steps, guidance_scale=cfg.model.guidance_scale,
+                           choice_temperature=cfg.model.choice_temperature, schedule=cfg.model.schedule,
                            resolution=cfg.resolutions[0])
     kept.clear()
     if cfg.sweep.points:
@@ -55,10 +58,11 @@ def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
 
 
 def write_trajectories(pipe: Any, model: str, records, *, run_dir: Path, seed: int, steps: int | None = None,
-                       guidance_scale: float | None = None, resolution: int | None = None) -> list[Path]:
+                       guidance_scale: float | None = None, resolution: int | None = None,
+                       choice_temperature: float | None = None, schedule: str | None = None) -> list[Path]:
     """Decode what is unmasked after each base decoding step of each record's sample, still-masked tokens in
     grey, into run_dir/trajectory/ (bench.report.runs.trajectory_file names). The sample is the one the run made:
-    same seed and sample index (and resolution: the call's, default the base stage's)."""
+    same seed, sample index and decoding overrides (and resolution: the call's, default the base stage's)."""
     from PIL import Image
 
     from bench.core.results import atomic_write_bytes
@@ -75,7 +79,7 @@ def write_trajectories(pipe: Any, model: str, records, *, run_dir: Path, seed: i
             # The base stage's trajectory is the same whatever stages follow it (same generators, same draws).
             out = pipe([record.prompt], resolution=resolution or base_resolution, seed=seed,
                        sample_indices=[record.index], return_trajectory=True, steps=steps,
-                       guidance_scale=guidance_scale)
+                       guidance_scale=guidance_scale, choice_temperature=choice_temperature, schedule=schedule)
             for step, tokens in enumerate(out.trajectory[0], start=1):
                 masked = tokens == out.mask_token_id
                 # Masked positions hold the mask id, which is no code of the VQ codebook: decode code 0 there

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bench.core.config import ModelConfig
@@ -179,6 +180,7 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
         log.info("%s: %d generated, %d already there (resumed)", model_cfg.name, counts["generated"], counts["resumed"])
         world.barrier()
         states = world.gather(scorer.state() if scorer else None)
+        timings = world.gather(counts["timed"])
         if keep_generator is not None and not keep_generator:
             keep_generator.append(generator)
         generator = None
@@ -199,11 +201,42 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
                 model=model_cfg.name, dataset=dataset, weights=model_weights(model_cfg),
                 requested=requested, effective=len(records) * samples_per_prompt,
                 protocol=protocols[resolution] | {"samples_dir": str(sample_dir.relative_to(run_dir))},
-            ))
+            ) | {"generation_time": generation_time(timings, resolution, device=device, batch_size=cfg.batch_size)})
     if world.is_main and tools is not None:
         score_models(evaluations, scored, tools=tools, cfg=cfg, metrics=metrics, references=references,
                      resolution=eval_resolution, run_dir=run_dir)
     return evaluations, device, world.is_main
+
+
+# What generation_time measures, said in every record: it is not the latency job's protocol.
+GENERATION_CLOCK = (
+    "wall-clock seconds (time.perf_counter) of the model's generate calls in this generation run, batch by batch, "
+    "summed over processes and divided by the images made: includes the first batch's warm-up, excludes model "
+    "loading, PNG writing and metrics; not the latency harness (job=latency: warm-up runs, repeated timings, "
+    "per-stage times), and on a shared CPU it moves with whatever else runs"
+)
+
+
+def generation_time(timings: list[dict[int, tuple[float, int]]], resolution: int, *, device: str,
+                    batch_size: int) -> dict[str, Any]:
+    """The generation run's own time per image at `resolution`, from every process's generate_samples "timed"
+    counts, with its protocol: device, intra-op threads, batch size, processes and the clock (GENERATION_CLOCK).
+    seconds_per_image is None when no image was made in this run (all resumed from disk), saying so."""
+    seconds = sum(t.get(resolution, (0.0, 0))[0] for t in timings)
+    images = sum(t.get(resolution, (0.0, 0))[1] for t in timings)
+    record = {
+        "seconds_per_image": seconds / images if images else None,
+        "seconds": seconds,
+        "images": images,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "processes": len(timings),
+        "clock": GENERATION_CLOCK,
+    }
+    if not images:
+        record["not_measured"] = "every sample was already on disk (a resumed run): nothing was generated to time"
+    return record
 
 
 def evaluation_resolution(cfg: Any) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -182,7 +183,9 @@ def generate_samples(
     generate(prompts, resolution, seed, sample_indices, replica) -> PIL images. A batch holds samples of one
     resolution and replica. on_images(samples, images), if given, sees every image of `samples`: new ones as
     they are made, finished ones read back from their PNG (so streamed metrics cover a resumed run whole).
-    Returns counts {"generated", "resumed"}.
+    Returns counts {"generated", "resumed"} and "timed": {resolution: (seconds, images)}, the wall-clock seconds
+    (time.perf_counter) spent in `generate` calls for the images made at each resolution (PNG writing and
+    on_images not included; resumed images not timed).
     """
     if batch_size < 1:
         raise BenchError(f"batch_size must be at least 1, got {batch_size}.")
@@ -213,12 +216,17 @@ def generate_samples(
                             key=lambda s: (s.resolution, s.replica)):
         group = list(group)
         batches += [group[start : start + batch_size] for start in range(0, len(group), batch_size)]
+    timed: dict[int, tuple[float, int]] = {}
     with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or not todo, dynamic_ncols=True) as bar:
         for batch in batches:
             resolution, replica = batch[0].resolution, batch[0].replica
+            start = time.perf_counter()
             with torch.inference_mode():
                 images = generate([s.record.prompt for s in batch], resolution, seed, [s.record.index for s in batch],
                                   replica)
+            # PIL images are on the host, so a GPU's work for them is finished when generate returns.
+            seconds, count = timed.get(resolution, (0.0, 0))
+            timed[resolution] = (seconds + time.perf_counter() - start, count + len(batch))
             if len(images) != len(batch):
                 raise RuntimeError(f"the model returned {len(images)} images for {len(batch)} prompts")
             for sample, image in zip(batch, images):
@@ -226,4 +234,4 @@ def generate_samples(
             if on_images is not None:
                 on_images(batch, list(images))
             bar.update(len(batch))
-    return {"generated": len(todo), "resumed": len(done)}
+    return {"generated": len(todo), "resumed": len(done), "timed": timed}

@@ -1,8 +1,10 @@
 """The sweep job: one model setting swept over values (the paper's Figure 8 is model.guidance_scale), each value a
 generation run of its own with the run's metrics, all in one results.json.
 
-Each value's samples go to samples/<model>-<key>-<value>/ and its evaluations are labelled so; the report draws
-every metric against the value, and FID against CLIP score and judge accuracy (bench/report/sweeps.py). A killed
+Each value's samples go to samples/<model>-<key>-<value>/ and its evaluations are labelled so, each with the
+generation run's own time per image (generation_time); the report draws judge accuracy, FID and CLIP score against
+the value and, where times were measured, against seconds per image (bench/report/sweeps.py), and a guidance sweep's
+FID against CLIP score and judge accuracy (bench/report/quality.py). A killed
 sweep resumes where it stopped, as the generate job does: samples on disk are kept.
 """
 
@@ -13,16 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ValidationError
 
 from bench.core.errors import BenchError
 from bench.core.provenance import collect_provenance
 from bench.core.results import build_results, write_results
+from bench.jobs.checks import check_decoding_settings
 from bench.jobs.generate import generate_and_score
+from bench.models.generators import is_plain_name
 
 log = logging.getLogger(__name__)
 
 # model settings a sweep may vary: each is a decoding setting, so every value is the same weights sampled otherwise.
-SWEEPABLE = ("guidance_scale", "steps")
+# choice_temperature and schedule (the masking schedule, string values) act on the base stage, as steps does.
+SWEEPABLE = ("guidance_scale", "steps", "choice_temperature", "schedule")
 
 
 def swept_name(model: str, key: str, value: Any) -> str:
@@ -31,7 +37,9 @@ def swept_name(model: str, key: str, value: Any) -> str:
 
 
 def check_sweep(cfg: DictConfig) -> list[Any]:
-    """The sweep's values, or a BenchError naming the setting when it is not one a sweep can vary."""
+    """The sweep's values, or a BenchError naming the setting when it is not one a sweep can vary, or a value
+    that model.<key> cannot take (its type, what the sampler accepts, a folder name): every value is checked
+    before the first one's samples are written."""
     key = cfg.sweep.key
     if key not in SWEEPABLE:
         raise BenchError(f"sweep.key={key!r} is not a setting a sweep varies; use one of {', '.join(SWEEPABLE)}.")
@@ -40,6 +48,20 @@ def check_sweep(cfg: DictConfig) -> list[Any]:
         raise BenchError("sweep.points is empty: give the values of sweep.key to run, e.g. sweep.points=[1,2,4].")
     if len(set(map(str, values))) != len(values):
         raise BenchError(f"sweep.points repeats a value: {values}.")
+    for value in values:
+        try:
+            # The schema's type of model.<key> (int steps, float scales, str schedule) decides, as on the command line.
+            point = OmegaConf.merge(cfg.model, {key: value})
+        except ValidationError as err:
+            raise BenchError(f"sweep.points holds {value!r}, which model.{key} cannot take: {err.msg}") from None
+        try:
+            check_decoding_settings(point, "model")
+        except BenchError as err:
+            raise BenchError(f"sweep.points holds {value!r}: {err}") from None
+        name = swept_name(cfg.model.name, key, value)
+        if not is_plain_name(name):
+            raise BenchError(f"sweep.points holds {value!r}, which would name its samples' folder {name!r}: use "
+                             "values written with letters, digits, '.', '_' and '-' only.")
     return values
 
 

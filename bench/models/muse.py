@@ -76,17 +76,18 @@ def load_pipeline(model_cfg: Any, device: str) -> MusePipeline:
 
 def muse_generator(model_cfg: Any, device: str) -> ImageGenerator:
     """The ImageGenerator of a model config of family muse (a preset, or a checkpoint with model.pretrained),
-    with model.steps (base stage) and model.guidance_scale (every stage), when set, overriding the preset's."""
-    steps, guidance = model_cfg.get("steps"), model_cfg.get("guidance_scale")
+    with model.steps, model.choice_temperature and model.schedule (base stage) and model.guidance_scale (every
+    stage), when set, overriding the preset's."""
+    overrides = {key: model_cfg.get(key) for key in ("guidance_scale", "steps", "choice_temperature", "schedule")}
     pipe = load_pipeline(model_cfg, device)
 
     def generate(prompts, resolution, seed, indices, replica=0):
         return pipe(prompts, resolution=resolution, seed=seed, sample_indices=indices, replica=replica,
-                    guidance_scale=guidance, steps=steps, decode_threads=DECODE_THREADS).images
+                    decode_threads=DECODE_THREADS, **overrides).images
 
     def settings(resolution):
-        # The pipeline applies a guidance override to every stage and a steps override to the base stage.
-        return pipe.sampler_settings(resolution, guidance_scale=guidance, steps=steps)
+        # The pipeline applies a guidance override to every stage, the others to the base stage.
+        return pipe.sampler_settings(resolution, **overrides)
 
     return ImageGenerator(model_cfg.name, pipe.weights, pipe.config.resolutions, generate, settings, pipe,
                           model_cfg.get("native_resolutions"), MUSE_DETERMINISM)

@@ -68,15 +68,18 @@ def grids_section(runs: list[Run], figures: FigureFolder) -> str | None:
             rows = sorted(rows, key=lambda r: r.get("index", 0))[:GRID_IMAGES]
             if not rows:
                 continue
+            sweep = ev.get("sweep") or {}
+            # A sweep value other than guidance is named too: its grids would otherwise carry the same title.
+            swept = f", {sweep['key']}={sweep.get('value')}" if sweep.get("key") not in (None, "guidance_scale") else ""
             title = (f"{ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px, guidance g="
-                     f"{number(guidance_scale(ev))}, seed {protocol.get('seed')}")
+                     f"{number(guidance_scale(ev))}{swept}, seed {protocol.get('seed')}")
             path = figs.image_grid([folder / str(r["file"]) for r in rows], [str(r.get("prompt", "")) for r in rows],
                                    figures.path(f"grid-{folder.parent.name}-{ev.get('dataset')}-"
                                                 f"{protocol.get('resolution')}-{run.label}"),
                                    title=title, note=("Random weights: the images show the pipeline working, not what "
                                                       "the model can draw." if ev.get("weights") == "random" else None))
             heading = f"### {ev.get('model')} on {ev.get('dataset')}, {protocol.get('resolution')} px" + \
-                      (f", guidance g={number(guidance_scale(ev))}" if ev.get("sweep") else "") + \
+                      (f", guidance g={number(guidance_scale(ev))}" if ev.get("sweep") else "") + swept + \
                       (f" ({run.label})" if len(runs) > 1 else "")
             facets = {k: v for k, v in eval_facets(run, ev, ()).items()}
             facets["shown"] = f"the first {len(rows)} prompts (replica 0) of {samples_dir}/{MANIFEST_FILE}"

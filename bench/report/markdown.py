@@ -16,7 +16,8 @@ NOT_PAPER = "not a paper number"
 METRIC_NAMES = {"fid": "FID", "kid": "KID", "clip_score": "CLIP (cosine)", "clip_score_x100": "CLIP x100",
                 "cmmd": "CMMD", "win_rate": "win rate", "loss_rate": "loss rate", "win_ratio": "win ratio"}
 # Prefixes of the figures a report writes: an earlier report's figure that is not made again is removed.
-FIGURE_PREFIXES = ("latency-", "throughput-", "fid-clip-", "parti-", "win-rate-", "grid-", "trajectory-", "edit-")
+FIGURE_PREFIXES = ("latency-", "throughput-", "fid-clip-", "fid-judge-", "parti-", "win-rate-", "grid-", "trajectory-",
+                   "sweep-", "edit-")
 
 
 def number(value: Any, digits: int = 4) -> str:

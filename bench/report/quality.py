@@ -43,10 +43,13 @@ def quality_section(runs: list[Run]) -> str | None:
     for run, ev in entries:
         protocol = ev.get("protocol") or {}
         n = ev.get("n_samples") or {}
-        rows.append(([run.label] if many else []) + [ev.get("model"), ev.get("dataset"), protocol.get("resolution"),
+        sweep = ev.get("sweep") or {}
+        # A sweep's values share the model's name: the row says which value it is.
+        model = f"{ev.get('model')} ({sweep['key']}={sweep.get('value')})" if sweep.get("key") else ev.get("model")
+        rows.append(([run.label] if many else []) + [model, ev.get("dataset"), protocol.get("resolution"),
                     number(guidance_scale(ev)), f"{n.get('effective')} / {n.get('requested')}"] +
                     [metric_cell(ev["metrics"].get(m)) for m in names] + [caveat_flag(eval_caveats(ev))])
-        notes.append((f"{ev.get('model')}" + (f" ({run.label})" if many else ""), eval_facets(run, ev)))
+        notes.append((f"{model}" + (f" ({run.label})" if many else ""), eval_facets(run, ev)))
     intro = "Values are mean ± standard error where one was computed; n is samples evaluated / requested."
     text = f"## Quality metrics\n\n{markdown_table(header, rows)}\n\n{protocol_note(notes, intro=intro)}"
     # What was not computed and how to get it (missing weights, missing reference images), said once each.
