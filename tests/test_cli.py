@@ -67,8 +67,9 @@ def test_override_of_the_wrong_type_is_refused(tmp_path):
 def test_every_model_preset_has_a_config_that_matches_the_pipeline():
     files = {path.stem: path for path in (REPO / "conf" / "model").glob("*.yaml")}
     muse = {name: path for name, path in files.items() if OmegaConf.load(path).get("family", "muse") == "muse"}
-    # muse-shapes-random: the muse-shapes preset under a name of its own (random weights beside the trained ones).
-    assert set(muse) == set(PRESET_NAMES) | {"muse-shapes-random"}
+    # muse-shapes-random and muse-shapes-short: the muse-shapes preset under names of their own (random weights, and
+    # the short training recipe shapes-ci, beside the long one).
+    assert set(muse) == set(PRESET_NAMES) | {"muse-shapes-random", "muse-shapes-short"}
     assert set(files) - set(muse) == {"sd-v1-4", "sd-v1-4-tiny"}
     for name, path in muse.items():
         cfg = OmegaConf.load(path)

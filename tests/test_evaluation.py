@@ -134,6 +134,7 @@ def test_metrics_without_references_are_reported_as_skipped(setup, tmp_path):
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["eval.metrics=[win_rate]"], "eval.compare_to"),
+    (["eval.metrics=[judge_win_rate]"], "eval.compare_to"),
     (["eval.metrics=[fid]", "eval.fid.download=false", "dataset.reference_dir={refs}"], "inception-2015-12-05.pt"),
     (["experiment=coco30k", "dataset.limit=2"], "job=prepare"),
 ])  # an unknown metric name is refused earlier, when Hydra composes the config (tests/test_config.py)
@@ -271,12 +272,13 @@ def test_every_registered_metric_declares_its_network_references_and_entries():
     for name in METRICS:
         metric = METRICS[name]
         assert isinstance(metric, Metric) and metric.name == name
-        assert metric.network in NETWORKS and metric.entries
+        assert set(metric.networks) <= set(NETWORKS) and metric.entries
         assert metric.score_model is not None or metric.score_run is not None, name
     assert {m for m in METRICS if METRICS[m].needs_references} == {"fid", "kid", "cmmd"}
-    assert {m: METRICS[m].network for m in METRICS} == {
-        "fid": "fid", "kid": "fid", "clip_score": "clip", "cmmd": "cmmd", "parti": "clip", "win_rate": "clip",
-        "judge": "judge"}
+    assert {m for m in METRICS if METRICS[m].pairwise} == {"win_rate", "judge_win_rate"}
+    assert {m: METRICS[m].networks for m in METRICS} == {
+        "fid": ("fid",), "kid": ("fid",), "clip_score": ("clip",), "cmmd": ("cmmd",), "parti": ("clip",),
+        "win_rate": ("clip",), "judge": ("judge",), "judge_win_rate": ("judge", "clip")}
 
 
 def test_every_requested_metric_is_reported_when_its_network_is_missing(tmp_path):

@@ -33,7 +33,7 @@ LatencyProtocol = _choices("LatencyProtocol", "measured extrapolated per_stage")
 CompileMode = _choices("CompileMode", "default reduce-overhead max-autotune max-autotune-no-cudagraphs")
 FidMode = _choices("FidMode", "clean legacy_pytorch legacy_tensorflow")
 ReferenceSet = _choices("ReferenceSet", "all matched")
-Metric = _choices("Metric", "fid kid clip_score cmmd parti win_rate judge")
+Metric = _choices("Metric", "fid kid clip_score cmmd parti win_rate judge judge_win_rate")
 
 
 @dataclass
@@ -240,7 +240,8 @@ class CmmdConfig:
 class WinRateConfig:
     """The PartiPrompts alignment comparison (bench/metrics/parti.py): best-of-K per prompt, then a pairwise judge."""
 
-    # Judge score differences within this margin count as ties ("no consensus").
+    # Judge score differences within this margin count as ties ("no consensus"); also the CLIP judge's tie margin
+    # of judge_win_rate (bench/metrics/judge_win_rate.py).
     margin: float = 0.0
     # null = CLIP cosine with the prompt; or {_target_: ...} a judge callable (bench/metrics/parti.py).
     judge: Any = None
@@ -250,13 +251,14 @@ class WinRateConfig:
 class EvalConfig:
     """Which metrics the generate job computes on its samples, and how."""
 
-    # Any of fid, kid, clip_score, cmmd, parti (per-category / per-challenge CLIP), win_rate.
+    # Any of fid, kid, clip_score, cmmd, parti (per-category / per-challenge CLIP), win_rate, judge (the shapes
+    # world's exact judge), judge_win_rate (two models of the shapes world by the exact judge and by CLIP).
     metrics: list[Metric] = field(default_factory=list)
     # Images per prompt (the paper's PartiPrompts protocol draws 16 and keeps the best by CLIP); replica k
     # draws from (seed, index, k), and replica 0 is the image a one-per-prompt run makes.
     samples_per_prompt: int = 1
-    # A second model for win_rate, by the name of its conf/model/ preset (e.g. sd-v1-4); generated into its own
-    # samples/ folder in the same run. null = none.
+    # A second model for win_rate and judge_win_rate, by the name of its conf/model/ preset (e.g. sd-v1-4,
+    # muse-shapes-short); generated into its own samples/ folder in the same run. null = none.
     compare_to: str | None = None
     # Compute features in-process as images are generated; false = re-read the written PNGs afterwards.
     stream: bool = True

@@ -27,6 +27,7 @@ from bench.data.references import has_own_references, open_references
 from bench.jobs.checks import check_generate_settings
 from bench.jobs.distributed import init_world, process_device
 from bench.jobs.generation import check_sampling_record, generate_samples, plan_samples, shard, write_sampling_record
+from bench.metrics import METRICS
 from bench.metrics.evaluate import score_models
 from bench.metrics.scoring import MetricTools, SampleScorer, check_metrics, reference_metrics, runnable_metrics
 from bench.models.generators import load_generator, resolve_device
@@ -73,7 +74,14 @@ def model_configs(cfg: DictConfig) -> list[Any]:
             known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
             raise BenchError(f"eval.compare_to={cfg.eval.compare_to!r} names no model preset in conf/model/ "
                              f"(known: {known}).")
-        models.append(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path)))
+        preset = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path))
+        # The preset's interpolations mean the run's top-level keys, as they do in the run's own model (muse-shapes'
+        # `world: ${world}`): resolved as the model of a copy of the run's config, not on their own (where ${world}
+        # would name the preset's own key, a loop).
+        scope = cfg.copy()
+        scope.model = preset
+        models.append(OmegaConf.merge(OmegaConf.structured(ModelConfig),
+                                      OmegaConf.to_container(scope.model, resolve=True)))
         if models[1].name == cfg.model.name:
             raise BenchError(f"eval.compare_to={cfg.eval.compare_to!r} is the run's own model; compare two models.")
     return models
@@ -109,9 +117,12 @@ def generate_and_score(cfg: DictConfig, *, run_dir: str | Path, skip_missing_wei
     check_generate_settings(cfg, models)
     metrics = check_metrics(cfg.eval.metrics)
     eval_resolution = evaluation_resolution(cfg)  # one of resolutions: check_generate_settings made sure
-    if "win_rate" in metrics and not cfg.eval.compare_to:
-        raise BenchError("eval.metrics asks for win_rate, which compares two models: name the second with "
-                         "eval.compare_to=PRESET (e.g. sd-v1-4), or drop win_rate.")
+    pairwise = [m for m in metrics if METRICS[m].pairwise]
+    if pairwise and not cfg.eval.compare_to:
+        names = " and ".join(pairwise)
+        raise BenchError(f"eval.metrics asks for {names}, which compare{'s' if len(pairwise) == 1 else ''} two "
+                         "models: name the second with eval.compare_to=PRESET (a conf/model/ preset: e.g. sd-v1-4 "
+                         f"on PartiPrompts, muse-shapes-short on the shapes world), or drop {names}.")
     world = init_world()
     run_dir = Path(run_dir)
     records = load_dataset(cfg.dataset.name, limit=cfg.dataset.limit, path=cfg.dataset.path,

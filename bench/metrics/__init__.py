@@ -1,6 +1,7 @@
 """Metrics, one module each, registered below by the names `eval.metrics` takes: FID and KID (fid.py) on
 Inception features (features.py), CLIP score (clip_score.py) on CLIP models (clip_model.py), CMMD (cmmd.py), the
-PartiPrompts breakdowns and win rate (parti.py), the shapes world's exact-judge accuracy (judge.py). Beside them: what a metric declares (metric.py), the
+PartiPrompts breakdowns and win rate (parti.py), the shapes world's exact-judge accuracy (judge.py) and two models
+of it compared by the exact judge and by CLIP (judge_win_rate.py). Beside them: what a metric declares (metric.py), the
 reference-feature cache of FID, KID and CMMD (reference_cache.py), the bootstrap (bootstrap.py), the published
 protocols they are put beside (published.py), and the scoring of a run's samples (scoring.py while images are
 made, evaluate.py after).
@@ -19,6 +20,7 @@ METRICS = Registry("eval.metrics", {
     "parti": "bench.metrics.parti:PARTI",
     "win_rate": "bench.metrics.parti:WIN_RATE",
     "judge": "bench.metrics.judge:JUDGE",
+    "judge_win_rate": "bench.metrics.judge_win_rate:JUDGE_WIN_RATE",
 })
 
 # The feature networks metrics read (bench.metrics.metric.NETWORKS), each built from its eval.<name> config node

@@ -30,14 +30,16 @@ NO_REFERENCES = (
 
 def skip_reasons(metrics: list[str], *, tools: Any, has_references: bool) -> dict[str, str]:
     """The requested metrics that cannot be computed, each with the reason: no reference images for a metric
-    that needs them, or its feature network unavailable (bench.metrics.scoring.MetricTools.unavailable)."""
+    that needs them, or a feature network it reads unavailable (bench.metrics.scoring.MetricTools.unavailable)."""
     skip = {}
     for name in metrics:
         metric = METRICS[name]
         if metric.needs_references and not has_references:
             skip[name] = NO_REFERENCES
-        elif metric.network in tools.unavailable:
-            skip[name] = tools.unavailable[metric.network]
+        else:
+            missing = [n for n in metric.networks if n in tools.unavailable]
+            if missing:
+                skip[name] = tools.unavailable[missing[0]]
     return skip
 
 
@@ -52,7 +54,7 @@ def score_models(evaluations: list[dict[str, Any]], scored: dict[str, tuple[dict
     """
     skip = skip_reasons(metrics, tools=tools, has_references=references is not None)
     run = [METRICS[name] for name in METRICS if name in metrics and name not in skip
-           and getattr(tools, METRICS[name].network) is not None]
+           and all(getattr(tools, n) is not None for n in METRICS[name].networks)]
     scoring = Scoring(tools, cfg, references, resolution, run_dir)
     by_model = {e["model"]: e for e in evaluations if e["protocol"]["resolution"] == resolution}
     models = [ModelScores(name, state, samples, by_model[name], effective_count(state))

@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.core.results import MetricEntry
 from bench.metrics.metric import Metric, ModelScores, Scoring
+from bench.metrics.parti import VERDICTS, ClipJudge, Pick, Verdict, tally
 from bench.shapes.captions import parse
 from bench.shapes.judge import detect, satisfies
 from bench.shapes.scenes import SKILLS
@@ -157,27 +158,62 @@ def _score_judge(scoring: Scoring, model: ModelScores) -> dict[str, MetricEntry]
 JUDGE = Metric("judge", network="judge", entries=dict.fromkeys(ENTRIES, True), score_model=_score_judge)
 
 
+def exact_verdict(correct_a: bool, correct_b: bool) -> Verdict:
+    """The exact judge's verdict on a pair: "a" where only A's image satisfies its prompt, "b" where only B's does,
+    "tie" where both or neither do (the judge says right or wrong, never which wrong is less wrong)."""
+    if bool(correct_a) == bool(correct_b):
+        return "tie"
+    return "a" if correct_a else "b"
+
+
+def clip_verdict(cos_a: float, cos_b: float, margin: float = 0.0) -> Verdict:
+    """The CLIP judge's verdict on a pair: the image of higher cosine with the prompt wins; a difference of at most
+    `margin` is a tie (parti.ClipJudge's rule)."""
+    return ClipJudge(margin)("", Pick({}, float(cos_a)), Pick({}, float(cos_b)))
+
+
+def _judged(verdicts: Sequence[str]) -> dict[str, Any]:
+    """parti.tally of a judge's verdicts, with the binomial stderr of each rate (None where there is no verdict)."""
+    counts = tally(verdicts)
+    for rate in ("a_win_rate", "b_win_rate", "tie_rate"):
+        p = counts[rate]
+        counts[f"{rate}_stderr"] = _binomial_stderr(p, counts["n"]) if p is not None else None
+    return counts
+
+
+def compare_judges(exact: Sequence[str], clip: Sequence[str], *, margin: float = 0.0) -> dict[str, Any]:
+    """Two judges' verdicts ("a" / "b" / "tie") on the same pairs: each judge's tally (counts, rates and their
+    binomial stderr), and how often the CLIP judge picks the exact judge's winner on the pairs the exact judge
+    decides (a CLIP tie there counts as not agreeing), with its binomial stderr over those pairs and the chance
+    level 0.5 (a judge that picks one of two at random); `clip_on_exact_ties` is how the CLIP judge splits the pairs
+    the exact judge calls even. `margin` is recorded as the CLIP judge's tie margin."""
+    if len(exact) != len(clip):
+        raise ValueError(f"{len(exact)} exact verdicts but {len(clip)} CLIP verdicts: one of each per pair is needed")
+    bad = sorted({str(v) for v in (*exact, *clip) if v not in VERDICTS})
+    if bad:
+        raise ValueError(f"unknown verdict(s) {bad}: a verdict is one of {', '.join(VERDICTS)}")
+    decided = [(e, c) for e, c in zip(exact, clip) if e != "tie"]
+    agree = sum(e == c for e, c in decided)
+    agreement = agree / len(decided) if decided else None
+    return {"n": len(exact), "exact": _judged(exact), "clip": _judged(clip), "n_decided": len(decided),
+            "n_agree": agree, "agreement": agreement,
+            "agreement_stderr": _binomial_stderr(agreement, len(decided)) if decided else None,
+            "chance": 0.5, "clip_on_exact_ties": _judged([c for e, c in zip(exact, clip) if e == "tie"]),
+            "clip_margin": margin}
+
+
 def judge_agreement(prompts: Sequence[str], images_a: Sequence[Any], images_b: Sequence[Any], scorer: Any,
                     margin: float = 0.0) -> dict[str, Any]:
-    """Two models' images of the same prompts judged pairwise twice: exactly (A wins where only A's image satisfies
-    the prompt, B where only B's does, a tie otherwise) and by CLIP (the higher image-prompt cosine wins; within
-    `margin`, a tie), with how often the CLIP judge picks the exact judge's winner where the exact judge has one.
+    """Two models' images of the same prompts judged pairwise twice: exactly (`exact_verdict`) and by CLIP
+    (`clip_verdict`: the higher image-prompt cosine wins; within `margin`, a tie), with how often the CLIP judge
+    picks the exact judge's winner where the exact judge has one (`compare_judges`, whose result this is, with
+    n_prompts). The metric `judge_win_rate` (bench/metrics/judge_win_rate.py) is the same comparison on a run's
+    gathered verdicts and cosines.
 
     `scorer` is a bench.metrics.clip_model.ClipScorer. Chance agreement is 0.5 (CLIP picks one of two)."""
-    exact = [satisfies(detect(a), parse(p)) - satisfies(detect(b), parse(p))
+    exact = [exact_verdict(satisfies(detect(a), parse(p)), satisfies(detect(b), parse(p)))
              for p, a, b in zip(prompts, images_a, images_b, strict=True)]
     cos_a, _ = scorer.cosines(list(images_a), list(prompts))
     cos_b, _ = scorer.cosines(list(images_b), list(prompts))
-    clip = [(1 if d > margin else -1 if d < -margin else 0) for d in (cos_a - cos_b).tolist()]
-    decided = [(e, c) for e, c in zip(exact, clip) if e != 0]
-    agree = sum(e == c for e, c in decided)
-
-    def tally(verdicts):
-        n = len(verdicts)
-        return {"wins": sum(v > 0 for v in verdicts) / n, "losses": sum(v < 0 for v in verdicts) / n,
-                "ties": sum(v == 0 for v in verdicts) / n} if n else None
-
-    return {"n_prompts": len(exact), "exact": tally(exact), "clip": tally(clip), "n_decided": len(decided),
-            "agreement": agree / len(decided) if decided else None,
-            "agreement_stderr": _binomial_stderr(agree / len(decided), len(decided)) if decided else None,
-            "chance": 0.5, "clip_margin": margin}
+    clip = [clip_verdict(a, b, margin) for a, b in zip(cos_a.tolist(), cos_b.tolist())]
+    return {"n_prompts": len(exact), **compare_judges(exact, clip, margin=margin)}

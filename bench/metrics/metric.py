@@ -31,7 +31,10 @@ class Metric:
     """A metric as the scorer sees it.
 
     `network`: the feature network it reads (one of NETWORKS; "judge" is the programmatic reader of the shapes
-    world, which reads the images themselves). `needs_references`: whether it compares with
+    world, which reads the images themselves); `also_reads`: any further ones (a metric that sets two readers of the
+    same images against each other reads both; `networks` lists them all). `pairwise`: it compares the run's model
+    with a second one (eval.compare_to), so a run without one is refused before any image is made.
+    `needs_references`: whether it compares with
     reference images (without any it is reported as skipped and its network is not loaded). `entries`: the
     results.json entries it writes, each with higher_is_better; when it cannot be computed, each is written
     with no value and the reason, so nothing requested is left out silently. `score_model(scoring, model)`
@@ -43,14 +46,22 @@ class Metric:
     network: str
     entries: Mapping[str, bool]
     needs_references: bool = False
+    also_reads: tuple[str, ...] = ()
+    pairwise: bool = False
     score_model: Callable[[Any, Any], Mapping[str, Any]] | None = None
     score_run: Callable[[Any, list[Any]], None] | None = None
 
     def __post_init__(self) -> None:
-        if self.network not in NETWORKS:
-            raise ValueError(f"metric {self.name}: network {self.network!r} is not one of {NETWORKS}")
+        for network in self.networks:
+            if network not in NETWORKS:
+                raise ValueError(f"metric {self.name}: network {network!r} is not one of {NETWORKS}")
         if not self.entries:
             raise ValueError(f"metric {self.name} declares no results.json entries")
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """Every feature network the metric reads: `network`, then `also_reads`."""
+        return (self.network, *self.also_reads)
 
 
 @dataclass

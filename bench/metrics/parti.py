@@ -307,4 +307,4 @@ def _score_win_rate(scoring: Scoring, models: list[ModelScores]) -> None:
 PARTI = Metric("parti", network="clip", entries={"parti": True}, score_model=_score_breakdown,
                score_run=_write_breakdown)
 WIN_RATE = Metric("win_rate", network="clip", entries={"win_rate": True, "loss_rate": False, "win_ratio": True},
-                  score_run=_score_win_rate)
+                  pairwise=True, score_run=_score_win_rate)

@@ -69,7 +69,7 @@ class MetricTools:
         """Build only what `metrics` need. Missing weights raise BenchError saying how to supply them, or, with
         skip_missing, are recorded in `unavailable` (their metrics are then reported as skipped, with that text)."""
         tools = cls(fid_batch_size=eval_cfg.fid.batch_size)
-        needed = {METRICS[m].network for m in metrics}
+        needed = {n for m in metrics for n in METRICS[m].networks}
         for name in NETWORKS:
             if name in needed:
                 try:

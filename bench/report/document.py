@@ -3,9 +3,10 @@ and the report of one run folder (`report_run_dir`, which the default job calls)
 
 report.md has a section for each kind of data the runs hold, and only those: the runs (overview.py), the paper's
 Tables 1-3 and aMUSEd's figures with the measured rows beside them (published.py), quality metrics, FID against
-CLIP over a guidance sweep and PartiPrompts breakdowns and win rates (quality.py), a sweep job's metrics against
-its setting and against generation time (sweeps.py), latency by stage, throughput,
-speed-ups and compute (latency.py), editing success rates with example grids (editing.py), sample grids and decoding-trajectory strips (images.py). Every table is
+CLIP over a guidance sweep, PartiPrompts breakdowns and win rates, and the shapes world's exact judge against its
+CLIP judge (quality.py), a sweep job's metrics against its setting and against generation time (sweeps.py),
+latency by stage, throughput, speed-ups and compute (latency.py), editing success rates with example grids
+(editing.py), sample grids and decoding-trajectory strips (images.py). Every table is
 followed by a "Protocol:" note with what moves its numbers (protocols.py), and rows that come from random weights,
 test-size models or scaled profiles say "not a paper number". Figures come from bench/report/figures.py. The
 report holds no time of its own: the same runs give the same report.md.
@@ -24,7 +25,7 @@ from bench.report.latency import latency_section
 from bench.report.markdown import FigureFolder
 from bench.report.overview import failed_section, runs_section
 from bench.report.published import REFERENCE_CSV, published_section, read_reference
-from bench.report.quality import guidance_section, parti_section, quality_section
+from bench.report.quality import guidance_section, judge_win_rate_section, parti_section, quality_section
 from bench.report.sweeps import sweep_section
 from bench.report.runs import Run, label_runs, load_runs, nothing_usable
 
@@ -70,6 +71,7 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, *, command: str | Non
         guidance_section(ok, figures, failed),
         sweep_section(ok, figures),
         parti_section(ok, figures, reference),
+        judge_win_rate_section(ok),
         latency_section(ok, figures),
         grids_section(ok, figures),
         trajectory_section(ok, figures),

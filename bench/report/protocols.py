@@ -136,6 +136,20 @@ def _choice_facets(name: str, title: str, p: Mapping[str, Any]) -> dict[str, str
                  f"judge {judge.get('name')}" + (f" (margin {p['margin']})" if p.get("margin") is not None else "")
                  + (f": {judge['note']}" if judge.get("note") else "")]
         return {"win rate": ", ".join(x for x in parts if x)}
+    if name in ("judge_win_rate", "judge_loss_rate", "clip_judge_win_rate", "clip_judge_loss_rate",
+                "clip_judge_agreement"):
+        # One facet for the five entries (they share their protocol): said once under the table.
+        clip = p.get("clip_judge") or {}
+        scorer = clip.get("scorer") or {}
+        agreement = p.get("agreement") or {}
+        parts = [f"{p.get('model_a')} vs {p.get('model_b')}, {p.get('n_pairs')} pairs of {p.get('n_prompts')} prompts",
+                 f"exact judge: {(p.get('exact_judge') or {}).get('rule')}",
+                 f"CLIP judge: {clip.get('rule')} (margin {clip.get('margin')}, {clip.get('margin_setting')}); CLIP "
+                 f"{scorer.get('model') or scorer.get('arch')}",
+                 f"agreement over the {agreement.get('n_decided')} pairs the exact judge decides, chance "
+                 f"{agreement.get('chance')}",
+                 f"stderr {p.get('stderr_method')}"]
+        return {"judge win rate": "; ".join(parts)}
     return {title: ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, (dict, list)))}
 
 

@@ -1,11 +1,13 @@
 """The report's quality sections: the table of every evaluation's metrics, FID against CLIP over a guidance
-sweep (the Muse paper's Figure 8), and PartiPrompts' per-category and per-challenge CLIP scores and win rates."""
+sweep (the Muse paper's Figure 8), PartiPrompts' per-category and per-challenge CLIP scores and win rates, and two
+models of the shapes world compared by the exact judge and by CLIP (judge_win_rate)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from bench.metrics.judge_win_rate import ENTRIES as JUDGE_WIN_RATE_ENTRIES
 from bench.report import figures as figs
 from bench.report.markdown import (
     METRIC_NAMES,
@@ -235,3 +237,61 @@ def _win_rate_part(entries: list[tuple[Run, Mapping[str, Any]]], figures: Figure
     return "### Win rate\n\n" + "\n\n".join(links) + ("\n\n" if links else "") + markdown_table(header, rows) + "\n\n" + \
         protocol_note(notes, intro=intro)
 
+
+
+def _rate(tallied: Mapping[str, Any], rate: str) -> str:
+    """A rate of a judge's tally as "45.0% ± 4.5" (stderr in percentage points), a dash when there is none."""
+    p, se = tallied.get(rate), tallied.get(f"{rate}_stderr")
+    return percent(p) + (f" ± {100 * se:.1f}" if p is not None and se is not None else "")
+
+
+def _split(tallied: Mapping[str, Any] | None) -> str:
+    """A judge's tally as "A / tie / B" percentages."""
+    return " / ".join(percent((tallied or {}).get(r)) for r in ("a_win_rate", "tie_rate", "b_win_rate"))
+
+
+def _agreement(judged: Mapping[str, Any]) -> str:
+    """The CLIP judge's agreement with the exact one as a cell: "0.78 ± 0.05 (35 of 45)", a dash without decided pairs."""
+    if not judged.get("n_decided"):
+        return "— (no decided pair)"
+    return (f"{number(judged['agreement'], 3)} ± {stderr_text(judged.get('agreement_stderr'))} "
+            f"({judged['n_agree']} of {judged['n_decided']})")
+
+
+def judge_win_rate_section(runs: list[Run]) -> str | None:
+    """"Exact judge against CLIP judge": for each evaluation with a judge_win_rate comparison, each model's win rate
+    under the exact judge and under CLIP, the CLIP judge's agreement with the exact one on the pairs the exact one
+    decides (overall and per skill), with the protocol; None when no evaluation has one."""
+    entries = [(run, ev) for run in runs for ev in run.evaluations if isinstance(ev.get("judge_win_rate"), Mapping)]
+    if not entries:
+        return None
+    many = len({id(run) for run, _ in entries}) > 1
+    text = ["## Exact judge against CLIP judge\n\nHow far CLIP-as-judge (the stand-in for the paper's human raters in "
+            "the two-model win rate) can be trusted, on the shapes world where the exact judge knows the answer. Each "
+            "pair is the two models' images of one prompt (same seed stream). Exact: the image that satisfies its "
+            "prompt wins when the other does not; both or neither, a tie. CLIP: the higher image-prompt cosine wins. "
+            "Agreement: the share of the pairs the exact judge decides where CLIP picks the same winner (chance 0.5). "
+            "Rates are ± one binomial standard error."]
+    for run, ev in entries:
+        result = ev["judge_win_rate"]
+        a, b = result.get("model_a"), result.get("model_b")
+        overall = result.get("overall") or {}
+        exact, clip = overall.get("exact") or {}, overall.get("clip") or {}
+        rows = [[name, tallied.get("n"), _rate(tallied, "a_win_rate"), _rate(tallied, "tie_rate"),
+                 _rate(tallied, "b_win_rate")] for name, tallied in (("exact", exact), ("CLIP", clip))]
+        table = markdown_table(["Judge", "Pairs", f"{a} wins", "Ties", f"{b} wins"], rows)
+        skills = result.get("by_skill") or {}
+        skill_rows = [[skill, (j.get("exact") or {}).get("n"), _split(j.get("exact")), _split(j.get("clip")),
+                       _agreement(j)] for skill, j in skills.items()]
+        skill_table = markdown_table(["Skill", "Pairs", f"exact: {a} / tie / {b}", f"CLIP: {a} / tie / {b}",
+                                      "CLIP agrees with exact"], skill_rows)
+        ties = overall.get("clip_on_exact_ties") or {}
+        label = f"{a} against {b}" + (f" ({run.label})" if many else "")
+        text.append(
+            f"### {label}\n\n{table}\n\nAgreement of the CLIP judge with the exact one (pairs where it picks the exact "
+            f"judge's winner, of those the exact judge decides): {_agreement(overall)}; chance 0.5. On the "
+            f"{ties.get('n', 0)} pairs the exact judge calls even, CLIP prefers {a} in "
+            f"{percent(ties.get('a_win_rate'))} and {b} in {percent(ties.get('b_win_rate'))}.\n\n"
+            f"Per skill:\n\n{skill_table}\n\n"
+            + protocol_note([(label, eval_facets(run, ev, set(JUDGE_WIN_RATE_ENTRIES)))]))
+    return "\n\n".join(text)
