@@ -200,16 +200,16 @@ def test_a_run_without_compare_to_is_refused_before_anything_is_made(tmp_path):
 
 
 def test_the_shapes_checkpoints_experiment_composes_long_against_short():
-    from bench.jobs.generate import _model_configs
+    from bench.jobs.generate import model_configs
 
     cfg = compose_config(["experiment=shapes_checkpoints"])
     assert (cfg.job, cfg.dataset.name, cfg.dataset.limit, list(cfg.resolutions)) == ("generate", "shapes", 120, [64])
     assert list(cfg.eval.metrics) == ["judge", "clip_score", "fid", "judge_win_rate"]
     assert cfg.eval.clip.model.world == "shapes"  # the judging CLIP: the top-level world's
-    assert [(m.name, m.world) for m in _model_configs(cfg)] == [("muse-shapes", "shapes"),
+    assert [(m.name, m.world) for m in model_configs(cfg)] == [("muse-shapes", "shapes"),
                                                                  ("muse-shapes-short", "shapes-ci")]
     # The other way round: muse-shapes as the compare_to preset resolves its ${world} to the run's top-level world
     # (read on its own, the preset's interpolation named its own key: a recursive interpolation).
     cfg = compose_config(["experiment=shapes_checkpoints", "model=muse-shapes-short", "eval.compare_to=muse-shapes"])
-    assert [(m.name, m.world) for m in _model_configs(cfg)] == [("muse-shapes-short", "shapes-ci"),
+    assert [(m.name, m.world) for m in model_configs(cfg)] == [("muse-shapes-short", "shapes-ci"),
                                                                  ("muse-shapes", "shapes")]
