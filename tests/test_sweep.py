@@ -130,6 +130,9 @@ def test_a_temperature_sweep_records_each_value_and_the_time_per_image(tmp_path)
     (("model.preset=muse-tiny", "model.name=tiny model", "sweep.key=steps", "sweep.points=[2,3]"),
      "would name its samples' folder 'tiny model-steps-2'"),
     (("sweep.key=top_k", "sweep.points=[1,2]"), "use one of " + ", ".join(SWEEPABLE)),
+    # A two-model metric in a one-model sweep: refused, not asked for at every point (eval.compare_to is refused).
+    (("sweep.key=steps", "sweep.points=[2,3]", "eval.metrics=[judge_win_rate]"),
+     "eval.metrics holds judge_win_rate, which compares two models"),
 ])
 def test_a_bad_sweep_value_is_refused_before_anything_is_written(tmp_path, overrides, message):
     run_dir = tmp_path / "run"

@@ -22,6 +22,7 @@ from bench.core.provenance import collect_provenance
 from bench.core.results import build_results, write_results
 from bench.jobs.checks import check_decoding_settings
 from bench.jobs.generate import generate_and_score
+from bench.metrics import METRICS
 from bench.models.generators import is_plain_name
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ def sweep_evaluations(cfg: DictConfig, run_dir: str | Path) -> tuple[list[dict],
         run_cfg = cfg.copy()
         with open_dict(run_cfg):
             run_cfg.eval.compare_to = None
+            # A sweep point is one model: metrics that compare two (win rates) have nothing to compare it with. The
+            # default job's own generation keeps them; run_sweep refuses them up front.
+            run_cfg.eval.metrics = [m for m in cfg.eval.metrics if not (m in METRICS and METRICS[m].pairwise)]
             if not (run_cfg.model.get("world") or run_cfg.model.get("pretrained") or run_cfg.model.get("preset")):
                 run_cfg.model.preset = cfg.model.name  # the architecture stays the named preset's
             run_cfg.model.name = swept_name(cfg.model.name, key, value)
@@ -97,6 +101,10 @@ def run_sweep(cfg: DictConfig, *, run_dir: str | Path, experiment: str, override
 
     if cfg.eval.compare_to:
         raise BenchError("eval.compare_to is not used by a sweep (every value is compared with the others); unset it.")
+    pairwise = [m for m in cfg.eval.metrics if m in METRICS and METRICS[m].pairwise]
+    if pairwise:
+        raise BenchError(f"eval.metrics holds {', '.join(pairwise)}, which compare{'s' if len(pairwise) == 1 else ''} "
+                         "two models; a sweep runs one model at each value: drop it from eval.metrics.")
     evaluations, device = sweep_evaluations(cfg, run_dir)
     key, values = cfg.sweep.key, list(cfg.sweep.points)
     results = build_results(experiment=experiment, config=OmegaConf.to_container(cfg, resolve=True),
