@@ -124,8 +124,11 @@ def muse_shapes() -> PipelineConfig:
     adds the low-res encoding to the high-res tokens (SuperResConfig.add_low_res), which the paper's does not.
     About 6M parameters: the whole cascade trains on a 2-core CPU in minutes. Random weights from
     this preset are the untrained model the trained one is compared with."""
+    # One GroupNorm group: the encoder's last layers see a single pixel (a 4x4 cell brought down to 1x1), where
+    # groups of four channels normalise away most of what tells cells apart; measured on the shapes world's VQ
+    # stage, exact read-back of validation scenes 84% with eight groups against 100% with one.
     vq = VQConfig(block_out_channels=(16, 32, 32), layers_per_block=1, latent_channels=8, codebook_size=256,
-                  norm_num_groups=8, encode_cells=True)
+                  norm_num_groups=1, encode_cells=True)
     text = dict(vocab_size=49408, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
                 feed_forward_proj="gated-gelu", dropout_rate=0.0, tie_word_embeddings=False)
     # 16 tokens hold the longest caption of the grammar ("a red circle and a blue square": 7 words) and CLIP's

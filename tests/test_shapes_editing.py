@@ -132,13 +132,16 @@ def test_the_edit_job_refuses_bad_settings_before_writing_or_training_anything(t
     assert not (run_dir / "results.json").exists() and not (run_dir / "editing").exists()
 
 
-# Measured on the shapes-ci world by this test's own command (8 trials of each kind) at seeds 0, 1, 2: outpainting's
-# kept object read back unchanged in 0.75 / 0.75 / 0.75 of trials with trained weights against 0 / 0 / 0 with random
-# ones; the mean share of kept-box pixels (a token from its border) moved by more than CHANGE_LEVELS from the VQ
-# reconstruction 0.018 / 0.024 / 0.017 trained against 0.974 / 0.964 / 0.970 random. Each margin is under a third of
-# the smallest measured difference. (Success rates themselves are near 0 on this short-trained world: 0-0.125.)
+# Measured on the shapes-ci world (recipe format 2, trained on a 2-core AMD EPYC, 2026-12-02) by this test's own
+# command (8 trials of each kind) at seeds 0, 1, 2: outpainting's kept object read back unchanged in 1.0 / 1.0 / 1.0
+# of trials with trained weights against 0 / 0 / 0 with random ones; the mean share of kept-box pixels (a token from
+# its border) moved by more than CHANGE_LEVELS from the VQ reconstruction 0.020 / 0.015 / 0.006 trained against
+# 0.686 / 0.699 / 0.691 random; outpainting success 0.375 / 0.5 / 0.25 trained against 0 / 0 / 0 random. Each margin
+# is under half the smallest measured difference; the success floor is one trial in eight, half the smallest
+# measured rate. (Mask-free edits succeed in 0-0.125 of trials on this short-trained world: no floor on them.)
 OUTSIDE_MARGIN = 0.3
 KEPT_MARGIN = 0.2
+OUTPAINT_FLOOR = 0.125
 SEED = 0
 
 
@@ -175,6 +178,8 @@ def test_the_edit_job_on_the_learned_world_scores_the_trained_model_above_random
         m_t["outpaint_outside_changed"], m_r["outpaint_outside_changed"])
     assert (m_t["outpaint_kept_object_unchanged"]["value"] - m_r["outpaint_kept_object_unchanged"]["value"]
             >= KEPT_MARGIN), (m_t["outpaint_kept_object_unchanged"], m_r["outpaint_kept_object_unchanged"])
+    # Catches an outpainting that keeps its box but ignores the prompt for the rest (the other object never drawn).
+    assert m_t["outpaint_success"]["value"] >= OUTPAINT_FLOOR, m_t["outpaint_success"]
     report = (tmp_path / "report.md").read_text()
     assert "## Editing" in report and "figures/edit-muse-shapes-outpaint" in report
     assert "## Quality metrics" not in report  # editing rates are not repeated as generation metrics

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -166,3 +167,31 @@ def test_a_cell_tokenizer_gives_equal_cells_equal_tokens_whatever_their_neighbou
     whole = VQTokenizer.from_config(dataclasses.replace(config, encode_cells=False)).eval()
     whole.load_state_dict(tokenizer.state_dict())
     assert tokenizer.latents(images * 2 - 1).shape == whole.latents(images * 2 - 1).shape == (2, 4, 4, 4)
+
+
+def test_object_crops_sit_on_the_token_grid_around_an_object():
+    # Catches crops off the token grid (a cell split between two tokens), crops that miss every object, and crops
+    # that depend on anything but the generator.
+    from bench.shapes.scenes import BACKGROUND, make_scene, render
+    from bench.train.data import object_crops
+
+    scenes = [make_scene(i, "train", 64) for i in range(24)]
+    images = torch.from_numpy(np.stack([np.asarray(render(s)) for s in scenes])).permute(0, 3, 1, 2)
+    images[-1] = torch.tensor(BACKGROUND, dtype=torch.uint8).view(3, 1, 1)  # an image with no object
+    crops = object_crops(images, 16, torch.Generator().manual_seed(0))
+    assert crops.shape == (24, 3, 16, 16)
+    assert torch.equal(crops, object_crops(images, 16, torch.Generator().manual_seed(0)))
+    background = torch.tensor(BACKGROUND, dtype=torch.uint8).view(3, 1, 1)
+    for image, crop in zip(images[:-1], crops[:-1]):
+        assert (crop != background).any(), "a crop misses every object of its image"
+        places = [(y, x) for y in range(0, 49, 4) for x in range(0, 49, 4)
+                  if torch.equal(image[:, y:y + 16, x:x + 16], crop)]
+        assert places, "a crop is not on the 4 px token grid"
+    assert (crops[-1] == background).all()
+    # Over many draws an object's cell lands at every cell of the crop, not always at one corner.
+    one = images[:1].expand(400, -1, -1, -1)
+    where = [tuple((c != background).any(0).nonzero().min(0).values.tolist()) for c in
+             object_crops(one, 16, torch.Generator().manual_seed(1))]
+    assert len(set(where)) >= 8
+    with pytest.raises(ValueError, match="crop"):
+        object_crops(images, 18, torch.Generator())

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from bench.shapes.captions import caption
-from bench.shapes.scenes import make_scene, render
+from bench.shapes.scenes import BACKGROUND, make_scene, render
 
 
 class ScenePool:
@@ -34,3 +34,26 @@ class ScenePool:
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float in [0, 1]."""
     return images.float() / 255
+
+
+def object_crops(images: torch.Tensor, crop: int, generator: torch.Generator, cell: int = 4) -> torch.Tensor:
+    """One `crop` x `crop` crop of each of `images` [B, 3, S, S], aligned to the `cell` px token grid, around an
+    object: an object pixel is drawn uniformly from the image's object pixels and the crop placed so that its cell
+    falls at a random cell of the crop (a random crop when the image is all background).
+
+    Why: objects cover about 4% of a scene's cells, and the VQ must tell apart cells that differ in three of
+    sixteen pixels (a square's quarter from a circle's). On random 32 px crops the autoencoder read 5-53% of the
+    validation scenes back exactly after 1200 steps; on 16 px crops around objects, the same compute, 100%.
+    """
+    b, _, size, _ = images.shape
+    if crop > size or crop % cell or size % cell:
+        raise ValueError(f"a {crop} px crop on the {cell} px grid does not fit {size} px images")
+    background = torch.tensor(BACKGROUND, dtype=images.dtype).view(1, 3, 1, 1)
+    objects = (images != background).any(1).flatten(1).float()  # [B, S*S]
+    weights = objects + (objects.sum(1, keepdim=True) == 0).float()  # an empty image: any pixel
+    pixel = torch.multinomial(weights, 1, generator=generator)[:, 0]
+    cells = crop // cell
+    offset = torch.randint(0, cells, (b, 2), generator=generator) * cell
+    y = ((pixel // size) // cell * cell - offset[:, 0]).clamp(0, size - crop)
+    x = ((pixel % size) // cell * cell - offset[:, 1]).clamp(0, size - crop)
+    return torch.stack([image[:, i:i + crop, j:j + crop] for image, i, j in zip(images, y.tolist(), x.tolist())])

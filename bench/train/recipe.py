@@ -18,7 +18,7 @@ from typing import Any
 from bench.core.errors import BenchError
 from muse.presets import preset_config
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,16 @@ class WorldRecipe:
     """How the shapes world is trained (see the module docstring). `vq_autoencoder_steps` of the VQ stage train
     without quantisation, then the codebook starts from k-means of the encoder's outputs (a dead-code-free start
     that a few minutes of training cannot reach otherwise); object pixels weigh 1 + vq_foreground_weight in its
-    reconstruction loss (bench.train.world.foreground_weight)."""
+    reconstruction loss (bench.train.world.foreground_weight); its images are vq_crop px crops around objects
+    (bench.train.data.object_crops)."""
 
     name: str
     preset: str = "muse-shapes"
     seed: int = 0
     train_scenes: int = 8192
-    vq: Stage = Stage(steps=1200, batch=16, lr=3e-3, warmup=50)
+    vq: Stage = Stage(steps=1200, batch=64, lr=3e-3, warmup=50)
     vq_autoencoder_steps: int = 800
-    vq_crop: int = 32
+    vq_crop: int = 16
     vq_foreground_weight: float = 20.0
     base: Stage = Stage(steps=1200, batch=32, lr=2e-3)
     superres: Stage = Stage(steps=400, batch=16, lr=2e-3)
@@ -100,7 +101,7 @@ RECIPES: dict[str, WorldRecipe] = {
     "shapes": WorldRecipe(name="shapes"),
     "shapes-ci": WorldRecipe(
         name="shapes-ci", train_scenes=4096,
-        vq=Stage(steps=900, batch=16, lr=3e-3, warmup=50), vq_autoencoder_steps=600,
+        vq=Stage(steps=900, batch=64, lr=3e-3, warmup=50), vq_autoencoder_steps=600,
         base=Stage(steps=600, batch=32, lr=2e-3), superres=Stage(steps=200, batch=16, lr=2e-3),
         clip=Stage(steps=150, batch=64, lr=1e-3),
     ),

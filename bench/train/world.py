@@ -1,8 +1,9 @@
 """Training a whole world from its recipe, and finding it in the cache.
 
 `train_world(recipe, folder)` trains four stages in order, each resumable (bench/train/loop.py):
-1. vq: the f=4 VQGAN (diffusers VQModel, its encoder reading each 4x4 cell on its own) on 32 px crops of the 64 px
-   images and on the 32 px images: recipe.vq_autoencoder_steps as a plain autoencoder, then the codebook set to
+1. vq: the f=4 VQGAN (diffusers VQModel, its encoder reading each 4x4 cell on its own) on crops around objects
+   of the 64 px and the 32 px images (bench.train.data.object_crops): recipe.vq_autoencoder_steps as a plain
+   autoencoder, then the codebook set to
    k-means of the encoder's distinct outputs, then decoder and codebook with quantisation, the encoder fixed
    (muse.training.vq_loss). Both stages of the cascade use this one tokenizer.
 2. base: the base transformer and the text encoder together (the T5 encoder is trained, not frozen: a random
@@ -34,7 +35,7 @@ from bench.core.errors import BenchError
 from bench.core.results import file_sha256
 from bench.shapes.scenes import BACKGROUND
 from bench.train import clip as world_clip
-from bench.train.data import ScenePool, to_unit
+from bench.train.data import ScenePool, object_crops, to_unit
 from bench.train.loop import Ranks, run_stage
 from bench.train.recipe import WorldRecipe, get_recipe
 from muse import MusePipeline
@@ -146,13 +147,15 @@ def train_world(recipe: WorldRecipe, folder: Path, *, progress: bool = True) -> 
     crop = recipe.vq_crop
 
     def vq_step(step, shared, local):
-        # Half the batch is crops of the 64 px images, half the 32 px images whole: the one tokenizer serves both
-        # stages, and a 32 px object (one cell) is a pattern a 64 px crop never shows.
-        idx = ranks.part(pool.draw(recipe.vq.batch, shared))
+        # Half the batch is crops of the 64 px images, half crops of the 32 px images: the one tokenizer serves
+        # both stages, and a 32 px object (one cell) is a pattern a 64 px image never shows. The global batch's
+        # crops are drawn before this process takes its share, so a step sees the same crops whatever the number
+        # of processes.
+        idx = pool.draw(recipe.vq.batch, shared)
         half = len(idx) // 2
-        size = pool.high.shape[-1]
-        y, x = (torch.randint(0, (size - crop) // 4 + 1, (2,), generator=shared) * 4).tolist()
-        images = torch.cat([pool.high[idx[:half], :, y:y + crop, x:x + crop], pool.low[idx[half:], :, :crop, :crop]])
+        images = torch.cat([object_crops(pool.high[idx[:half]], crop, shared),
+                            object_crops(pool.low[idx[half:]], crop, shared)])
+        images = images[ranks.part(torch.arange(len(images)))]
         # After the codebook is set, the encoder stays as it is: training it through the quantiser merged codes
         # within a few hundred steps (74 distinct cells of the pool ended on 12 codes).
         quantize = step >= recipe.vq_autoencoder_steps
