@@ -20,7 +20,7 @@ from bench.cli import compose_config
     ("latency.sd_profile=medium", "full, scaled, tiny"),
     ("latency.compile_mode=fast", "default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs"),
     ("eval.fid.mode=legacy", "clean, legacy_pytorch, legacy_tensorflow"),
-    ("eval.metrics=[fid,clipscore]", "fid, kid, clip_score, cmmd, parti, win_rate, judge, judge_win_rate"),
+    ("eval.metrics=[fid,clipscore]", "fid, kid, prdc, clip_score, cmmd, parti, win_rate, judge, judge_win_rate"),
 ])
 def test_a_closed_choice_is_refused_at_composition_with_the_allowed_values(override, allowed):
     with pytest.raises(ConfigCompositionException) as err:

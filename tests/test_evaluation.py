@@ -42,6 +42,7 @@ def parti_run(setup):
     run_dir = root / "run"
     done = muse_bench("experiment=partiprompts", "model=muse-tiny", "dataset.limit=4", "eval.samples_per_prompt=2",
                       "eval.compare_to=sd-v1-4-tiny", "model.steps=4", *overrides, f"hydra.run.dir={run_dir}",
+                      "eval.metrics=[clip_score,parti,win_rate,fid,kid,cmmd,prdc]", "eval.prdc.nearest_k=3",
                       cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir, json.loads((run_dir / "results.json").read_text())
@@ -62,6 +63,12 @@ def test_partiprompts_writes_samples_manifest_and_every_metric(parti_run):
             metric = entry["metrics"][name]
             assert math.isfinite(metric["value"]), name
             assert metric["higher_is_better"] == name.startswith("clip")
+        for name in ("precision", "recall", "density", "coverage"):  # on FID's features, against its references
+            metric = entry["metrics"][name]
+            p = metric["protocol"]
+            assert metric["higher_is_better"] and 0 <= metric["value"] <= (3 if name == "density" else 1), name
+            assert (p["nearest_k"], p["n_generated"], p["n_reference"]) == (3, 8, len(PHOTOS)), name
+            assert "RandomConvFeatures" in p["feature_extractor"] and p["below_minimum"] is True
         assert {b["group"] for b in entry["breakdown"]["category"]} == {r["category"] for r in rows}
     # SD v1.4 (tiny) is made at 512, its native size, and resized to the 256 that is scored; Muse makes 256 itself.
     assert (muse["protocol"]["generated_at"], muse["protocol"]["resized_with"]) == (None, None)
@@ -98,6 +105,7 @@ def test_scoring_the_written_pngs_equals_streaming(parti_run, setup):
     saved.write_text(json.dumps(streamed))
     done = muse_bench("experiment=partiprompts", "model=muse-tiny", "dataset.limit=4", "eval.samples_per_prompt=2",
                       "eval.compare_to=sd-v1-4-tiny", "model.steps=4", *overrides, f"hydra.run.dir={run_dir}",
+                      "eval.metrics=[clip_score,parti,win_rate,fid,kid,cmmd,prdc]", "eval.prdc.nearest_k=3",
                       "eval.stream=false", cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "0 generated, 8 already there" in done.stdout + done.stderr
@@ -274,10 +282,10 @@ def test_every_registered_metric_declares_its_network_references_and_entries():
         assert isinstance(metric, Metric) and metric.name == name
         assert set(metric.networks) <= set(NETWORKS) and metric.entries
         assert metric.score_model is not None or metric.score_run is not None, name
-    assert {m for m in METRICS if METRICS[m].needs_references} == {"fid", "kid", "cmmd"}
+    assert {m for m in METRICS if METRICS[m].needs_references} == {"fid", "kid", "prdc", "cmmd"}
     assert {m for m in METRICS if METRICS[m].pairwise} == {"win_rate", "judge_win_rate"}
     assert {m: METRICS[m].networks for m in METRICS} == {
-        "fid": ("fid",), "kid": ("fid",), "clip_score": ("clip",), "cmmd": ("cmmd",), "parti": ("clip",),
+        "fid": ("fid",), "kid": ("fid",), "prdc": ("fid",), "clip_score": ("clip",), "cmmd": ("cmmd",), "parti": ("clip",),
         "win_rate": ("clip",), "judge": ("judge",), "judge_win_rate": ("judge", "clip")}
 
 

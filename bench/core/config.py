@@ -33,7 +33,7 @@ LatencyProtocol = _choices("LatencyProtocol", "measured extrapolated per_stage")
 CompileMode = _choices("CompileMode", "default reduce-overhead max-autotune max-autotune-no-cudagraphs")
 FidMode = _choices("FidMode", "clean legacy_pytorch legacy_tensorflow")
 ReferenceSet = _choices("ReferenceSet", "all matched")
-Metric = _choices("Metric", "fid kid clip_score cmmd parti win_rate judge judge_win_rate")
+Metric = _choices("Metric", "fid kid prdc clip_score cmmd parti win_rate judge judge_win_rate")
 
 
 @dataclass
@@ -237,6 +237,16 @@ class CmmdConfig:
 
 
 @dataclass
+class PrdcConfig:
+    """Precision, recall, density and coverage (bench/metrics/prdc.py) on FID's features (eval.fid)."""
+
+    # The k of the k-nearest-neighbour balls: 5 as Naeem et al. 2020 recommend (Kynkaanniemi et al. 2019 use 3).
+    nearest_k: int = 5
+    # Below this many samples a side results are flagged (the authors report at 10,000).
+    min_samples: int = 10000
+
+
+@dataclass
 class WinRateConfig:
     """The PartiPrompts alignment comparison (bench/metrics/parti.py): best-of-K per prompt, then a pairwise judge."""
 
@@ -251,8 +261,9 @@ class WinRateConfig:
 class EvalConfig:
     """Which metrics the generate job computes on its samples, and how."""
 
-    # Any of fid, kid, clip_score, cmmd, parti (per-category / per-challenge CLIP), win_rate, judge (the shapes
-    # world's exact judge), judge_win_rate (two models of the shapes world by the exact judge and by CLIP).
+    # Any of fid, kid, prdc (precision, recall, density, coverage on FID's features), clip_score, cmmd, parti
+    # (per-category / per-challenge CLIP), win_rate, judge (the shapes world's exact judge), judge_win_rate (two
+    # models of the shapes world by the exact judge and by CLIP).
     metrics: list[Metric] = field(default_factory=list)
     # Images per prompt (the paper's PartiPrompts protocol draws 16 and keeps the best by CLIP); replica k
     # draws from (seed, index, k), and replica 0 is the image a one-per-prompt run makes.
@@ -272,6 +283,7 @@ class EvalConfig:
     fid: FidConfig = field(default_factory=FidConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     cmmd: CmmdConfig = field(default_factory=CmmdConfig)
+    prdc: PrdcConfig = field(default_factory=PrdcConfig)
     win_rate: WinRateConfig = field(default_factory=WinRateConfig)
 
 

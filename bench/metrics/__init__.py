@@ -1,6 +1,7 @@
 """Metrics, one module each, registered below by the names `eval.metrics` takes: FID and KID (fid.py) on
-Inception features (features.py), CLIP score (clip_score.py) on CLIP models (clip_model.py), CMMD (cmmd.py), the
-PartiPrompts breakdowns and win rate (parti.py), the shapes world's exact-judge accuracy (judge.py) and two models
+Inception features (features.py), precision / recall / density / coverage on the same features (prdc.py), CLIP
+score (clip_score.py) on CLIP models (clip_model.py), CMMD (cmmd.py), the PartiPrompts breakdowns and win rate
+(parti.py), the shapes world's exact-judge accuracy (judge.py) and two models
 of it compared by the exact judge and by CLIP (judge_win_rate.py). Beside them: what a metric declares (metric.py), the
 reference-feature cache of FID, KID and CMMD (reference_cache.py), the bootstrap (bootstrap.py), the published
 protocols they are put beside (published.py), and the scoring of a run's samples (scoring.py while images are
@@ -15,6 +16,7 @@ from bench.core.registry import Registry
 METRICS = Registry("eval.metrics", {
     "fid": "bench.metrics.fid:FID",
     "kid": "bench.metrics.fid:KID",
+    "prdc": "bench.metrics.prdc:PRDC",
     "clip_score": "bench.metrics.clip_score:CLIP_SCORE",
     "cmmd": "bench.metrics.cmmd:CMMD",
     "parti": "bench.metrics.parti:PARTI",

@@ -17,7 +17,8 @@ METRIC_NAMES = {"fid": "FID", "kid": "KID", "clip_score": "CLIP (cosine)", "clip
                 "cmmd": "CMMD", "win_rate": "win rate", "loss_rate": "loss rate", "win_ratio": "win ratio",
                 "judge_win_rate": "win rate (exact judge)", "judge_loss_rate": "loss rate (exact judge)",
                 "clip_judge_win_rate": "win rate (CLIP judge)", "clip_judge_loss_rate": "loss rate (CLIP judge)",
-                "clip_judge_agreement": "CLIP judge agrees with exact"}
+                "clip_judge_agreement": "CLIP judge agrees with exact", "precision": "precision (k-NN)",
+                "recall": "recall (k-NN)", "density": "density (k-NN)", "coverage": "coverage (k-NN)"}
 # Prefixes of the figures a report writes: an earlier report's figure that is not made again is removed.
 FIGURE_PREFIXES = ("latency-", "throughput-", "fid-clip-", "fid-judge-", "parti-", "win-rate-", "grid-", "trajectory-",
                    "sweep-", "edit-")

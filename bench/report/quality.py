@@ -23,7 +23,8 @@ from bench.report.markdown import (
 from bench.report.protocols import eval_caveats, eval_facets, guidance_scale
 from bench.report.runs import Run
 
-METRIC_ORDER = ("fid", "kid", "clip_score", "clip_score_x100", "cmmd", "win_rate", "loss_rate", "win_ratio")
+METRIC_ORDER = ("fid", "kid", "precision", "recall", "density", "coverage", "clip_score", "clip_score_x100", "cmmd",
+                "win_rate", "loss_rate", "win_ratio")
 
 
 def quality_section(runs: list[Run]) -> str | None:
