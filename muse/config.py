@@ -122,6 +122,8 @@ class SamplerConfig:
     over the steps; "constant" keeps it.
     temperature_schedule: "maskgit" uses choice_temperature * (1 - ratio) afresh at each step; "linear"
     interpolates from choice_temperature to temperature_end across the steps (aMUSEd's scheduler).
+    token_order: which tokens each step keeps, "confidence" (MaskGIT's), "halton" or "halton-random" (the 2-D
+    Halton sequence over the grid, Besnier et al. 2025; see muse/sampling.py).
     """
 
     steps: int = 24
@@ -132,6 +134,7 @@ class SamplerConfig:
     guidance_t: float = 4.0
     guidance_ramp: str = "linear"
     top_k: int | None = None
+    token_order: str = "confidence"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SamplerConfig":

@@ -54,13 +54,13 @@ def _resize(image: torch.Tensor, resolution: int) -> torch.Tensor:
     return F.interpolate(image, size=(resolution, resolution), mode="bicubic", antialias=True).clamp(0, 1)
 
 
-def _setup(pipe, prompt, resolution, seed, guidance_scale, steps=None, superres_steps=None):
+def _setup(pipe, prompt, resolution, seed, guidance_scale, steps=None, superres_steps=None, token_order=None):
     """Prompts, resolution, per-stage samplers (the call's overrides applied to every stage it runs), generators
     and text (paired with the empty prompt when any stage is guided)."""
     prompts = pipe.check_prompts(prompt)
     resolution = resolution or pipe.config.base_resolution
     pipe.check_resolution(resolution)
-    samplers = pipe.stage_samplers(resolution, guidance_scale, steps, superres_steps)
+    samplers = pipe.stage_samplers(resolution, guidance_scale, steps, superres_steps, token_order=token_order)
     generators = make_generators(seed, range(len(prompts)), pipe.device)
     text = pipe.encode_text(prompts, None, guided=any(s.guidance_t for s in samplers.values()))
     return prompts, resolution, samplers, generators, text
@@ -68,17 +68,19 @@ def _setup(pipe, prompt, resolution, seed, guidance_scale, steps=None, superres_
 
 @torch.no_grad()
 def inpaint(pipe, image, mask, prompt, resolution: int | None = None, seed: int = 0,
-            guidance_scale: float | None = None, steps: int | None = None, superres_steps: int | None = None):
+            guidance_scale: float | None = None, steps: int | None = None, superres_steps: int | None = None,
+            token_order: str | None = None):
     """Regenerate the tokens under `mask` (True = regenerate) of `image` for each prompt.
 
     resolution: 256 (base only) or 512 (base, then super-res); the image and mask are resized to it.
-    guidance_scale (the CFG scale g, as in MusePipeline.__call__) applies to every stage; steps to the base
-    stage, superres_steps to the super-res stage.
+    guidance_scale (the CFG scale g, as in MusePipeline.__call__) and token_order (which masked tokens each step
+    keeps: confidence, halton or halton-random) apply to every stage; steps to the base stage, superres_steps to
+    the super-res stage.
     """
     pixels = _image_tensor(image)
     region = _mask_tensor(mask, tuple(pixels.shape[-2:]))
     prompts, resolution, samplers, generators, text = _setup(pipe, prompt, resolution, seed, guidance_scale, steps,
-                                                             superres_steps)
+                                                             superres_steps, token_order)
     batch = len(prompts)
     device = pipe.device
 
@@ -116,12 +118,13 @@ def outpaint(pipe, image, keep, prompt, **kwargs):
 @torch.no_grad()
 def edit(pipe, image, prompt, resolution: int | None = None, seed: int = 0, iterations: int = 100,
          resample_fraction: float = 0.08, guidance_scale: float | None = 5.0, top_k: int | None = 3,
-         superres_steps: int | None = None):
+         superres_steps: int | None = None, token_order: str | None = None):
     """Mask-free editing: from the image's tokens, `iterations` times mask a random `resample_fraction` of the
     base tokens and resample them with guidance and top-k; then (at 512) super-res from the edited tokens.
 
     guidance_scale is the CFG scale g of every stage (default 5: the paper's t = 4, constant during the
     resampling; super-res keeps its own ramp); None keeps each stage's preset. top_k applies to the resampling.
+    token_order applies to the super-res stage (each resampling is one step, which fills every masked token).
     """
     if iterations < 1:
         raise MuseInputError(f"iterations must be at least 1, got {iterations}")
@@ -129,7 +132,7 @@ def edit(pipe, image, prompt, resolution: int | None = None, seed: int = 0, iter
         raise MuseInputError(f"resample_fraction must be in (0, 1], got {resample_fraction}")
     pixels = _image_tensor(image)
     prompts, resolution, samplers, generators, text = _setup(pipe, prompt, resolution, seed, guidance_scale,
-                                                             superres_steps=superres_steps)
+                                                             superres_steps=superres_steps, token_order=token_order)
     # One step of the shared sampler fills every masked token: this is Muse's resampling step.
     resample = dataclasses.replace(samplers["base"], steps=1, guidance_ramp="constant", top_k=top_k)
     device, batch = pipe.device, len(prompts)

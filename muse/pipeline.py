@@ -19,6 +19,7 @@ from .output import MuseOutput, to_pil
 from .presets import preset_config
 from .sampling import (
     check_choice_temperature,
+    check_token_order,
     make_generators,
     parallel_decode,
     schedule_power,
@@ -126,7 +127,7 @@ class MusePipeline:
 
     def stage_samplers(self, resolution: int, guidance_scale: float | None = None, steps: int | None = None,
                        superres_steps: int | None = None, choice_temperature: float | None = None,
-                       schedule: str | None = None) -> dict[str, SamplerConfig]:
+                       schedule: str | None = None, token_order: str | None = None) -> dict[str, SamplerConfig]:
         """The sampler settings of every stage a call at `resolution` runs, with the call's overrides applied.
 
         guidance_scale (the CFG scale g >= 1; Muse's t = g - 1, keeping each stage's ramp) applies to every
@@ -134,7 +135,9 @@ class MusePipeline:
         choice_temperature (the Gumbel temperature of the re-masking choice, keeping the stage's temperature
         schedule) and schedule (the masking schedule: cosine, linear or powP) apply to the base stage, as steps
         does: the base stage lays out the image (which objects, where, what colour), the super-res stage refines
-        it conditioned on the base's tokens, so a sweep of them varies the composition alone.
+        it conditioned on the base's tokens, so a sweep of them varies the composition alone. token_order
+        (confidence, halton or halton-random: which tokens each step keeps) applies to every stage: it is the
+        sampler's, not a setting of one stage.
         Bad values raise MuseInputError before anything runs.
         """
         for name, value in (("steps", steps), ("superres_steps", superres_steps)):
@@ -145,9 +148,10 @@ class MusePipeline:
                 "choice_temperature": None if choice_temperature is None else check_choice_temperature(choice_temperature)}
         if schedule is not None:
             schedule_power(schedule)  # refuses an unknown schedule now, not at the first step
+        every = {"guidance_t": t, "token_order": None if token_order is None else check_token_order(token_order)}
 
         def stage(sampler: SamplerConfig, overrides: dict) -> SamplerConfig:
-            changes = {k: v for k, v in {"guidance_t": t, **overrides}.items() if v is not None}
+            changes = {k: v for k, v in {**every, **overrides}.items() if v is not None}
             return dataclasses.replace(sampler, **changes)
 
         stages = {"base": stage(self.config.base_sampler, base)}
@@ -157,12 +161,12 @@ class MusePipeline:
 
     def sampler_settings(self, resolution: int, guidance_scale: float | None = None, steps: int | None = None,
                          superres_steps: int | None = None, choice_temperature: float | None = None,
-                         schedule: str | None = None) -> dict:
+                         schedule: str | None = None, token_order: str | None = None) -> dict:
         """The decoding protocol behind an image at `resolution` (with a call's overrides), for results files:
         every setting of each stage, guidance as both the CFG scale g (`guidance_scale`) and Muse's t."""
         settings = {}
         for name, sampler in self.stage_samplers(resolution, guidance_scale, steps, superres_steps,
-                                                 choice_temperature, schedule).items():
+                                                 choice_temperature, schedule, token_order).items():
             values = dataclasses.asdict(sampler)
             settings[name] = {"guidance_scale": to_guidance_scale(values["guidance_t"]), **values}
         return settings
@@ -239,7 +243,7 @@ class MusePipeline:
                  guidance_scale: float | None = None, steps: int | None = None, superres_steps: int | None = None,
                  return_trajectory: bool = False, output_type: str = "pil", stage_timer=None, replica: int = 0,
                  decode_threads: int | None = None, choice_temperature: float | None = None,
-                 schedule: str | None = None) -> MuseOutput:
+                 schedule: str | None = None, token_order: str | None = None) -> MuseOutput:
         """Generate one image per prompt.
 
         Sample i's randomness comes only from (seed, sample_indices[i], replica) (default: its position, replica
@@ -247,8 +251,8 @@ class MusePipeline:
         independent image of a prompt. guidance_scale is the classifier-free guidance scale g (diffusers' and
         aMUSEd's; Muse's t = g - 1; 1 = no guidance, below 1 refused) and overrides every stage's preset; steps
         overrides the base stage's steps, superres_steps the super-res stage's; choice_temperature and schedule
-        (cosine, linear or powP) override the base stage's (see stage_samplers). output_type "pil" or "pt" (float
-        tensors in [0, 1]). decode_threads: on a CPU, run the VQ decoder with exactly this many intra-op threads,
+        (cosine, linear or powP) override the base stage's, token_order every stage's (see stage_samplers).
+        output_type "pil" or "pt" (float tensors in [0, 1]). decode_threads: on a CPU, run the VQ decoder with exactly this many intra-op threads,
         so pixels do not depend on the caller's thread count (see decode_tokens); None = the process's setting.
         stage_timer(name) -> context manager, if given, brackets each stage: text_encoder, base, superres,
         decoder (the latency harness passes one that synchronises the device and records the time).
@@ -256,7 +260,8 @@ class MusePipeline:
         stage = stage_timer or (lambda name: contextlib.nullcontext())
         prompts = self.check_prompts(prompts)
         self.check_resolution(resolution)
-        samplers = self.stage_samplers(resolution, guidance_scale, steps, superres_steps, choice_temperature, schedule)
+        samplers = self.stage_samplers(resolution, guidance_scale, steps, superres_steps, choice_temperature, schedule,
+                                       token_order)
         if decode_threads is not None and decode_threads < 1:
             raise MuseInputError(f"decode_threads must be at least 1, got {decode_threads}")
         indices = self._indices(len(prompts), sample_indices)

@@ -8,10 +8,16 @@ GPU it queues steps without synchronising.
 Guidance has two spellings. Users set the classifier-free guidance scale g of diffusers, aMUSEd and Meissonic
 (l_u + g (l_c - l_u)); the sampler works in Muse's t ((1 + t) l_c - t l_u, the paper's formula), with g = 1 + t.
 Every name inside says which one it holds: `guidance_scale` is g, `guidance_t` is t.
+
+Which tokens are kept at each step: by confidence (MaskGIT: the sampled tokens' log-probabilities plus annealed
+Gumbel noise), or in a fixed order over the grid given by the 2-D Halton low-discrepancy sequence (Besnier et al.,
+ICLR 2025, valeoai/Halton-MaskGIT), optionally rolled by a random offset per sample. How many are kept is the
+masking schedule's either way.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -84,6 +90,64 @@ def schedule_power(schedule: str) -> float | None:
         raise MuseInputError(f"unknown masking schedule {schedule!r}: use cosine, linear or powP with P > 0 "
                              "(e.g. pow2, pow0.5)")
     return power
+
+
+TOKEN_ORDERS = ("confidence", "halton", "halton-random")
+
+
+def check_token_order(value: str, setting: str = "token_order") -> str:
+    """`value` when it is one of TOKEN_ORDERS; MuseInputError naming `setting` and the choices otherwise."""
+    if value not in TOKEN_ORDERS:
+        raise MuseInputError(f"{setting}={value!r} is not a token order: use one of {', '.join(TOKEN_ORDERS)} "
+                             "(confidence: MaskGIT's; halton: the 2-D Halton sequence over the token grid; "
+                             "halton-random: that sequence rolled by a random offset per sample).")
+    return value
+
+
+def _radical_inverse(index: int, base: int) -> float:
+    """The van der Corput radical inverse of `index` in `base` (index 1, 2, 3, ... gives 1/b, 2/b, ...)."""
+    value, scale = 0.0, 1.0 / base
+    while index:
+        index, digit = divmod(index, base)
+        value += digit * scale
+        scale /= base
+    return value
+
+
+@functools.lru_cache(maxsize=16)
+def halton_order(side: int) -> tuple[int, ...]:
+    """Every position (row * side + column) of a side x side token grid, in the order the 2-D Halton sequence
+    (base 2 for the row, base 3 for the column, from index 1) first visits its cell: Halton-MaskGIT's
+    build_halton_mask order. Consecutive positions are spread over the whole grid, never clustered."""
+    seen: dict[int, None] = {}
+    index = 0
+    while len(seen) < side * side:
+        index += 1
+        if index > 64 * side * side:  # the sequence fills any grid long before this; a guard against a bug
+            raise RuntimeError(f"the Halton sequence did not cover a {side}x{side} grid")
+        row = int(_radical_inverse(index, 2) * side)
+        column = int(_radical_inverse(index, 3) * side)
+        seen.setdefault(row * side + column, None)
+    return tuple(seen)
+
+
+def reveal_ranks(token_order: str, length: int, generators: Sequence[torch.Generator], device) -> torch.Tensor | None:
+    """Each position's place [B, L] in the order tokens are revealed (0 first), or None for "confidence" (the
+    order then comes from the model at each step). "halton-random" rolls the order by an offset drawn from each
+    sample's own generator, once, before decoding starts."""
+    check_token_order(token_order)
+    if token_order == "confidence":
+        return None
+    side = math.isqrt(length)
+    if side * side != length:
+        raise MuseInputError(f"token_order={token_order!r} needs a square token grid; this one has {length} tokens")
+    order = torch.tensor(halton_order(side), device=device)
+    ranks = []
+    for g in generators:
+        shift = int(torch.randint(length, (1,), generator=g, device=device)) if token_order == "halton-random" else 0
+        rolled = torch.roll(order, shift)
+        ranks.append(torch.empty_like(rolled).scatter_(0, rolled, torch.arange(length, device=device)))
+    return torch.stack(ranks).float()
 
 
 def check_choice_temperature(value: float, setting: str = "choice_temperature") -> float:
@@ -201,6 +265,7 @@ def parallel_decode(
     guidance_t: float = 0.0,
     guidance_ramp: str = "linear",
     top_k: int | None = None,
+    token_order: str = "confidence",
     return_trajectory: bool = False,
 ) -> DecodeResult:
     """Fill the masked positions of `tokens` [B, L] in `steps` parallel steps (MaskGIT, Chang et al. 2022: google-research/maskgit, libml/parallel_decode.py).
@@ -208,13 +273,15 @@ def parallel_decode(
     logits_fn(tokens) -> (cond_logits, uncond_logits or None), each [B, L, V]; it should compute both in one
     batched forward. guidance_t is Muse's t (0 = no guidance: uncond is not used). Known tokens never change.
     After step s < steps - 1, floor(N * schedule((s+1)/steps)) tokens stay masked (N = unknown at the start; at
-    least one is fixed per step); after the last step none.
+    least one is fixed per step); after the last step none. token_order says which: the most confident
+    (MaskGIT) or the earliest in the Halton order (see the module docstring); choice_temperature is then unused.
     """
     if steps < 1:
         raise MuseInputError(f"steps must be at least 1, got {steps}")
     if len(generators) != tokens.shape[0]:
         raise MuseInputError(f"{tokens.shape[0]} samples but {len(generators)} generators")
     n_initial = (tokens == mask_token_id).sum(-1)
+    ranks = reveal_ranks(token_order, tokens.shape[1], generators, tokens.device)
     trajectory = []
     for step in range(steps):
         unknown = tokens == mask_token_id
@@ -234,9 +301,13 @@ def parallel_decode(
             # (double rounding through float64 is innocuous for a quotient).
             ratio = (step + 1) / steps
             lengths = mask_lengths(n_initial, unknown.sum(-1), ratio, schedule)
-            log_p = torch.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
-            temperature = choice_temperature_at(step, steps, choice_temperature, temperature_schedule, temperature_end)
-            confidence = log_p + temperature * gumbel(tuple(tokens.shape[1:]), generators, tokens.device)
+            if ranks is None:
+                log_p = torch.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
+                temperature = choice_temperature_at(step, steps, choice_temperature, temperature_schedule,
+                                                    temperature_end)
+                confidence = log_p + temperature * gumbel(tuple(tokens.shape[1:]), generators, tokens.device)
+            else:  # a fixed order: the positions earliest in it are kept first
+                confidence = -ranks
             confidence = torch.where(unknown, confidence, torch.full_like(confidence, float("inf")))
             tokens = torch.where(remask(confidence, lengths), torch.full_like(sampled, mask_token_id), sampled)
         if return_trajectory:

@@ -74,6 +74,10 @@ class ModelConfig:
     # pow2); null = the preset's. Muse family only, and the base stage only, as steps (MusePipeline.stage_samplers).
     choice_temperature: float | None = None
     schedule: str | None = None
+    # Which tokens each decoding step keeps, in every stage (editing included): confidence (MaskGIT's), halton or
+    # halton-random (the 2-D Halton sequence over the token grid, Besnier et al. 2025; muse/sampling.py); null =
+    # the preset's (confidence). Muse family only.
+    token_order: str | None = None
 
 
 @dataclass

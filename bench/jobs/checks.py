@@ -11,10 +11,10 @@ from typing import Any, Sequence
 
 from bench.core.errors import BenchError
 from muse.errors import MuseInputError
-from muse.sampling import check_choice_temperature, schedule_power, to_guidance_t
+from muse.sampling import TOKEN_ORDERS, check_choice_temperature, schedule_power, to_guidance_t
 
 # Model settings only Muse's MaskGIT sampler has (bench.core.config.ModelConfig): another family refuses them.
-MASKGIT_SETTINGS = ("choice_temperature", "schedule")
+MASKGIT_SETTINGS = ("choice_temperature", "schedule", "token_order")
 
 
 def check_guidance(value: float | None, key: str) -> None:
@@ -57,8 +57,9 @@ def check_decoding_settings(model_cfg: Any, key: str = "model") -> None:
 
 
 def check_maskgit_settings(model_cfg: Any, key: str = "model") -> None:
-    """Refuse a choice_temperature or schedule override that the sampler would refuse, or that a model of another
-    family than muse would silently ignore; BenchError naming {key}.<setting> and the valid values."""
+    """Refuse a choice_temperature, schedule or token_order override that the sampler would refuse, or that a
+    model of another family than muse would silently ignore; BenchError naming {key}.<setting> and the valid
+    values."""
     family = str(model_cfg.get("family", "muse"))
     for name in MASKGIT_SETTINGS:
         if model_cfg.get(name) is not None and family != "muse":
@@ -77,6 +78,10 @@ def check_maskgit_settings(model_cfg: Any, key: str = "model") -> None:
         except MuseInputError:
             raise BenchError(f"{key}.schedule={schedule!r} is not a masking schedule: use one of cosine, linear or "
                              "powP with P > 0 (e.g. pow2, pow0.5), or null for the model's own.") from None
+    order = model_cfg.get("token_order")
+    if order is not None and order not in TOKEN_ORDERS:
+        raise BenchError(f"{key}.token_order={order!r} is not a token order: use one of {', '.join(TOKEN_ORDERS)}, "
+                         "or null for the model's own.")
 
 
 def check_generate_settings(cfg: Any, models: Sequence[Any]) -> None:

@@ -40,7 +40,7 @@ def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
         write_trajectories(kept[0].pipeline, cfg.model.name, records, run_dir=run_dir, seed=cfg.seed,
                            steps=cfg.model.steps, guidance_scale=cfg.model.guidance_scale,
                            choice_temperature=cfg.model.choice_temperature, schedule=cfg.model.schedule,
-                           resolution=cfg.resolutions[0])
+                           token_order=cfg.model.token_order, resolution=cfg.resolutions[0])
     kept.clear()
     if cfg.sweep.points:
         swept, _ = sweep_evaluations(cfg, run_dir)
@@ -59,7 +59,8 @@ def run_default(cfg: DictConfig, *, run_dir: str | Path, experiment: str, overri
 
 def write_trajectories(pipe: Any, model: str, records, *, run_dir: Path, seed: int, steps: int | None = None,
                        guidance_scale: float | None = None, resolution: int | None = None,
-                       choice_temperature: float | None = None, schedule: str | None = None) -> list[Path]:
+                       choice_temperature: float | None = None, schedule: str | None = None,
+                       token_order: str | None = None) -> list[Path]:
     """Decode what is unmasked after each base decoding step of each record's sample, still-masked tokens in
     grey, into run_dir/trajectory/ (bench.report.runs.trajectory_file names). The sample is the one the run made:
     same seed, sample index and decoding overrides (and resolution: the call's, default the base stage's)."""
@@ -79,7 +80,8 @@ def write_trajectories(pipe: Any, model: str, records, *, run_dir: Path, seed: i
             # The base stage's trajectory is the same whatever stages follow it (same generators, same draws).
             out = pipe([record.prompt], resolution=resolution or base_resolution, seed=seed,
                        sample_indices=[record.index], return_trajectory=True, steps=steps,
-                       guidance_scale=guidance_scale, choice_temperature=choice_temperature, schedule=schedule)
+                       guidance_scale=guidance_scale, choice_temperature=choice_temperature, schedule=schedule,
+                       token_order=token_order)
             for step, tokens in enumerate(out.trajectory[0], start=1):
                 masked = tokens == out.mask_token_id
                 # Masked positions hold the mask id, which is no code of the VQ codebook: decode code 0 there

@@ -28,8 +28,9 @@ from bench.models.generators import is_plain_name
 log = logging.getLogger(__name__)
 
 # model settings a sweep may vary: each is a decoding setting, so every value is the same weights sampled otherwise.
-# choice_temperature and schedule (the masking schedule, string values) act on the base stage, as steps does.
-SWEEPABLE = ("guidance_scale", "steps", "choice_temperature", "schedule")
+# choice_temperature and schedule (the masking schedule, string values) act on the base stage, as steps does;
+# token_order (which tokens each step keeps) on every stage.
+SWEEPABLE = ("guidance_scale", "steps", "choice_temperature", "schedule", "token_order")
 
 
 def swept_name(model: str, key: str, value: Any) -> str:

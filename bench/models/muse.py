@@ -76,9 +76,10 @@ def load_pipeline(model_cfg: Any, device: str) -> MusePipeline:
 
 def muse_generator(model_cfg: Any, device: str) -> ImageGenerator:
     """The ImageGenerator of a model config of family muse (a preset, or a checkpoint with model.pretrained),
-    with model.steps, model.choice_temperature and model.schedule (base stage) and model.guidance_scale (every
-    stage), when set, overriding the preset's."""
-    overrides = {key: model_cfg.get(key) for key in ("guidance_scale", "steps", "choice_temperature", "schedule")}
+    with model.steps, model.choice_temperature and model.schedule (base stage) and model.guidance_scale and
+    model.token_order (every stage), when set, overriding the preset's."""
+    overrides = {key: model_cfg.get(key)
+                 for key in ("guidance_scale", "steps", "choice_temperature", "schedule", "token_order")}
     pipe = load_pipeline(model_cfg, device)
 
     def generate(prompts, resolution, seed, indices, replica=0):
