@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test bench install report-example mutants
+.PHONY: run test bench install report-example mutants samplers
 
 run: $(STAMP)
 	$(BIN)/muse-bench $(ARGS)
@@ -35,6 +35,12 @@ report-example: $(STAMP)
 	rm -rf outputs/example
 	$(BIN)/muse-bench hydra.run.dir=outputs/example
 	$(BIN)/python -m bench.report outputs/example --out reports/example
+
+# The sampler comparison on the learned world (conf/experiment/shapes_samplers.yaml): steps against FID and judge
+# accuracy for each token order, one figure per metric; reruns resume from the samples on disk.
+samplers: $(STAMP)
+	$(BIN)/muse-bench -m experiment=shapes_samplers hydra.sweep.dir=outputs/samplers $(ARGS)
+	$(BIN)/python -m bench.report outputs/samplers --out outputs/samplers/report
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

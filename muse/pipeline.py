@@ -133,7 +133,7 @@ class MusePipeline:
         guidance_scale (the CFG scale g >= 1; Muse's t = g - 1, keeping each stage's ramp) applies to every
         stage, steps to the base stage and superres_steps to the super-res stage; None keeps the preset's.
         choice_temperature (the Gumbel temperature of the re-masking choice, keeping the stage's temperature
-        schedule) and schedule (the masking schedule: cosine, linear or powP) apply to the base stage, as steps
+        schedule) and schedule (the masking schedule: cosine, linear, arccos or powP) apply to the base stage, as steps
         does: the base stage lays out the image (which objects, where, what colour), the super-res stage refines
         it conditioned on the base's tokens, so a sweep of them varies the composition alone. token_order
         (confidence, halton or halton-random: which tokens each step keeps) applies to every stage: it is the
@@ -251,9 +251,10 @@ class MusePipeline:
         independent image of a prompt. guidance_scale is the classifier-free guidance scale g (diffusers' and
         aMUSEd's; Muse's t = g - 1; 1 = no guidance, below 1 refused) and overrides every stage's preset; steps
         overrides the base stage's steps, superres_steps the super-res stage's; choice_temperature and schedule
-        (cosine, linear or powP) override the base stage's, token_order every stage's (see stage_samplers).
-        output_type "pil" or "pt" (float tensors in [0, 1]). decode_threads: on a CPU, run the VQ decoder with exactly this many intra-op threads,
-        so pixels do not depend on the caller's thread count (see decode_tokens); None = the process's setting.
+        (cosine, linear, arccos or powP) override the base stage's, token_order every stage's (see stage_samplers).
+        output_type "pil" or "pt" (float tensors in [0, 1]). decode_threads: on a CPU, run the VQ decoder with
+        exactly this many intra-op threads, so pixels do not depend on the caller's thread count (see
+        decode_tokens); None = the process's setting.
         stage_timer(name) -> context manager, if given, brackets each stage: text_encoder, base, superres,
         decoder (the latency harness passes one that synchronises the device and records the time).
         """

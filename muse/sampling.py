@@ -76,9 +76,10 @@ MASK_SCHEDULES = ("cosine", "linear", "powP")
 
 
 def schedule_power(schedule: str) -> float | None:
-    """The exponent P of a powP schedule ("pow" alone is pow2), None for cosine and linear; MuseInputError for
-    any other name, or a P that is not a finite number above 0 (pow0 would unmask everything at the first step)."""
-    if schedule in ("cosine", "linear"):
+    """The exponent P of a powP schedule ("pow" alone is pow2), None for cosine, linear and arccos; MuseInputError
+    for any other name, or a P that is not a finite number above 0 (pow0 would unmask everything at the first
+    step)."""
+    if schedule in ("cosine", "linear", "arccos"):
         return None
     power = None
     if isinstance(schedule, str) and schedule.startswith("pow"):
@@ -87,8 +88,8 @@ def schedule_power(schedule: str) -> float | None:
         except ValueError:
             power = None
     if power is None or not (math.isfinite(power) and power > 0):
-        raise MuseInputError(f"unknown masking schedule {schedule!r}: use cosine, linear or powP with P > 0 "
-                             "(e.g. pow2, pow0.5)")
+        raise MuseInputError(f"unknown masking schedule {schedule!r}: use cosine, linear, arccos or powP with "
+                             "P > 0 (e.g. pow2, pow0.5)")
     return power
 
 
@@ -163,8 +164,8 @@ def check_choice_temperature(value: float, setting: str = "choice_temperature") 
 def mask_ratio(ratio: float, schedule: str = "cosine") -> torch.Tensor:
     """Fraction of the initially unknown tokens still masked once `ratio` of the steps are done (float32).
 
-    cosine: cos(pi/2 r) (MaskGIT's default); linear: 1 - r; powP (e.g. pow2): 1 - r**P, P > 0
-    (schedule_power). Evaluated in float32, as MaskGIT (JAX) and aMUSEd do, so token counts match theirs
+    cosine: cos(pi/2 r) (MaskGIT's default); linear: 1 - r; arccos: arccos(r) / (pi/2) (Halton-MaskGIT's and
+    MaskGen's: more revealed than cosine early, fewer late); powP (e.g. pow2): 1 - r**P, P > 0 (schedule_power). Evaluated in float32, as MaskGIT (JAX) and aMUSEd do, so token counts match theirs
     exactly where a value lands on an integer (256 * cos(pi/3) is 127.99999 in float32, so 127 tokens, not 128).
     """
     power = schedule_power(schedule)
@@ -174,6 +175,8 @@ def mask_ratio(ratio: float, schedule: str = "cosine") -> torch.Tensor:
         value = torch.cos(r * math.pi / 2)
     elif schedule == "linear":
         value = 1 - r
+    elif schedule == "arccos":
+        value = torch.arccos(r) / (math.pi / 2)
     else:
         value = 1 - r**power
     return value.clamp(0.0, 1.0)

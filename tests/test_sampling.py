@@ -76,7 +76,7 @@ def test_cosine_schedule_values():
     assert mask_ratio(0.5, "linear") == 0.5 and mask_ratio(0.5, "pow2") == 0.75
     # float32, as in MaskGIT and aMUSEd: cos(pi/3) lands just below 0.5, so 256 tokens give 127, not 128.
     assert math.floor(256 * float(mask_ratio(2 / 3))) == 127
-    with pytest.raises(MuseInputError, match="unknown masking schedule 'sqrt': use cosine, linear or powP"):
+    with pytest.raises(MuseInputError, match="unknown masking schedule 'sqrt': use cosine, linear, arccos or powP"):
         mask_ratio(0.5, "sqrt")
 
 
@@ -447,7 +447,7 @@ def test_mask_ratio_powers_and_clamping():
     assert float(mask_ratio(0.5, "pow3")) == pytest.approx(1 - 0.5**3)
     assert float(mask_ratio(0.5, "pow1.5")) == pytest.approx(1 - 0.5**1.5)
     assert mask_ratio(0.5, "pow") == mask_ratio(0.5, "pow2")  # the power defaults to 2
-    with pytest.raises(MuseInputError, match="unknown masking schedule 'powx': use cosine, linear or powP"):
+    with pytest.raises(MuseInputError, match="unknown masking schedule 'powx': use cosine, linear, arccos or powP"):
         mask_ratio(0.5, "powx")
     # Always a fraction in [0, 1]: float32 cos(pi/2) is -4e-8, and ratios outside [0, 1] are clamped.
     assert mask_ratio(1.0) == 0.0 and mask_ratio(1.5, "linear") == 0.0
@@ -521,3 +521,15 @@ def test_generators_are_seeded_per_sample_on_the_device_asked_for():
     # A device without generators of its own is an error, not a silent fallback to the CPU's.
     with pytest.raises(RuntimeError, match="meta|META"):
         make_generators(0, [0], "meta")
+
+
+def test_the_arccos_schedule_is_halton_maskgits():
+    # Halton-MaskGIT reveals (1 - arccos(r) / (pi / 2)) N tokens after step r: more than cosine early, fewer late.
+    # Catches: arccos without the pi/2 normalisation (ratios above 1), or the schedule reversed.
+    for r in (0.0, 0.25, 0.5, 0.75, 1.0):
+        assert float(mask_ratio(r, "arccos")) == pytest.approx(math.acos(r) / (math.pi / 2), abs=1e-6)
+    assert float(mask_ratio(0.1, "arccos")) < float(mask_ratio(0.1, "cosine"))
+    assert float(mask_ratio(0.9, "arccos")) > float(mask_ratio(0.9, "cosine"))
+    tokens = torch.full((1, 64), MASK)
+    out = decode(tokens, steps=8, schedule="arccos")
+    assert [(t == MASK).sum().item() for t in out.trajectory[0]] == expected_counts(64, 8, "arccos")

@@ -78,7 +78,7 @@ def test_the_pipeline_refuses_bad_overrides_before_decoding(pipe, kwargs, messag
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"schedule": "sqrt"}, "model.schedule='sqrt' is not a masking schedule: use one of cosine, linear or powP"),
+    ({"schedule": "sqrt"}, "model.schedule='sqrt' is not a masking schedule: use one of cosine, linear, arccos or powP"),
     ({"schedule": "pow-1"}, "model.schedule='pow-1'"),
     ({"choice_temperature": -0.5}, "model.choice_temperature=-0.5"),
     ({"family": "stable-diffusion", "name": "sd-v1-4-tiny", "choice_temperature": 1.0},
@@ -124,7 +124,7 @@ def test_a_temperature_sweep_records_each_value_and_the_time_per_image(tmp_path)
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (("sweep.key=schedule", "sweep.points=[cosine,sqrt]"),
-     "sweep.points holds 'sqrt': model.schedule='sqrt' is not a masking schedule: use one of cosine, linear or powP"),
+     "sweep.points holds 'sqrt': model.schedule='sqrt' is not a masking schedule: use one of cosine, linear, arccos or powP"),
     (("sweep.key=choice_temperature", "sweep.points=[1.0,hot]"), "sweep.points holds 'hot', which model.choice_temperature"),
     (("sweep.key=choice_temperature", "sweep.points=[1.0,-2.0]"), "model.choice_temperature=-2.0"),
     (("model.preset=muse-tiny", "model.name=tiny model", "sweep.key=steps", "sweep.points=[2,3]"),

@@ -122,3 +122,30 @@ def test_the_order_reaches_every_stage_editing_and_the_record():
     assert not torch.equal(halton.tokens, plain.tokens)
     kept = ~halton.edit_mask[0]
     assert torch.equal(halton.tokens[0][kept], plain.tokens[0][kept])
+
+
+def test_the_sampler_comparison_is_one_multirun_and_one_figure_per_metric(tmp_path, shapes_world):
+    # Catches: an experiment whose multirun does not vary the token order, runs the report cannot tell apart, or a
+    # figure per run instead of one with a line per token order.
+    import json
+
+    from conftest import muse_bench
+
+    from bench.report.document import write_report
+    from bench.report.runs import load_runs
+
+    sweep_dir = tmp_path / "samplers"
+    done = muse_bench("-m", "experiment=shapes_samplers", "world=shapes-ci", "dataset.limit=6", "sweep.points=[1,2]",
+                      "eval.metrics=[judge]", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    orders = {}
+    for results in sorted(sweep_dir.glob("*/results.json")):
+        evaluations = json.loads(results.read_text())["evaluations"]
+        recorded = {ev["protocol"]["sampler"]["base"]["token_order"] for ev in evaluations}
+        assert len(recorded) == 1 and [ev["sweep"]["value"] for ev in evaluations] == [1, 2]
+        orders[recorded.pop()] = evaluations
+    assert set(orders) == {"confidence", "halton", "halton-random"}
+    text = write_report(load_runs([sweep_dir]), tmp_path / "report").read_text()
+    assert text.count("![judge accuracy against model.steps]") == 1
+    for order in orders:
+        assert f"model.token_order={order}" in text

@@ -138,6 +138,29 @@ def test_the_recipe_key_moves_with_every_setting_and_unknown_recipes_are_listed(
         get_recipe("nope")
 
 
+def test_the_recipe_key_follows_the_architecture_but_not_its_samplers(monkeypatch):
+    # Catches: a sampler setting (a new field, a changed default) that retrains every cached world, and an
+    # architecture change that does not.
+    import bench.train.recipe as recipe_module
+
+    real = recipe_module.preset_config
+    base = RECIPES["shapes"].key
+
+    def changed(**edits):
+        def preset(name):
+            config = real(name)
+            for part, values in edits.items():
+                setattr(config, part, dataclasses.replace(getattr(config, part), **values))
+            return config
+        return preset
+
+    monkeypatch.setattr(recipe_module, "preset_config", changed(base_sampler={"steps": 3, "token_order": "halton"},
+                                                                 superres_sampler={"choice_temperature": 1.0}))
+    assert RECIPES["shapes"].key == base
+    monkeypatch.setattr(recipe_module, "preset_config", changed(base={"layers": 5}))
+    assert RECIPES["shapes"].key != base
+
+
 def test_masks_follow_the_cosine_schedule_and_always_hide_a_token():
     tokens = torch.zeros(4000, 64, dtype=torch.long)
     masked, mask = mask_tokens(tokens, 99, torch.Generator().manual_seed(0))

@@ -70,8 +70,8 @@ class ModelConfig:
     steps: int | None = None
     guidance_scale: float | None = None
     # Override the base stage's choice temperature (the Gumbel temperature of MaskGIT's re-masking choice, >= 0;
-    # the stage keeps its temperature schedule) and masking schedule (cosine, linear or powP with P > 0, e.g.
-    # pow2); null = the preset's. Muse family only, and the base stage only, as steps (MusePipeline.stage_samplers).
+    # the stage keeps its temperature schedule) and masking schedule (cosine, linear, arccos or powP with P > 0,
+    # e.g. pow2); null = the preset's. Muse family only, and the base stage only, as steps (MusePipeline.stage_samplers).
     choice_temperature: float | None = None
     schedule: str | None = None
     # Which tokens each decoding step keeps, in every stage (editing included): confidence (MaskGIT's), halton or

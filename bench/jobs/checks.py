@@ -76,8 +76,8 @@ def check_maskgit_settings(model_cfg: Any, key: str = "model") -> None:
         try:
             schedule_power(schedule)
         except MuseInputError:
-            raise BenchError(f"{key}.schedule={schedule!r} is not a masking schedule: use one of cosine, linear or "
-                             "powP with P > 0 (e.g. pow2, pow0.5), or null for the model's own.") from None
+            raise BenchError(f"{key}.schedule={schedule!r} is not a masking schedule: use one of cosine, linear, "
+                             "arccos or powP with P > 0 (e.g. pow2, pow0.5), or null for the model's own.") from None
     order = model_cfg.get("token_order")
     if order is not None and order not in TOKEN_ORDERS:
         raise BenchError(f"{key}.token_order={order!r} is not a token order: use one of {', '.join(TOKEN_ORDERS)}, "

@@ -61,9 +61,15 @@ def load_pipeline(model_cfg: Any, device: str) -> MusePipeline:
             )
         return MusePipeline.from_pretrained(model_cfg.pretrained, device=device)
     if model_cfg.get("world"):
+        from bench.train.recipe import get_recipe
         from bench.train.world import ensure_world
 
-        return MusePipeline.from_pretrained(str(ensure_world(model_cfg.world) / "pipeline"), device=device)
+        pipe = MusePipeline.from_pretrained(str(ensure_world(model_cfg.world) / "pipeline"), device=device)
+        # A world is trained weights; how they are sampled is its preset's as the preset stands now (a recipe's
+        # key leaves the samplers out: changing them retrains nothing).
+        preset = preset_config(get_recipe(model_cfg.world, setting="model.world").preset)
+        pipe.config.base_sampler, pipe.config.superres_sampler = preset.base_sampler, preset.superres_sampler
+        return pipe
     name = model_cfg.get("preset") or name
     if name not in PRESET_NAMES:
         raise BenchError(

@@ -2,9 +2,10 @@
 them.
 
 A recipe names the pipeline architecture (a muse preset), the seed, the pool of training scenes and each stage's
-steps, batch and learning rate. Its key is a hash of all of that plus the architecture's full config and
-FORMAT_VERSION (bumped when the training code changes what a recipe produces), so a changed recipe is trained
-into a new folder and never mixed with an old one.
+steps, batch and learning rate. Its key is a hash of all of that plus the architecture's full config (its
+samplers aside: how a world is sampled changes none of its weights, and a world is loaded with its preset's current
+samplers, bench.models.muse.load_pipeline) and FORMAT_VERSION (bumped when the training code changes what a
+recipe produces), so a changed recipe is trained into a new folder and never mixed with an old one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from bench.core.errors import BenchError
 from muse.presets import preset_config
 
 FORMAT_VERSION = 2
+# The parts of a pipeline config that say how it samples, not what it is: left out of the key.
+SAMPLER_FIELDS = ("base_sampler", "superres_sampler")
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,11 @@ class WorldRecipe:
 
     @property
     def key(self) -> str:
-        """16 hex digits of sha256 over the recipe, its architecture's config and FORMAT_VERSION."""
-        data = {"format": FORMAT_VERSION, "recipe": self.to_dict(), "architecture": preset_config(self.preset).to_dict()}
+        """16 hex digits of sha256 over the recipe, its architecture's config (samplers aside) and FORMAT_VERSION."""
+        architecture = preset_config(self.preset).to_dict()
+        for sampler in SAMPLER_FIELDS:
+            architecture.pop(sampler)
+        data = {"format": FORMAT_VERSION, "recipe": self.to_dict(), "architecture": architecture}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
