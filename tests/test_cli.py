@@ -52,7 +52,8 @@ def test_cfg_job_prints_the_resolved_config_with_overrides(tmp_path):
     assert cfg["model"] == {"name": "muse-632m", "family": "muse", "pretrained": None, "world": None, "preset": None,
                             "resolution": [256, 512],
                             "native_resolutions": [256, 512], "init_seed": 0, "profile": "full", "steps": None,
-                            "guidance_scale": None, "choice_temperature": None, "schedule": None}
+                            "guidance_scale": None, "choice_temperature": None, "schedule": None,
+                            "token_order": None}
     assert cfg["dataset"]["name"] == "partiprompts" and cfg["dataset"]["limit"] == 3
     assert (cfg["seed"], cfg["device"], cfg["resolutions"]) == (5, "cpu", [256])
     assert not (tmp_path / "outputs").exists()  # --cfg composes and prints; it runs nothing
