@@ -72,7 +72,7 @@ def make_generators(seed: int, indices: Sequence[int], device: torch.device | st
 
 
 # The masking schedules mask_ratio knows, as an error message lists them: powP is a family (P > 0, e.g. pow2).
-MASK_SCHEDULES = ("cosine", "linear", "powP")
+MASK_SCHEDULES = ("cosine", "linear", "arccos", "powP")
 
 
 def schedule_power(schedule: str) -> float | None:
@@ -143,12 +143,13 @@ def reveal_ranks(token_order: str, length: int, generators: Sequence[torch.Gener
     if side * side != length:
         raise MuseInputError(f"token_order={token_order!r} needs a square token grid; this one has {length} tokens")
     order = torch.tensor(halton_order(side), device=device)
-    ranks = []
-    for g in generators:
-        shift = int(torch.randint(length, (1,), generator=g, device=device)) if token_order == "halton-random" else 0
-        rolled = torch.roll(order, shift)
-        ranks.append(torch.empty_like(rolled).scatter_(0, rolled, torch.arange(length, device=device)))
-    return torch.stack(ranks).float()
+    ranks = torch.empty_like(order).scatter_(0, order, torch.arange(length, device=device))
+    if token_order == "halton-random":
+        # Rolling the order by s moves every position s places later (mod L); the offsets stay on the device, so
+        # nothing is read back to the host.
+        shifts = torch.cat([torch.randint(length, (1,), generator=g, device=device) for g in generators])
+        return ((ranks[None, :] + shifts[:, None]) % length).float()
+    return ranks[None, :].expand(len(generators), -1).float()
 
 
 def check_choice_temperature(value: float, setting: str = "choice_temperature") -> float:
